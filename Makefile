@@ -1,0 +1,34 @@
+# lkdn: `make demo` runs the main job on built-in data, `make test` runs the test suite.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test demo bench lint clean
+
+install: $(STAMP)
+
+# Idempotent: re-runs only when the requirement files change. torch goes first because
+# basicsr 1.4.2's setup imports it (built with --no-build-isolation against this torch).
+$(STAMP): requirements.txt setup.py pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q "torch>=2.10" "torchvision>=0.17"
+	$(PY) -m pip install -q --no-build-isolation -r requirements.txt
+	$(PY) -m pip install -q --no-build-isolation -e ".[dev,onnx,profile,spandrel]"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+demo: install
+	$(PY) scripts/demo.py
+
+bench: install
+	$(PY) benchmarks/run.py
+
+lint: install
+	$(VENV)/bin/ruff check lkdn scripts tests benchmarks
+
+clean:
+	rm -rf $(VENV) results/demo .pytest_cache

@@ -1,0 +1,141 @@
+"""LKDN: Large Kernel Distillation Network (Xie et al., CVPR 2023 workshops, NTIRE).
+
+Reference: "Large Kernel Distillation Network for Efficient Single Image Super-Resolution",
+https://arxiv.org/abs/2305.12226 ; official code github.com/stella-von/LKDN (MIT).
+State-dict keys match the official checkpoints: ``fea_conv``, ``B1..Bn``, ``c1``, ``c2``,
+``upsampler``. ``LKDN_S`` is the same class with the small variant's defaults.
+"""
+
+from __future__ import annotations
+
+import torch
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import nn
+
+from lkdn.archs.attention import LKA
+from lkdn.archs.bsconv import BSConvU, conv_type
+from lkdn.archs.upsamplers import build_upsampler
+
+
+class PixelNorm(nn.LayerNorm):
+    """LayerNorm over the channels of each pixel of an NCHW tensor (official ``pixel_norm``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
+
+
+class LKDB(nn.Module):
+    """Large kernel distillation block.
+
+    Three distillation steps (1x1 distilled branch, ``conv`` 3x3 remaining branch), a BSConvU
+    on the last remaining features, 1x1 fusion, large kernel attention, 1x1 projection, pixel
+    norm, and a residual connection. GELU (exact) after every distillation conv.
+
+    Args:
+        in_channels: input channels (``dc = in_channels // 2`` distilled, ``rc = in_channels``).
+        out_channels: output channels (must equal ``in_channels`` for the residual).
+        atten_channels: channels of the attention stage.
+        conv: class of the 3x3 remaining-branch convs (BSConvU, BSConvU_idt or RBSB).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, atten_channels: int, conv: type[nn.Module]) -> None:
+        super().__init__()
+        dc, rc = in_channels // 2, in_channels
+        self.c1_d = nn.Conv2d(in_channels, dc, 1)
+        self.c1_r = conv(in_channels, rc, kernel_size=3, padding=1)
+        self.c2_d = nn.Conv2d(rc, dc, 1)
+        self.c2_r = conv(rc, rc, kernel_size=3, padding=1)
+        self.c3_d = nn.Conv2d(rc, dc, 1)
+        self.c3_r = conv(rc, rc, kernel_size=3, padding=1)
+        self.c4 = BSConvU(rc, dc, kernel_size=3, padding=1)
+        self.act = nn.GELU()
+        self.c5 = nn.Conv2d(dc * 4, atten_channels, 1)
+        self.atten = LKA(atten_channels)
+        self.c6 = nn.Conv2d(atten_channels, out_channels, 1)
+        self.pixel_norm = PixelNorm(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d1 = self.act(self.c1_d(x))
+        r1 = self.act(self.c1_r(x))
+        d2 = self.act(self.c2_d(r1))
+        r2 = self.act(self.c2_r(r1))
+        d3 = self.act(self.c3_d(r2))
+        r3 = self.act(self.c3_r(r2))
+        r4 = self.act(self.c4(r3))
+        out = self.c6(self.atten(self.c5(torch.cat([d1, d2, d3, r4], dim=1))))
+        return self.pixel_norm(out) + x
+
+
+@ARCH_REGISTRY.register()
+class LKDN(nn.Module):
+    """Large Kernel Distillation Network.
+
+    Args:
+        num_in_ch: input image channels.
+        num_out_ch: output image channels.
+        num_feat: feature channels.
+        num_atten: channels of the large kernel attention inside each LKDB.
+        num_block: number of LKDBs (keys ``B1..B{num_block}``).
+        upscale: upscaling factor.
+        num_in: how many times the input is replicated along channels (official: 4).
+        conv: remaining-branch conv of the LKDBs: ``BSConvU``, ``BSConvU_idt`` or
+            ``BSConvU_rep`` (RBSB, re-parameterizable).
+        upsampler: ``pixelshuffledirect`` or ``pixelshuffle_rep`` (re-parameterizable).
+    """
+
+    def __init__(
+        self, *, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 56, num_atten: int = 56,
+        num_block: int = 8, upscale: int = 4, num_in: int = 4, conv: str = "BSConvU",
+        upsampler: str = "pixelshuffledirect",
+    ) -> None:
+        super().__init__()
+        block_conv = conv_type(conv)
+        self.num_in = num_in
+        self.num_block = num_block
+        self.upscale = upscale
+        self.fea_conv = BSConvU(num_in_ch * num_in, num_feat, kernel_size=3, padding=1)
+        for i in range(1, num_block + 1):
+            setattr(self, f"B{i}", LKDB(num_feat, num_feat, atten_channels=num_atten, conv=block_conv))
+        self.c1 = nn.Conv2d(num_feat * num_block, num_feat, 1)
+        self.GELU = nn.GELU()  # noqa: N815 (official key-free attribute name kept for readability)
+        self.c2 = BSConvU(num_feat, num_feat, kernel_size=3, padding=1)
+        self.upsampler = build_upsampler(upsampler, num_feat=num_feat, num_out_ch=num_out_ch, scale=upscale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.num_in > 1:
+            x = torch.cat([x] * self.num_in, dim=1)
+        fea = self.fea_conv(x)
+        outs, out = [], fea
+        for i in range(1, self.num_block + 1):
+            out = getattr(self, f"B{i}")(out)
+            outs.append(out)
+        trunk = self.c2(self.GELU(self.c1(torch.cat(outs, dim=1)))) + fea
+        return self.upsampler(trunk)
+
+    @torch.no_grad()
+    def fold_num_in(self) -> None:
+        """Fold the input replication into ``fea_conv.pw`` (exact) and set ``num_in`` to 1.
+
+        A 1x1 conv of ``cat([x] * n)`` equals a 1x1 conv of ``x`` whose weight is the sum of
+        the n input-channel slices.
+        """
+        if self.num_in == 1:
+            return
+        pw = self.fea_conv.pw
+        weight = pw.weight.unflatten(1, (self.num_in, -1)).sum(dim=1)
+        folded = nn.Conv2d(weight.shape[1], weight.shape[0], 1, bias=False).to(pw.weight)
+        folded.weight.copy_(weight)
+        self.fea_conv.pw = folded
+        self.num_in = 1
+
+
+@ARCH_REGISTRY.register()
+def LKDN_S(  # noqa: N802 (registered name used in YAML)
+    *, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 42, num_atten: int = 42, num_block: int = 5,
+    upscale: int = 4, num_in: int = 4, conv: str = "BSConvU", upsampler: str = "pixelshuffledirect",
+) -> LKDN:
+    """LKDN-S, the small variant: :class:`LKDN` with 42 channels and 5 blocks by default."""
+    return LKDN(
+        num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat, num_atten=num_atten, num_block=num_block,
+        upscale=upscale, num_in=num_in, conv=conv, upsampler=upsampler,
+    )

@@ -1,0 +1,1 @@
+"""Utilities: checkpoint I/O (:mod:`lkdn.utils.checkpoint`)."""

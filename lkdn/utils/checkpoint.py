@@ -1,0 +1,183 @@
+"""Checkpoint I/O in one place: safe loading, canonical state dicts, atomic saving.
+
+* Every load goes through :func:`load_file`: ``torch.load(..., weights_only=True)`` for
+  ``.pth``/``.pt``/``.state`` (never a fallback to full unpickling), or safetensors for
+  ``.safetensors``. A file that would need arbitrary code to unpickle is refused.
+* :func:`extract_state_dict` canonicalizes BasicSR dicts (``params_ema`` preferred over
+  ``params``, or a named key) and bare state dicts, and strips ``module.`` prefixes.
+* :func:`load_network` loads into a network and, on a mismatch, lists missing and
+  unexpected keys and differing shapes, and names the config keys to check.
+* :func:`save_file` writes atomically: temporary file in the same folder, flush, fsync,
+  rename, fsync of the folder; an interrupted save leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+SAFETENSORS_SUFFIX = ".safetensors"
+PREFERRED_KEYS = ("params_ema", "params")
+CONFIG_HINT = (
+    "check the network options against the checkpoint: num_feat, num_block, num_atten, num_in, upscale, "
+    "conv (BSConvU / BSConvU_rep) and upsampler (pixelshuffledirect / pixelshuffle_rep)"
+)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be read or does not fit the network; the message says why."""
+
+
+def load_file(path: str | os.PathLike[str]) -> Any:
+    """Read a checkpoint file safely (tensors, dicts, lists, numbers, strings only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix == SAFETENSORS_SUFFIX:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file as load_safetensors
+
+        try:
+            return load_safetensors(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path}: refused to load: the file holds objects other than tensors and plain containers, "
+            f"which could run code when unpickled ({str(err).splitlines()[0]}). Load only checkpoints you "
+            "trust, re-saved as plain state dicts or .safetensors."
+        ) from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or not a torch file?): {err}") from err
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def extract_state_dict(
+    ckpt: Any, *, param_key: str | None = None, source: str = "checkpoint"
+) -> dict[str, torch.Tensor]:
+    """Return the network state dict inside ``ckpt``.
+
+    Args:
+        ckpt: what :func:`load_file` returned: a BasicSR dict ``{'params': ..., 'params_ema': ...}``
+            or a bare state dict.
+        param_key: the key to take; ``None`` prefers ``params_ema``, then ``params``. A named key
+            that is missing falls back to the other BasicSR key with a warning (BasicSR's rule).
+        source: the file name, for messages.
+    """
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointError(f"{source}: expected a dict of tensors, got {type(ckpt).__name__}")
+    if _is_state_dict(ckpt):
+        state = ckpt
+    else:
+        keys = [param_key] if param_key else []
+        keys += [k for k in PREFERRED_KEYS if k not in keys]
+        found = [k for k in keys if k in ckpt and _is_state_dict(ckpt[k])]
+        if not found:
+            raise CheckpointError(
+                f"{source}: no state dict under {', '.join(repr(k) for k in keys)}; top-level keys: {list(ckpt)}"
+            )
+        if param_key and found[0] != param_key:
+            logger.warning("%s: key %r not found, loading %r instead", source, param_key, found[0])
+        state = ckpt[found[0]]
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_state_dict(path: str | os.PathLike[str], *, param_key: str | None = None) -> dict[str, torch.Tensor]:
+    """:func:`load_file` then :func:`extract_state_dict`."""
+    return extract_state_dict(load_file(path), param_key=param_key, source=str(path))
+
+
+def mismatch_report(net: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
+    """Describe how ``state`` differs from ``net.state_dict()`` (empty string when it fits)."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    lines = []
+    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+        if items:
+            shown = items[:20] + ([f"... and {len(items) - 20} more"] if len(items) > 20 else [])
+            lines.append(f"{title} ({len(items)}):\n  " + "\n  ".join(shown))
+    return "\n".join(lines)
+
+
+def load_network(
+    net: nn.Module, path: str | os.PathLike[str], *, param_key: str | None = None, strict: bool = True
+) -> nn.Module:
+    """Load weights from ``path`` into ``net`` (in place) and return ``net``.
+
+    With ``strict=True`` any missing or unexpected key or differing shape is a
+    :class:`CheckpointError` listing them. With ``strict=False`` keys whose shapes fit are
+    loaded and the rest is logged.
+    """
+    state = load_state_dict(path, param_key=param_key)
+    report = mismatch_report(net, state)
+    if report and strict:
+        raise CheckpointError(f"{path} does not fit {type(net).__name__}:\n{report}\nHint: {CONFIG_HINT}")
+    if report:
+        logger.warning("loading %s non-strictly:\n%s", path, report)
+        own = net.state_dict()
+        state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    net.load_state_dict(state, strict=strict)
+    return net
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some platforms cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_file(obj: Any, path: str | os.PathLike[str], *, metadata: Mapping[str, str] | None = None) -> Path:
+    """Write ``obj`` to ``path`` atomically (``.safetensors`` for a flat state dict, else torch).
+
+    The data goes to a temporary file in the same folder, is flushed and fsynced, renamed over
+    ``path`` and the folder is fsynced, so a crash at any moment leaves either the old file or
+    the new one, never a partial one. On error (disk full, say) the temporary file is removed,
+    the previous file is untouched, and the error is raised.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if path.suffix == SAFETENSORS_SUFFIX:
+                from safetensors.torch import save
+
+                tensors = {k: v.detach().contiguous().cpu() for k, v in obj.items()}
+                handle.write(save(tensors, metadata=dict(metadata) if metadata else None))
+            else:
+                torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

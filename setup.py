@@ -1,0 +1,31 @@
+"""Install lkdn. Runtime requirements are read from requirements.txt."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+
+def requirements() -> list[str]:
+    lines = (HERE / "requirements.txt").read_text().splitlines()
+    return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+
+
+setup(
+    name="lkdn",
+    version="0.1.0",
+    description="BasicSR-style training and testing for efficient super-resolution: LKDN, RFDN, BSRN and kin",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["lkdn", "lkdn.*"]),
+    install_requires=requirements(),
+    extras_require={
+        "dev": ["pytest>=7", "hypothesis>=6", "ruff>=0.5"],
+        "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
+        "profile": ["fvcore>=0.1.5"],
+        "spandrel": ["spandrel>=0.4"],
+    },
+)
