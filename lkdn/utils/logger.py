@@ -1,0 +1,35 @@
+"""Logging set-up for the entry points (library modules only call ``logging.getLogger``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+_FORMAT = "%(asctime)s %(levelname)s: %(message)s"
+
+
+def setup_logging(log_file: str | os.PathLike[str] | None = None, *, level: int = logging.INFO, rank: int = 0) -> logging.Logger:
+    """Send the ``lkdn`` and ``basicsr`` loggers to stderr and, if given, ``log_file``.
+
+    Only rank 0 logs at ``level``; other ranks log errors only. Returns the ``lkdn`` logger.
+    Calling it again replaces the handlers (no duplicated lines).
+    """
+    level = level if rank == 0 else logging.ERROR
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None and rank == 0:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="a", encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
+    for name in ("lkdn", "basicsr"):
+        log = logging.getLogger(name)
+        for old in list(log.handlers):
+            log.removeHandler(old)
+            old.close()
+        for handler in handlers:
+            log.addHandler(handler)
+        log.setLevel(level)
+        log.propagate = False
+    return logging.getLogger("lkdn")
