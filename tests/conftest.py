@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import lkdn  # noqa: F401 (installs basicsr's torchvision alias before any test imports basicsr)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LKDN_SHARED", ROOT.parent / "shared"))
 PRETRAINED = SHARED / "pretrained"

@@ -1,0 +1,284 @@
+"""Validation of option files: unknown keys, wrong types and impossible values are errors.
+
+Each error names the key path (``train.optim_g.lr``), its line in the YAML file, and for
+unknown keys the nearest valid key. Checks run before any work starts, after
+``--force_yml`` overrides are applied, so overrides are validated the same way.
+
+The schema is BasicSR's (train and test), plus this project's additions. Sections whose
+keys depend on a registered class (``network_g``, ``train.optim_g``, ``train.scheduler``,
+losses) are checked against that class's signature.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+NUMBER = (int, float)
+ANY = object()
+
+# key -> (allowed types, description). A nested dict spec describes a sub-mapping.
+Spec = Mapping[str, Any]
+
+IO_BACKEND: Spec = {
+    "type": ((str,), "disk or lmdb"),
+    "db_paths": ((list, str), "LMDB folders, [lq, gt]"),
+    "client_keys": ((list,), "LMDB client keys, [lq, gt]"),
+}
+
+DATASET_COMMON: Spec = {
+    "name": ((str,), "dataset name used in logs and results"),
+    "type": ((str,), "registered dataset class, e.g. PairedImageDataset"),
+    "phase": ((str,), "filled in from the section name"),
+    "scale": ((int,), "filled in from the top-level scale"),
+    "dataroot_gt": ((str,), "folder (or LMDB) of ground-truth HR images"),
+    "dataroot_lq": ((str,), "folder (or LMDB) of low-quality LR images"),
+    "meta_info_file": ((str, type(None)), "text file listing the images to use"),
+    "filename_tmpl": ((str,), "LR name template for an HR stem, e.g. '{}x4'"),
+    "io_backend": (IO_BACKEND, "how images are read"),
+    "gt_size": ((int,), "HR patch size (training)"),
+    "use_hflip": ((bool,), "random horizontal flips"),
+    "use_flip": ((bool,), "alias of use_hflip in older configs"),
+    "use_rot": ((bool,), "random rotations / transposes"),
+    "use_shuffle": ((bool,), "shuffle every epoch"),
+    "num_worker_per_gpu": ((int,), "data loader workers per process"),
+    "batch_size_per_gpu": ((int,), "batch size per process"),
+    "dataset_enlarge_ratio": ((int,), "repeat the dataset within one epoch"),
+    "prefetch_mode": ((str, type(None)), "cpu, cuda or ~"),
+    "pin_memory": ((bool,), "pin host memory (cuda prefetch)"),
+    "persistent_workers": ((bool,), "keep workers between epochs"),
+    "optional": ((bool,), "skip with a warning when the folders are absent (test)"),
+    "skip_bad_images": ((bool,), "skip unreadable training images with a warning"),
+    "color": ((str,), "'y' to work on the Y channel"),
+    "mean": ((list,), "per-channel mean for normalization"),
+    "std": ((list,), "per-channel std for normalization"),
+    "scales": ((list,), "scales mixed in multi-scale training"),
+}
+
+PATH: Spec = {
+    "pretrain_network_g": ((str, type(None)), "weights to start from / to test"),
+    "param_key_g": ((str, type(None)), "key inside the checkpoint (params_ema, params)"),
+    "strict_load_g": ((bool,), "require every key to match"),
+    "resume_state": ((str, type(None)), "training state to resume from"),
+    "experiments_root": ((str,), "filled in"),
+    "models": ((str,), "filled in"),
+    "training_states": ((str,), "filled in"),
+    "log": ((str,), "filled in"),
+    "visualization": ((str,), "filled in"),
+    "results_root": ((str,), "filled in"),
+    "root": ((str,), "root folder of experiments and results"),
+}
+
+METRIC: Spec = {
+    "type": ((str,), "calculate_psnr or calculate_ssim"),
+    "crop_border": ((int,), "pixels removed at each border (the scale)"),
+    "test_y_channel": ((bool,), "compute on the Y channel (BT.601)"),
+    "better": ((str,), "higher or lower"),
+}
+
+VAL: Spec = {
+    "val_freq": (NUMBER, "validate every this many iterations"),
+    "save_img": ((bool,), "write SR images"),
+    "suffix": ((str, type(None)), "suffix of written SR image names"),
+    "pbar": ((bool,), "progress bar during validation"),
+    "metrics": ("*", METRIC),
+    "self_ensemble": ((bool,), "x8 geometric self-ensemble"),
+    "tile": ({"size": ((int,), "tile size in LR pixels"), "pad": ((int,), "overlap in LR pixels")}, "tiled inference"),
+}
+
+LOGGER: Spec = {
+    "print_freq": ((int,), "log training lines every this many iterations"),
+    "save_checkpoint_freq": (NUMBER, "save network and state every this many iterations"),
+    "use_tb_logger": ((bool,), "write TensorBoard scalars"),
+    "wandb": ((dict,), "Weights & Biases settings (unused here)"),
+    "save_format": ((str,), "pth (default) or safetensors"),
+}
+
+TRAIN: Spec = {
+    "ema_decay": (NUMBER, "EMA decay of the network weights (0 disables)"),
+    "optim_g": ((dict,), "optimizer: type and its arguments"),
+    "scheduler": ((dict,), "learning-rate scheduler: type and its arguments"),
+    "total_iter": (NUMBER, "training iterations"),
+    "warmup_iter": (NUMBER, "linear warm-up iterations (-1 for none)"),
+    "pixel_opt": ((dict, type(None)), "pixel loss: type (L1Loss, MSELoss, CharbonnierLoss) and arguments"),
+    "grad_clip": (NUMBER + (type(None),), "max gradient norm (VDSR)"),
+    "bn_population_after": ((int, type(None)), "iteration after which BatchNorm uses population statistics"),
+    "amp": ((str, bool, type(None)), "bf16, fp16 or false"),
+    "channels_last": ((bool,), "channels-last memory format"),
+    "compile": ((bool,), "torch.compile the network"),
+    "max_bad_steps": ((int,), "stop after this many consecutive non-finite losses"),
+}
+
+TOP: Spec = {
+    "name": ((str,), "experiment name (folders under experiments/ or results/)"),
+    "model_type": ((str,), "model class, SRModel"),
+    "scale": ((int,), "upscaling factor; must equal network_g.upscale"),
+    "num_gpu": ((int, str), "auto (default), 0 for CPU, or a count"),
+    "manual_seed": ((int,), "random seed"),
+    "is_train": ((bool,), "filled in"),
+    "dist": ((bool,), "filled in"),
+    "rank": ((int,), "filled in"),
+    "world_size": ((int,), "filled in"),
+    "auto_resume": ((bool,), "filled in"),
+    "datasets": ("*", DATASET_COMMON),
+    "network_g": ((dict,), "network: type and its arguments"),
+    "path": (PATH, "weights and folders"),
+    "train": (TRAIN, "training settings"),
+    "val": (VAL, "validation / test settings"),
+    "logger": (LOGGER, "logging settings"),
+    "dist_params": ({"backend": ((str,), "nccl or gloo"), "port": ((int,), "rendezvous port")}, "distributed settings"),
+    "find_unused_parameters": ((bool,), "DDP option"),
+    "use_static_graph": ((bool,), "DDP option"),
+}
+
+
+def key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Map each key path of a YAML text to its 1-based line number."""
+    lines: dict[tuple[str, ...], int] = {}
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(node: yaml.Node, prefix: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                path = prefix + (str(key_node.value),)
+                lines[path] = key_node.start_mark.line + 1
+                walk(value_node, path)
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+class SchemaError(ValueError):
+    """One or more invalid options; the message lists each with its location."""
+
+
+class _Checker:
+    def __init__(self, source: str, lines: dict[tuple[str, ...], int]) -> None:
+        self.source, self.lines, self.errors = source, lines, []
+
+    def where(self, path: tuple[str, ...]) -> str:
+        line = self.lines.get(path)
+        return f"{self.source}:{line}" if line else self.source
+
+    def error(self, path: tuple[str, ...], message: str) -> None:
+        self.errors.append(f"{self.where(path)}: {'.'.join(path)}: {message}")
+
+    def unknown(self, path: tuple[str, ...], valid: list[str]) -> None:
+        match = difflib.get_close_matches(path[-1], valid, n=1, cutoff=0.6)
+        hint = f"; did you mean {match[0]!r}?" if match else ""
+        self.error(path, f"unknown key{hint} (valid: {', '.join(sorted(valid))})")
+
+    def mapping(self, value: Any, spec: Spec, path: tuple[str, ...]) -> None:
+        if not isinstance(value, Mapping):
+            self.error(path, f"expected a mapping, got {type(value).__name__}")
+            return
+        for key, item in value.items():
+            sub = path + (str(key),)
+            if key not in spec:
+                self.unknown(sub, list(spec))
+                continue
+            kind, detail = spec[key]
+            if kind == "*":  # mapping of names to sub-specs (datasets, metrics)
+                if not isinstance(item, Mapping):
+                    self.error(sub, f"expected a mapping, got {type(item).__name__}")
+                    continue
+                for name, child in item.items():
+                    self.mapping(child, detail, sub + (str(name),))
+            elif isinstance(kind, Mapping):
+                if item is not None:
+                    self.mapping(item, kind, sub)
+            elif not isinstance(item, kind) or (isinstance(item, bool) and bool not in kind and int in kind):
+                names = " or ".join("null" if t is type(None) else t.__name__ for t in kind)
+                self.error(sub, f"expected {names} ({detail}), got {item!r}")
+
+    def signature(self, value: Any, factory: Callable[..., Any], path: tuple[str, ...], skip: tuple[str, ...]) -> None:
+        try:
+            params = inspect.signature(factory).parameters
+        except (TypeError, ValueError):
+            return
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return
+        valid = [k for k, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        for key in value:
+            if key not in skip and key not in valid:
+                self.unknown(path + (str(key),), valid + list(skip))
+
+
+def _registry_type(checker: _Checker, section: Any, path: tuple[str, ...], lookup: Callable[[str], Any]) -> Any:
+    if not isinstance(section, Mapping):
+        return None
+    if "type" not in section:
+        checker.error(path, "missing key 'type'")
+        return None
+    try:
+        return lookup(section["type"])
+    except (KeyError, ValueError) as err:
+        checker.error(path + ("type",), str(err).strip("'\""))
+        return None
+
+
+def _positive(checker: _Checker, opt: Mapping[str, Any], path: tuple[str, ...], *, strict: bool = True) -> None:
+    node: Any = opt
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return
+        node = node[key]
+    if isinstance(node, NUMBER) and not isinstance(node, bool) and (node <= 0 if strict else node < 0):
+        checker.error(path, f"must be {'positive' if strict else 'non-negative'}, got {node!r}")
+
+
+def validate_options(
+    opt: Mapping[str, Any], *, source: str | Path = "<options>", text: str | None = None,
+    lookups: Mapping[str, Callable[[str], Any]] | None = None,
+) -> None:
+    """Raise :class:`SchemaError` listing every invalid option of ``opt``.
+
+    Args:
+        opt: the parsed options.
+        source: the file name, used in messages.
+        text: the YAML text, to report line numbers.
+        lookups: functions mapping a ``type`` name to its class for ``network_g``, ``optim_g``,
+            ``scheduler`` and ``loss`` (each optional); they are checked against its signature.
+    """
+    checker = _Checker(str(source), key_lines(text) if text else {})
+    checker.mapping(opt, TOP, ())
+    lookups = lookups or {}
+    train = opt.get("train") if isinstance(opt.get("train"), Mapping) else {}
+    sections = [
+        ("network", opt.get("network_g"), ("network_g",), ("type",)),
+        ("optim", train.get("optim_g"), ("train", "optim_g"), ("type",)),
+        ("scheduler", train.get("scheduler"), ("train", "scheduler"), ("type",)),
+        ("loss", train.get("pixel_opt"), ("train", "pixel_opt"), ("type",)),
+    ]
+    for kind, section, path, skip in sections:
+        if kind in lookups and section is not None:
+            factory = _registry_type(checker, section, path, lookups[kind])
+            if factory is not None:
+                checker.signature(section, factory, path, skip)
+    for path in (("train", "optim_g", "lr"), ("train", "total_iter"), ("val", "val_freq"), ("logger", "print_freq"),
+                 ("logger", "save_checkpoint_freq"), ("scale",)):
+        _positive(checker, opt, path)
+    for path in (("train", "ema_decay"), ("train", "grad_clip")):
+        _positive(checker, opt, path, strict=False)
+    ema = train.get("ema_decay")
+    if isinstance(ema, NUMBER) and not isinstance(ema, bool) and ema >= 1:
+        checker.error(("train", "ema_decay"), f"must be below 1, got {ema!r}")
+    scale = opt.get("scale")
+    for name, dataset in (opt.get("datasets") or {}).items() if isinstance(opt.get("datasets"), Mapping) else ():
+        gt_size = dataset.get("gt_size") if isinstance(dataset, Mapping) else None
+        if isinstance(scale, int) and isinstance(gt_size, int) and gt_size % scale:
+            checker.error(("datasets", str(name), "gt_size"), f"{gt_size} is not divisible by scale {scale}")
+    network = opt.get("network_g")
+    if isinstance(network, Mapping) and isinstance(scale, int) and network.get("upscale", scale) != scale:
+        checker.error(("network_g", "upscale"), f"{network['upscale']} differs from the top-level scale {scale}")
+    if checker.errors:
+        raise SchemaError("invalid options:\n  " + "\n  ".join(checker.errors))
