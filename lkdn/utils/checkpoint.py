@@ -9,10 +9,14 @@
   unexpected keys and differing shapes, and names the config keys to check.
 * :func:`save_file` writes atomically: temporary file in the same folder, flush, fsync,
   rename, fsync of the folder; an interrupted save leaves the previous file intact.
+* :func:`save_network_file` writes self-describing ``.safetensors`` files (metadata
+  ``{"lkdn_format": "1", "network_g": <JSON options>, "scale": "<int>"}``), read back by
+  :func:`read_metadata` and :func:`network_from_file`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -181,3 +185,96 @@ def save_file(obj: Any, path: str | os.PathLike[str], *, metadata: Mapping[str, 
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+# --- self-describing network files (safetensors metadata) -------------------------------------
+
+LKDN_FORMAT = "1"
+"""Version of the metadata written by :func:`save_network_file`."""
+
+
+def network_metadata(network_opt: Mapping[str, Any], *, scale: int | None = None) -> dict[str, str]:
+    """The safetensors metadata that describes a network: ``lkdn_format``, ``network_g`` (JSON), ``scale``.
+
+    ``scale`` defaults to ``network_opt['upscale']``, else the ``upscale`` of the network the
+    options build.
+    """
+    if "type" not in network_opt:
+        raise CheckpointError(f"network options need a 'type' (the registered network name); got {dict(network_opt)}")
+    if scale is None:
+        scale = network_opt.get("upscale")
+    if scale is None:
+        from lkdn.archs import build_network
+
+        scale = getattr(build_network(network_opt), "upscale", None)
+    if scale is None:
+        raise CheckpointError(f"cannot tell the scale of {network_opt['type']}: pass scale= or set 'upscale'")
+    return {"lkdn_format": LKDN_FORMAT, "network_g": json.dumps(dict(network_opt)), "scale": str(int(scale))}
+
+
+def save_network_file(
+    state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike[str], network_opt: Mapping[str, Any],
+    *, scale: int | None = None,
+) -> Path:
+    """Save network weights atomically: ``.safetensors`` with :func:`network_metadata`, else ``{'params': ...}``.
+
+    Args:
+        state_dict: a flat state dict (names to tensors).
+        path: ``.safetensors`` (self-describing: options and scale in the metadata) or
+            ``.pth`` (a BasicSR checkpoint ``{'params': state_dict}``).
+        network_opt: the ``network_g`` options that build the network these weights fit.
+        scale: the upscaling factor (default: from the options).
+    """
+    if not _is_state_dict(state_dict):
+        raise CheckpointError(f"{path}: expected a flat state dict of tensors, got {type(state_dict).__name__}")
+    metadata = network_metadata(network_opt, scale=scale)
+    if Path(path).suffix == SAFETENSORS_SUFFIX:
+        return save_file(dict(state_dict), path, metadata=metadata)
+    return save_file({"params": {k: v.detach().cpu() for k, v in state_dict.items()}}, path)
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata of a ``.safetensors`` file, with ``network_g`` parsed back to a dict and ``scale`` an int.
+
+    Files without metadata (and ``.pth`` files, which carry none) give ``{}``; metadata written by a
+    newer, unknown ``lkdn_format`` is a :class:`CheckpointError`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix != SAFETENSORS_SUFFIX:
+        return {}
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata: dict[str, Any] = dict(handle.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+    if "lkdn_format" in metadata and metadata["lkdn_format"] != LKDN_FORMAT:
+        raise CheckpointError(
+            f"{path}: lkdn_format {metadata['lkdn_format']!r} is not supported (this version reads {LKDN_FORMAT!r})"
+        )
+    if "network_g" in metadata:
+        try:
+            metadata["network_g"] = json.loads(metadata["network_g"])
+        except json.JSONDecodeError as err:
+            raise CheckpointError(f"{path}: metadata 'network_g' is not valid JSON ({err})") from err
+    if "scale" in metadata:
+        try:
+            metadata["scale"] = int(metadata["scale"])
+        except ValueError as err:
+            raise CheckpointError(f"{path}: metadata 'scale' is not an integer: {metadata['scale']!r}") from err
+    return metadata
+
+
+def network_from_file(path: str | os.PathLike[str]) -> nn.Module:
+    """Build the network a self-describing ``.safetensors`` file names in its metadata and load it (strict)."""
+    metadata = read_metadata(path)
+    if "network_g" not in metadata:
+        raise CheckpointError(
+            f"{path}: no 'network_g' metadata; build the network from its options and use load_network instead"
+        )
+    from lkdn.archs import build_network
+
+    return load_network(build_network(metadata["network_g"]), path)

@@ -1,0 +1,345 @@
+"""ONNX export, verified with onnxruntime against PyTorch before anything is written.
+
+:func:`export_onnx` folds the network into its deploy form (re-parameterizable branches and
+LKDN's input replication, :func:`lkdn.reparam.reparameterize_model`), exports it with
+``torch.onnx.export`` (the TorchScript-based exporter, ``dynamo=False``: the torch.export-based
+one needs ``onnxscript``, which this project does not require), runs the exported bytes
+through onnxruntime (CPU provider) on a random batch and on the given images, and compares
+with the *original* PyTorch network in float32. Only when every check is within tolerance
+is the file written, atomically (temporary file in the same folder, fsync, ``os.replace``).
+
+Half precision: LKDN's attention stage (``c5`` -> LKA -> ``c6``, before the pixel norm)
+reaches magnitudes around 1e11 with the official weights, far past float16's 65504, so a
+plain ``.half()`` network outputs NaN. ``fp16=True`` therefore exports a mixed-precision
+graph (:func:`half_network`): float16 everywhere except that stage of every LKDB, which runs
+in float32 between two casts. Its output is compared with the float32 PyTorch network within
+:data:`FP16_TOLERANCE`.
+
+onnxruntime and onnx are optional dependencies (``pip install lkdn[onnx]``) imported here
+only, never by ``import lkdn``.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lkdn.archs import build_network
+from lkdn.archs.lkdn_arch import LKDB
+from lkdn.reparam import deploy_options, reparameterize_model
+from lkdn.utils.checkpoint import load_network
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+"""LayerNormalization is a single ONNX op from opset 17 on; 13 to 21 were verified."""
+FP32_TOLERANCE = 1e-4
+"""Largest accepted |onnxruntime - PyTorch| for a float32 export (output in [0, 1] units)."""
+FP16_TOLERANCE = 1e-2
+"""Largest accepted |onnxruntime float16 - PyTorch float32| for a mixed-precision export."""
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+EXPORTER = "torch.onnx.export(dynamo=False) (TorchScript-based)"
+FP32_STAGES: dict[type[nn.Module], tuple[str, ...]] = {LKDB: ("c5", "atten", "c6", "pixel_norm")}
+"""Sub-modules kept in float32 by :func:`half_network`, per module class (a chain: the last
+one casts back to float16)."""
+
+
+class ExportError(RuntimeError):
+    """The export failed or did not reproduce PyTorch; nothing was written."""
+
+
+def _require_onnx() -> tuple[Any, Any]:
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as err:
+        raise ImportError(
+            f"ONNX export needs onnx and onnxruntime ({err.name} is missing): pip install lkdn[onnx]"
+        ) from err
+    return onnx, onnxruntime
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    """One comparison of onnxruntime with PyTorch."""
+
+    name: str
+    shape: tuple[int, ...]
+    max_abs: float
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_onnx` wrote and verified."""
+
+    path: Path
+    opset: int
+    dtype: str
+    dynamic: bool
+    tolerance: float
+    onnxruntime_version: str
+    exporter: str = EXPORTER
+    checks: list[ExportCheck] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """A few lines for logs and scripts."""
+        lines = [
+            f"wrote {self.path} (opset {self.opset}, {self.dtype}, {'dynamic' if self.dynamic else 'static'} shape, "
+            f"{self.exporter}, onnxruntime {self.onnxruntime_version})"
+        ]
+        lines += [
+            f"  {c.name} {c.shape}: max |onnxruntime - pytorch| = {c.max_abs:.2e} (tolerance {self.tolerance:.0e})"
+            for c in self.checks
+        ]
+        return "\n".join(lines)
+
+
+def network_from_options(
+    opt: Mapping[str, Any], *, weights: str | os.PathLike[str] | None = None
+) -> tuple[nn.Module, int]:
+    """Build ``opt['network_g']`` and load its weights; return ``(network in eval mode, scale)``.
+
+    Weights come from ``weights`` or else ``path.pretrain_network_g`` (``.pth`` or
+    ``.safetensors``), with ``path.param_key_g`` and ``path.strict_load_g`` honoured.
+    """
+    if "network_g" not in opt:
+        raise ValueError("options: missing key 'network_g'")
+    net = build_network(opt["network_g"])
+    paths = opt.get("path") or {}
+    source = weights if weights is not None else paths.get("pretrain_network_g")
+    if source is None:
+        raise ValueError("no weights: pass --weights or set path.pretrain_network_g in the options")
+    load_network(
+        net, Path(os.path.expanduser(str(source))), param_key=paths.get("param_key_g"),
+        strict=bool(paths.get("strict_load_g", True)),
+    )
+    scale = opt.get("scale", opt["network_g"].get("upscale"))
+    if scale is None:
+        scale = getattr(net, "upscale", None)
+    if scale is None:
+        raise ValueError("options: set 'scale' (or network_g.upscale)")
+    return net.eval(), int(scale)
+
+
+def deploy_network(net: nn.Module) -> nn.Module:
+    """A deep copy of ``net`` with every branch folded and LKDN's ``num_in`` folded, in eval mode."""
+    return reparameterize_model(net, fold_num_in=True).eval()
+
+
+class _Float32Stage(nn.Module):
+    """Run ``module`` in float32 and cast its output to ``out_dtype``."""
+
+    def __init__(self, module: nn.Module, *, out_dtype: torch.dtype) -> None:
+        super().__init__()
+        self.module = module.float()
+        self.out_dtype = out_dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x.float()).to(self.out_dtype)
+
+
+def half_network(net: nn.Module) -> nn.Module:
+    """A float16 copy of ``net`` whose overflow-prone stages (:data:`FP32_STAGES`) stay float32."""
+    net = copy.deepcopy(net).half()
+    for module in list(net.modules()):
+        names = next((v for k, v in FP32_STAGES.items() if isinstance(module, k)), ())
+        for i, name in enumerate(names):
+            out_dtype = torch.float16 if i == len(names) - 1 else torch.float32
+            setattr(module, name, _Float32Stage(getattr(module, name), out_dtype=out_dtype))
+    return net
+
+
+def image_tensor(image_bgr: np.ndarray) -> torch.Tensor:
+    """A uint8 BGR HWC image as a 1x3xHxW RGB float tensor in [0, 1] (as :func:`lkdn.evaluate.super_resolve`)."""
+    return torch.from_numpy(np.ascontiguousarray(image_bgr[:, :, ::-1])).permute(2, 0, 1)[None].float() / 255.0
+
+
+def onnx_session(model: bytes | str | os.PathLike[str], *, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session (``threads`` intra-op threads; default: torch's thread count)."""
+    _, ort = _require_onnx()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+class OnnxRuntimeNetwork(nn.Module):
+    """An onnxruntime session behind an ``nn.Module`` face, so :mod:`lkdn.evaluate` can run it.
+
+    ``forward`` takes an N,3,H,W float tensor in [0, 1], casts it to the model's input type
+    (float16 for a half-precision export) and returns a float32 tensor.
+    """
+
+    def __init__(self, model: bytes | str | os.PathLike[str], *, threads: int | None = None) -> None:
+        super().__init__()
+        self.session = onnx_session(model, threads=threads)
+        self.input_dtype = np.float16 if "float16" in self.session.get_inputs()[0].type else np.float32
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        array = x.detach().cpu().numpy().astype(self.input_dtype)
+        out = self.session.run(None, {INPUT_NAME: array})[0]
+        return torch.from_numpy(out.astype(np.float32))
+
+
+def _write_atomic(data: bytes, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _check_inputs(
+    images: Sequence[tuple[str, np.ndarray]], *, dynamic: bool, size: tuple[int, int], channels: int
+) -> list[tuple[str, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(0)
+    h, w = size
+    if dynamic:  # another batch size and odd sizes than those traced
+        inputs = [("random", torch.rand(2, channels, h + 5, w + 11, generator=generator))]
+    else:
+        inputs = [("random", torch.rand(1, channels, h, w, generator=generator))]
+    for name, image in images:
+        tensor = image_tensor(image)
+        if not dynamic:
+            if tensor.shape[2] < h or tensor.shape[3] < w:
+                raise ValueError(f"check image {name} ({tensor.shape[2]}x{tensor.shape[3]}) is smaller than the static size {h}x{w}")
+            tensor = tensor[:, :, :h, :w]
+        inputs.append((name, tensor))
+    return inputs
+
+
+@torch.no_grad()
+def export_onnx(
+    net: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    opset: int = DEFAULT_OPSET,
+    dynamic: bool = True,
+    fp16: bool = False,
+    size: tuple[int, int] = (32, 32),
+    check_images: Sequence[tuple[str, np.ndarray]] = (),
+    tolerance: float | None = None,
+    reference: nn.Module | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> ExportReport:
+    """Export ``net`` to ONNX at ``path``, after checking onnxruntime reproduces PyTorch.
+
+    Args:
+        net: the network (training or deploy form); it is not modified.
+        path: the ``.onnx`` file to write (only when every check passes).
+        opset: ONNX opset version.
+        dynamic: dynamic batch, height and width (else the shape is fixed to ``1x3x{size}``).
+        fp16: export the mixed-precision graph of :func:`half_network` (float16 input/output).
+        size: ``(height, width)`` of the traced input (the fixed input size when static).
+        check_images: ``(name, uint8 BGR image)`` pairs run through both; with a static
+            shape they are cropped to ``size`` (top left).
+        tolerance: largest accepted max |onnxruntime - PyTorch|; default
+            :data:`FP32_TOLERANCE` or :data:`FP16_TOLERANCE`.
+        reference: the float32 network whose output must be reproduced (default ``net``).
+        metadata: extra ``metadata_props`` stored in the ONNX file.
+
+    Raises:
+        ExportError: export failed or a check exceeded the tolerance; nothing was written and
+            an existing file at ``path`` is untouched.
+    """
+    onnx, ort = _require_onnx()
+    path = Path(path)
+    tolerance = (FP16_TOLERANCE if fp16 else FP32_TOLERANCE) if tolerance is None else tolerance
+    reference = (net if reference is None else reference).eval()
+    deploy = deploy_network(net)
+    exported = half_network(deploy) if fp16 else deploy
+    dtype = torch.float16 if fp16 else torch.float32
+    channels = _input_channels(deploy)
+    sample = torch.rand(1, channels, *size, generator=torch.Generator().manual_seed(1)).to(dtype)
+    axes = {0: "batch", 2: "height", 3: "width"}
+    buffer = io.BytesIO()
+    logger.info("exporting %s with %s, opset %d, %s", type(net).__name__, EXPORTER, opset, dtype)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
+            torch.onnx.export(
+                exported, (sample,), buffer, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes} if dynamic else None,
+                do_constant_folding=True,
+            )
+    except Exception as err:  # the exporter raises many types; say which network and opset failed
+        raise ExportError(f"torch.onnx.export failed for {type(net).__name__} at opset {opset}: {err}") from err
+    model = onnx.load_from_string(buffer.getvalue())
+    props = {"producer": "lkdn", "precision": "float16" if fp16 else "float32", **(metadata or {})}
+    onnx.helper.set_model_props(model, {k: str(v) for k, v in props.items()})
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as err:
+        raise ExportError(f"exported graph is not valid ONNX: {err}") from err
+    data = model.SerializeToString()
+
+    report = ExportReport(
+        path=path, opset=opset, dtype=str(dtype).removeprefix("torch."), dynamic=dynamic, tolerance=tolerance,
+        onnxruntime_version=ort.__version__,
+    )
+    runtime = OnnxRuntimeNetwork(data)
+    failures = []
+    for name, x in _check_inputs(check_images, dynamic=dynamic, size=size, channels=channels):
+        expected = reference(x.float())
+        got = runtime(x)
+        if got.shape != expected.shape:
+            raise ExportError(f"{name}: onnxruntime output shape {tuple(got.shape)} != PyTorch {tuple(expected.shape)}")
+        max_abs = float((got - expected).abs().max())
+        if not np.isfinite(max_abs):
+            max_abs = float("inf")
+        report.checks.append(ExportCheck(name=name, shape=tuple(x.shape), max_abs=max_abs))
+        logger.info("check %s %s: max |onnxruntime - pytorch| = %.3e", name, tuple(x.shape), max_abs)
+        if not max_abs <= tolerance:
+            failures.append(f"{name} {tuple(x.shape)}: max abs difference {max_abs:.3e} > tolerance {tolerance:.1e}")
+    if failures:
+        raise ExportError(f"refusing to write {path}: onnxruntime does not reproduce PyTorch:\n  " + "\n  ".join(failures))
+    _write_atomic(data, path)
+    logger.info("wrote %s (%d bytes)", path, len(data))
+    return report
+
+
+def _input_channels(net: nn.Module) -> int:
+    first = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:
+        raise ExportError(f"{type(net).__name__}: no Conv2d found to infer the input channels")
+    return first.in_channels
+
+
+def onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file (``network_g`` and ``scale`` for our exports)."""
+    onnx, _ = _require_onnx()
+    model = onnx.load(str(path), load_external_data=False)
+    return {prop.key: prop.value for prop in model.metadata_props}
+
+
+def export_metadata(network_opt: Mapping[str, Any], net: nn.Module, scale: int) -> dict[str, str]:
+    """``metadata_props`` describing the exported network: its deploy options as JSON, and the scale."""
+    folds_num_in = callable(getattr(net, "fold_num_in", None))
+    options = deploy_options(dict(network_opt), fold_num_in=folds_num_in)
+    return {"network_g": json.dumps(options), "scale": str(scale)}

@@ -1,0 +1,100 @@
+"""Convert a checkpoint between .pth and self-describing .safetensors, checked tensor for tensor.
+
+    python scripts/convert_checkpoint.py --input LKDN_x4.pth --output LKDN_x4.safetensors \
+        -opt options/test/LKDN/test_LKDN_x4.yml
+    python scripts/convert_checkpoint.py --input net.pth --output net.safetensors \
+        --network-json '{"type": "LKDN_S", "conv": "BSConvU_rep", "upsampler": "pixelshuffle_rep"}'
+    python scripts/convert_checkpoint.py --input LKDN_x4.safetensors --output LKDN_x4.pth
+
+The state dict is taken from ``--param-key`` (default: ``params_ema``, then ``params``, as
+BasicSR), loaded strictly into the network the options build (so the metadata written
+describes the weights), written atomically, read back and compared tensor for tensor.
+A ``.safetensors`` output stores ``{"lkdn_format": "1", "network_g": <options as JSON>,
+"scale": "<scale>"}`` as metadata; a ``.pth`` output is a BasicSR checkpoint ``{'params': ...}``.
+Options for a ``.safetensors`` input default to its own metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+import lkdn  # noqa: F401  (registers the architectures; first, before basicsr)
+from lkdn import build_network
+from lkdn.options import OptionsError, load_yaml
+from lkdn.utils.checkpoint import (
+    CheckpointError,
+    load_state_dict,
+    mismatch_report,
+    read_metadata,
+    save_network_file,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", required=True, type=Path, help=".pth/.pt or .safetensors checkpoint")
+    parser.add_argument("--output", required=True, type=Path, help=".safetensors or .pth file to write")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("-opt", type=Path, help="YAML options; network_g (and scale) describe the weights")
+    source.add_argument("--network-json", help="network_g options as JSON, e.g. '{\"type\": \"LKDN\", \"upscale\": 4}'")
+    parser.add_argument("--scale", type=int, help="upscaling factor (default: options' scale or network_g.upscale)")
+    parser.add_argument("--param-key", help="key of the state dict in a BasicSR checkpoint (default params_ema, then params)")
+    return parser.parse_args(argv)
+
+
+def network_options(args: argparse.Namespace) -> tuple[dict, int | None]:
+    """``(network_g, scale)`` from -opt, --network-json or the input's own metadata."""
+    if args.opt is not None:
+        opt = load_yaml(args.opt)
+        if "network_g" not in opt:
+            raise OptionsError(f"{args.opt}: missing key 'network_g'")
+        return opt["network_g"], args.scale or opt.get("scale")
+    if args.network_json is not None:
+        try:
+            network_g = json.loads(args.network_json)
+        except json.JSONDecodeError as err:
+            raise OptionsError(f"--network-json: not valid JSON ({err})") from err
+        if not isinstance(network_g, dict):
+            raise OptionsError(f"--network-json: expected a JSON object, got {type(network_g).__name__}")
+        return network_g, args.scale
+    metadata = read_metadata(args.input)
+    if "network_g" not in metadata:
+        raise OptionsError(f"{args.input} does not describe its network: pass -opt or --network-json")
+    return metadata["network_g"], args.scale or metadata.get("scale")
+
+
+def convert(args: argparse.Namespace) -> int:
+    """Convert, verify, and return the number of tensors written."""
+    network_g, scale = network_options(args)
+    state = load_state_dict(args.input, param_key=args.param_key)
+    report = mismatch_report(build_network(network_g), state)
+    if report:
+        raise CheckpointError(f"{args.input} does not fit network_g {network_g}:\n{report}")
+    save_network_file(state, args.output, network_g, scale=scale)
+    written = load_state_dict(args.output)
+    if written.keys() != state.keys() or not all(torch.equal(written[k], state[k]) for k in state):
+        raise CheckpointError(f"{args.output}: read back differs from {args.input}")
+    return len(state)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.input.resolve() == args.output.resolve():
+        print("error: --input and --output are the same file", file=sys.stderr)
+        return 1
+    try:
+        count = convert(args)
+    except (CheckpointError, OptionsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.output}: {count} tensors, identical to {args.input}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Export a network to ONNX, verified with onnxruntime against PyTorch before it is written.
+
+    python scripts/export_onnx.py -opt options/test/LKDN/test_LKDN_x4.yml --output LKDN_x4.onnx
+    python scripts/export_onnx.py -opt my.yml --weights LKDN-S_x4.safetensors --output s.onnx --fp16
+
+The network is built from ``network_g`` of the YAML, weights come from ``--weights`` or
+``path.pretrain_network_g`` (``.pth`` or ``.safetensors``), re-parameterizable branches and
+``num_in`` are folded, and the ONNX graph (dynamic batch/height/width by default) is run by
+onnxruntime (CPU) on a random batch and on a Set5 image (``--check-image``, or
+``../shared/benchmarks/Set5/x<scale>/LR/baby.png`` when present). The file is written only
+when onnxruntime matches PyTorch within 1e-4 (float32) or 1e-2 (``--fp16``, mixed precision)
+max abs difference; otherwise the script exits with status 1 and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import lkdn  # noqa: F401  (registers the architectures; first, before basicsr)
+from lkdn.evaluate import read_image
+from lkdn.export import (
+    DEFAULT_OPSET,
+    ExportError,
+    export_metadata,
+    export_onnx,
+    network_from_options,
+)
+from lkdn.options import OptionsError, load_yaml
+from lkdn.utils.checkpoint import CheckpointError
+from lkdn.utils.logger import setup_logging
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_check_image(scale: int) -> Path | None:
+    """``<shared>/benchmarks/Set5/x<scale>/LR/baby.png`` when it exists (shared = $LKDN_SHARED or ../shared)."""
+    shared = Path(os.environ.get("LKDN_SHARED", ROOT.parent / "shared"))
+    path = shared / "benchmarks" / "Set5" / f"x{scale}" / "LR" / "baby.png"
+    return path if path.is_file() else None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-opt", required=True, type=Path, help="YAML options with network_g (and path.pretrain_network_g)")
+    parser.add_argument("--weights", type=Path, help="checkpoint (.pth or .safetensors); default path.pretrain_network_g")
+    parser.add_argument("--output", required=True, type=Path, help="the .onnx file to write")
+    parser.add_argument("--fp16", action="store_true", help="mixed-precision float16 graph (float16 input and output)")
+    shape = parser.add_mutually_exclusive_group()
+    shape.add_argument("--dynamic", dest="dynamic", action="store_true", default=True,
+                       help="dynamic batch, height and width (default)")
+    shape.add_argument("--static", dest="dynamic", action="store_false", help="fixed input shape 1x3xHxW (--size)")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                        help="traced input size; the fixed size with --static (default 32 32, or the check image's size with --static)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument("--check-image", type=Path, help="LR image to compare on (default Set5 baby from ../shared)")
+    parser.add_argument("--tolerance", type=float, help="max abs difference accepted (default 1e-4, or 1e-2 with --fp16)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch and onnxruntime")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        opt = load_yaml(args.opt)
+        net, scale = network_from_options(opt, weights=args.weights)
+        image_path = args.check_image or default_check_image(scale)
+        images = [(image_path.name, read_image(image_path))] if image_path is not None else []
+        if not images:
+            print("note: no check image (Set5 not found); checking on a random input only", file=sys.stderr)
+        if args.size:
+            size = tuple(args.size)
+        elif not args.dynamic and images:
+            size = images[0][1].shape[:2]
+        else:
+            size = (32, 32)
+        report = export_onnx(
+            net, args.output, opset=args.opset, dynamic=args.dynamic, fp16=args.fp16, size=size,
+            check_images=images, tolerance=args.tolerance, metadata=export_metadata(opt["network_g"], net, scale),
+        )
+    except (ExportError, OptionsError, CheckpointError, ValueError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
