@@ -1,0 +1,128 @@
+"""Side-by-side crops: bicubic | SR result(s) | HR, with PSNR/SSIM (Y channel) in the titles.
+
+    python scripts/compare_images.py --hr datasets/Set5/GTmod4 --lr datasets/Set5/LRbicx4 --scale 4 \
+        --sr LKDN=results/test_LKDN_x4/visualization/Set5 --images baby bird --output compare.png \
+        [--crop 96] [--at X,Y]
+
+SR images are found by stem: ``<stem>.png`` or ``<stem>_<suffix>.png`` (what ``lkdn/test.py``
+writes). The crop (HR pixels) is centred where the HR image has the most detail unless
+``--at X,Y`` gives its top-left corner. PSNR/SSIM are over the whole image, Y channel,
+``crop_border = scale``, as in the benchmark tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from lkdn.evaluate import IMAGE_SUFFIXES, image_metrics, read_image  # noqa: E402
+from lkdn.resize import bicubic_resize  # noqa: E402
+
+
+def find_image(folder: Path, stem: str) -> Path:
+    """``folder/<stem>.*`` or ``folder/<stem>_<suffix>.*``; a FileNotFoundError names both."""
+    candidates = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    for path in candidates:
+        if path.stem == stem:
+            return path
+    for path in candidates:
+        if path.stem.startswith(f"{stem}_"):
+            return path
+    raise FileNotFoundError(f"no image named {stem}.* or {stem}_*.* in {folder}")
+
+
+def detail_crop(hr: np.ndarray, size: int) -> tuple[int, int]:
+    """Top-left corner of the ``size`` x ``size`` window with the most gradient energy."""
+    grey = cv2.cvtColor(hr, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    energy = np.abs(cv2.Laplacian(grey, cv2.CV_32F))
+    window = cv2.boxFilter(energy, -1, (size, size), normalize=True, borderType=cv2.BORDER_REFLECT)
+    half = size // 2
+    h, w = grey.shape
+    valid = window[half : max(h - half, half + 1), half : max(w - half, half + 1)]
+    y, x = np.unravel_index(int(np.argmax(valid)), valid.shape)
+    return int(x), int(y)
+
+
+def compare_images(
+    *, hr_dir: Path, lr_dir: Path, sr_dirs: dict[str, Path], stems: Sequence[str], scale: int, output: Path,
+    crop: int = 96, at: tuple[int, int] | None = None,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Write the comparison PNG; returns ``{stem: {column: {'psnr', 'ssim'}}}``."""
+    columns = ["Bicubic", *sr_dirs, "HR"]
+    fig, axes = plt.subplots(len(stems), len(columns), figsize=(2.6 * len(columns), 2.8 * len(stems)), squeeze=False)
+    scores: dict[str, dict[str, dict[str, float]]] = {}
+    for row, stem in enumerate(stems):
+        hr = read_image(find_image(hr_dir, stem))
+        lr = read_image(find_image(lr_dir, stem))
+        images = {"Bicubic": bicubic_resize(lr, scale)}
+        images |= {label: read_image(find_image(folder, stem)) for label, folder in sr_dirs.items()}
+        scores[stem] = {}
+        for label, image in images.items():
+            if image.shape != hr.shape:
+                raise ValueError(f"{label} image for {stem} is {image.shape[:2]}, HR is {hr.shape[:2]}")
+            scores[stem][label] = image_metrics(image, hr, crop_border=scale)
+        images["HR"] = hr
+        size = min(crop, *hr.shape[:2])
+        x, y = at if at is not None else detail_crop(hr, size)
+        x, y = min(max(x, 0), hr.shape[1] - size), min(max(y, 0), hr.shape[0] - size)
+        for col, label in enumerate(columns):
+            ax = axes[row][col]
+            patch = images[label][y : y + size, x : x + size]
+            ax.imshow(cv2.cvtColor(patch, cv2.COLOR_BGR2RGB), interpolation="nearest")
+            title = label if label == "HR" else f"{label}\n{scores[stem][label]['psnr']:.2f} dB / {scores[stem][label]['ssim']:.4f}"
+            ax.set_title(f"{stem}: {title}" if col == 0 else title, fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=120)
+    plt.close(fig)
+    return scores
+
+
+def parse_sr(entries: Sequence[str]) -> dict[str, Path]:
+    result = {}
+    for entry in entries:
+        label, sep, folder = entry.partition("=")
+        if not sep or not label or not folder:
+            raise ValueError(f"--sr {entry!r}: expected LABEL=FOLDER")
+        result[label] = Path(folder)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hr", type=Path, required=True, help="HR (ground truth) folder")
+    parser.add_argument("--lr", type=Path, required=True, help="LR folder (bicubic column is made from it)")
+    parser.add_argument("--sr", nargs="+", default=[], help="LABEL=FOLDER of SR images, one or more")
+    parser.add_argument("--images", nargs="+", required=True, help="image stems, e.g. baby bird")
+    parser.add_argument("--scale", type=int, required=True)
+    parser.add_argument("--crop", type=int, default=96, help="crop size in HR pixels (default 96)")
+    parser.add_argument("--at", help="top-left corner X,Y of the crop (default: the most detailed window)")
+    parser.add_argument("--output", type=Path, required=True, help="PNG to write")
+    args = parser.parse_args(argv)
+    try:
+        at = tuple(int(v) for v in args.at.split(",")) if args.at else None
+        scores = compare_images(
+            hr_dir=args.hr, lr_dir=args.lr, sr_dirs=parse_sr(args.sr), stems=args.images, scale=args.scale,
+            output=args.output, crop=args.crop, at=at,
+        )
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for stem, row in scores.items():
+        print(stem + ": " + ", ".join(f"{k} {v['psnr']:.2f} dB" for k, v in row.items()))
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

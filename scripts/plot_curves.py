@@ -1,0 +1,111 @@
+"""Plot training curves of one or several experiments (e.g. Adam vs Adan) into one PNG.
+
+Reads ``experiments/<name>/train_log.jsonl`` (losses per logged iteration) and
+``metrics.jsonl`` (validation metrics), both written by ``lkdn/train.py``.
+
+    python scripts/plot_curves.py experiments/A experiments/B --output curves.png \
+        [--metric psnr] [--dataset Set5] [--smooth 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+NON_LOSS_KEYS = {"iter", "epoch", "lr", "time", "data_time", "eta"}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSON-lines file; a line cut by a crash is skipped."""
+    records = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def smooth(values: list[float], window: int) -> list[float]:
+    """Trailing moving average over ``window`` points (no smoothing for window <= 1)."""
+    if window <= 1:
+        return values
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_curves(
+    experiments: Sequence[Path], output: Path, *, metric: str = "psnr", dataset: str | None = None, window: int = 1
+) -> Path:
+    """Write a two-panel PNG: training losses (left) and a validation metric (right)."""
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
+    found_loss = found_val = False
+    for exp in experiments:
+        label = exp.name
+        train = read_jsonl(exp / "train_log.jsonl")
+        loss_keys = sorted({k for r in train for k in r if k not in NON_LOSS_KEYS and isinstance(r[k], (int, float))})
+        for key in loss_keys:
+            points = [(r["iter"], r[key]) for r in train if key in r]
+            if points:
+                found_loss = True
+                xs, ys = zip(*points, strict=True)
+                ax_loss.plot(xs, smooth(list(ys), window), label=f"{label}: {key}")
+        val = [r for r in read_jsonl(exp / "metrics.jsonl") if metric in r and (dataset is None or r.get("dataset") == dataset)]
+        for name in sorted({r.get("dataset", "val") for r in val}):
+            points = [(r["iter"], r[metric]) for r in val if r.get("dataset", "val") == name]
+            found_val = True
+            xs, ys = zip(*points, strict=True)
+            ax_val.plot(xs, ys, marker="o", markersize=3, label=f"{label}: {name}")
+    if not found_loss and not found_val:
+        raise FileNotFoundError(
+            "no training records in " + ", ".join(str(e) for e in experiments) + " (expected train_log.jsonl / metrics.jsonl)"
+        )
+    ax_loss.set(title="training loss", xlabel="iteration", ylabel="loss")
+    if found_loss:
+        ax_loss.set_yscale("log")
+        ax_loss.legend(fontsize=8)
+    ax_val.set(title=f"validation {metric.upper()}", xlabel="iteration", ylabel=metric)
+    if found_val:
+        ax_val.legend(fontsize=8)
+    for ax in (ax_loss, ax_val):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=120)
+    plt.close(fig)
+    return output
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("experiments", nargs="+", type=Path, help="experiment folders (experiments/<name>)")
+    parser.add_argument("--output", type=Path, required=True, help="PNG to write")
+    parser.add_argument("--metric", default="psnr", help="validation metric to plot (default psnr)")
+    parser.add_argument("--dataset", help="only this validation dataset")
+    parser.add_argument("--smooth", type=int, default=1, help="moving-average window for losses")
+    args = parser.parse_args(argv)
+    try:
+        out = plot_curves(args.experiments, args.output, metric=args.metric, dataset=args.dataset, window=args.smooth)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
