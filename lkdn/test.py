@@ -1,0 +1,245 @@
+"""Benchmark a trained network on paired test sets: ``python lkdn/test.py -opt options/test/LKDN/test_LKDN_x4.yml``.
+
+BasicSR's test schema (``name, scale, num_gpu, datasets.test_*, network_g, path, val``). For
+every dataset: super-resolve each LR image (optionally tiled, ``val.tile: {size, pad}``, and/or
+with the x8 self-ensemble, ``val.self_ensemble: true``), round to uint8 with
+``basicsr.utils.tensor2img`` and score against the GT with ``basicsr.metrics.calculate_metric``
+and the options of ``val.metrics``, exactly as BasicSR's ``SRModel.validation`` does. Writes
+under ``results/<name>/``: the log, SR images when ``val.save_img``
+(``visualization/<dataset>/<image>_<suffix or name>.png``) and ``metrics.json``; prints a
+table with one row per dataset. A dataset whose folder is missing is an error, or is skipped
+with a warning when the dataset says ``optional: true``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+# Run as a script: make ``import lkdn`` find this package, not this folder's modules.
+ROOT = Path(__file__).resolve().parents[1]
+if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "lkdn":
+    sys.path.pop(0)
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+# lkdn first: it installs the torchvision alias basicsr needs and registers our modules.
+importlib.import_module("lkdn")
+
+import argparse  # noqa: E402
+import copy  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Mapping, Sequence  # noqa: E402
+from typing import Any  # noqa: E402
+
+import basicsr.data  # noqa: E402,F401 (registers basicsr's datasets)
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from basicsr.metrics import calculate_metric  # noqa: E402
+from basicsr.utils import imwrite, tensor2img  # noqa: E402
+from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from lkdn.inference import default_tile_pad, load_model, run_network, tile_options  # noqa: E402
+from lkdn.options import OptionsError, device_of, parse_options  # noqa: E402
+from lkdn.schema import SchemaError, validate_options  # noqa: E402
+from lkdn.utils.checkpoint import CheckpointError  # noqa: E402
+from lkdn.utils.logger import setup_logging  # noqa: E402
+
+logger = logging.getLogger("lkdn.test")
+
+DATAROOT_KEYS = ("dataroot_gt", "dataroot_lq")
+
+
+class DatasetMissingError(FileNotFoundError):
+    """A test dataset's folder does not exist; the message names the folder and the option key."""
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("-opt", required=True, help="path to the test option YAML")
+    parser.add_argument(
+        "--force_yml", nargs="+", default=[], metavar="KEY=VALUE",
+        help="override options, e.g. num_gpu=0 datasets:test_1:dataroot_gt=../data/HR",
+    )
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: from num_gpu; CUDA when present)")
+    parser.add_argument(
+        "--root", default=str(ROOT), help="folder under which results/<name>/ is written (default: the repository root)"
+    )
+    return parser.parse_args(argv)
+
+
+def check_dataset_folders(key: str, dataset_opt: Mapping[str, Any]) -> str | None:
+    """Return ``None`` when the folders of ``datasets.<key>`` exist, else a message naming them.
+
+    Raises:
+        DatasetMissingError: a folder is missing and the dataset is not ``optional``.
+    """
+    for root_key in DATAROOT_KEYS:
+        folder = dataset_opt.get(root_key)
+        if folder is None or os.path.exists(folder):
+            continue
+        message = f"datasets.{key}.{root_key}: folder not found: {folder} (dataset {dataset_opt.get('name', key)})"
+        if dataset_opt.get("optional", False):
+            return message
+        raise DatasetMissingError(
+            f"{message}. Prepare it (docs/testing.md), point the option at it (--force_yml "
+            f"datasets:{key}:{root_key}=<folder>), or mark the dataset 'optional: true' to skip it when absent."
+        )
+    return None
+
+
+def build_test_dataset(key: str, dataset_opt: Mapping[str, Any]) -> torch.utils.data.Dataset:
+    """Build ``datasets.<key>`` through basicsr's ``DATASET_REGISTRY`` (on a copy of its options)."""
+    dataset_opt = copy.deepcopy(dict(dataset_opt))
+    dataset_opt.pop("optional", None)
+    dataset_opt.setdefault("io_backend", {"type": "disk"})
+    dataset_opt.setdefault("phase", "test")
+    type_name = dataset_opt.get("type")
+    if type_name not in DATASET_REGISTRY:
+        known = ", ".join(sorted(DATASET_REGISTRY._obj_map))  # basicsr's Registry keeps its map here
+        raise OptionsError(f"datasets.{key}.type: unknown dataset type {type_name!r} (known: {known})")
+    try:
+        return DATASET_REGISTRY.get(type_name)(dataset_opt)
+    except (AssertionError, KeyError, ValueError) as err:
+        raise OptionsError(f"datasets.{key} ({dataset_opt.get('name', key)}): cannot build {type_name}: {err}") from err
+
+
+def save_path(opt: Mapping[str, Any], dataset_name: str, image_name: str) -> Path:
+    """Where BasicSR saves a test image: ``visualization/<dataset>/<image>_<suffix or name>.png``."""
+    suffix = (opt.get("val") or {}).get("suffix") or opt["name"]
+    return Path(opt["path"]["visualization"]) / dataset_name / f"{image_name}_{suffix}.png"
+
+
+def evaluate_dataset(
+    net: torch.nn.Module, dataset: torch.utils.data.Dataset, opt: Mapping[str, Any], *, dataset_name: str,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Super-resolve and score every image of ``dataset``; return its ``metrics.json`` entry."""
+    val = opt.get("val") or {}
+    metric_opts: Mapping[str, Mapping[str, Any]] = val.get("metrics") or {}
+    try:
+        tile, tile_pad = tile_options(val)
+    except ValueError as err:
+        raise OptionsError(str(err)) from err
+    if tile and tile_pad is None:
+        tile_pad = default_tile_pad(net)
+    self_ensemble = bool(val.get("self_ensemble", False))
+    save_img = bool(val.get("save_img", False))
+    per_image: dict[str, dict[str, float]] = {}
+    for index in tqdm(range(len(dataset)), desc=f"Test {dataset_name}", unit="image", dynamic_ncols=True):
+        data = dataset[index]
+        image_name = Path(data["lq_path"]).stem
+        lq = data["lq"].unsqueeze(0).to(device)
+        output = run_network(net, lq, tile=tile, tile_pad=tile_pad, self_ensemble=self_ensemble)
+        sr_img = tensor2img([output.cpu()])
+        if save_img:
+            imwrite(sr_img, str(save_path(opt, dataset_name, image_name)))
+        scores = {}
+        if "gt" in data and metric_opts:
+            metric_data = {"img": sr_img, "img2": tensor2img([data["gt"]])}
+            for metric_name, metric_opt in metric_opts.items():
+                scores[metric_name] = float(calculate_metric(metric_data, metric_opt))
+        per_image[image_name] = scores
+    entry: dict[str, Any] = {}
+    for metric_name in metric_opts:
+        values = [scores[metric_name] for scores in per_image.values() if metric_name in scores]
+        if values:
+            entry[metric_name] = sum(values) / len(values)
+    entry["num_images"] = len(per_image)
+    entry["per_image"] = per_image
+    return entry
+
+
+def write_json_atomic(data: Any, path: Path) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def format_table(results: Mapping[str, Mapping[str, Any]], skipped: Sequence[str], metric_names: Sequence[str]) -> str:
+    """One row per dataset: name, number of images, then each metric (PSNR 2 decimals, others 4)."""
+    header = ["dataset", "images", *metric_names]
+    rows = [header]
+    for name, entry in results.items():
+        cells = [name, str(entry["num_images"])]
+        for metric in metric_names:
+            value = entry.get(metric)
+            cells.append("-" if value is None else (f"{value:.2f}" if "psnr" in metric.lower() else f"{value:.4f}"))
+        rows.append(cells)
+    rows += [[name, "skipped", *(["-"] * len(metric_names))] for name in skipped]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def test_pipeline(opt: dict[str, Any], *, device: torch.device) -> dict[str, Any]:
+    """Run every test dataset of ``opt``; write ``metrics.json``; return its content."""
+    datasets = opt.get("datasets") or {}
+    if not datasets:
+        raise OptionsError("datasets: no test dataset in the options")
+    for key, dataset_opt in datasets.items():
+        dataset_opt.setdefault("scale", opt.get("scale", opt["network_g"].get("upscale")))
+        if dataset_opt["scale"] is None:
+            raise OptionsError(f"datasets.{key}: no scale: set the top-level 'scale' key")
+    # Fail on a missing required folder before spending time on the network.
+    to_run, skipped = [], []
+    for key, dataset_opt in sorted(datasets.items()):
+        missing = check_dataset_folders(key, dataset_opt)
+        name = str(dataset_opt.get("name", key))
+        if missing:
+            logger.warning("skipping optional dataset %s: %s", name, missing)
+            skipped.append(name)
+        else:
+            to_run.append((key, name, dataset_opt))
+    net = load_model(opt, device=device)
+    logger.info("network %s on %s", opt["network_g"].get("type"), device)
+    results: dict[str, Any] = {}
+    for key, name, dataset_opt in to_run:
+        dataset = build_test_dataset(key, dataset_opt)
+        logger.info("Testing %s: %d images", name, len(dataset))
+        start = time.perf_counter()
+        results[name] = evaluate_dataset(net, dataset, opt, dataset_name=name, device=device)
+        summary = ", ".join(f"{k}: {v:.4f}" for k, v in results[name].items() if isinstance(v, float))
+        logger.info("%s: %s (%d images, %.1f s)", name, summary or "no metrics", len(dataset), time.perf_counter() - start)
+    metrics_file = Path(opt["path"]["results_root"]) / "metrics.json"
+    write_json_atomic(results, metrics_file)
+    logger.info("metrics written to %s", metrics_file)
+    metric_names = list(((opt.get("val") or {}).get("metrics") or {}).keys())
+    print(format_table(results, skipped, metric_names))
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse arguments and options, set up logging under ``results/<name>/`` and run the test."""
+    args = parse_args(argv)
+    opt = parse_options(args.opt, is_train=False, overrides=args.force_yml, root_path=args.root)
+    text = Path(args.opt).read_text(encoding="utf-8")
+    validate_options(opt, source=args.opt, text=text, lookups={"network": ARCH_REGISTRY.get})
+    device = torch.device(args.device) if args.device is not None else device_of(opt)
+    results_root = Path(opt["path"]["results_root"])
+    results_root.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d_%H%M%S")
+    setup_logging(results_root / f"test_{opt['name']}_{stamp}.log")
+    logger.info("options from %s:\n%s", args.opt, yaml.safe_dump(opt, sort_keys=False))
+    return test_pipeline(opt, device=device)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (OptionsError, SchemaError, DatasetMissingError, CheckpointError) as error:
+        sys.exit(f"error: {error}")

@@ -1,0 +1,121 @@
+"""Make a benchmark pair from HR images: mod-cropped HR (GTmod<s>) and its bicubic LR (LRbicx<s>).
+
+    python scripts/data_preparation/make_lr.py --input datasets/Set14/original \\
+        --output-hr datasets/Set14/GTmod4 --output-lr datasets/Set14/LRbicx4 --scale 4
+
+Each HR image is cropped to a multiple of the scale (bottom and right rows/columns removed, as
+``basicsr.data.transforms.mod_crop``), then downscaled:
+
+* ``--method matlab`` (default): ``basicsr.utils.matlab_functions.imresize`` on the image in
+  [0, 1], MATLAB's antialiased bicubic, rounded to the input's integer type as MATLAB does.
+  This is the protocol of every published SR table.
+* ``--method cv2``: OpenCV ``INTER_CUBIC`` (no antialiasing). The LR images, and so the PSNR/SSIM,
+  differ from the published protocol: the numbers are NOT comparable with papers.
+
+Outputs are PNG (lossless) named after the input stems; grey images stay grey, 16-bit stays
+16-bit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
+
+import lkdn  # noqa: F401 (installs the torchvision alias basicsr needs; imported before basicsr)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+CV2_WARNING = (
+    "warning: --method cv2 uses OpenCV INTER_CUBIC (no antialiasing); the LR images differ from MATLAB's "
+    "bicubic and PSNR/SSIM on them are not comparable with published numbers"
+)
+
+
+def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
+    """Crop the bottom/right so height and width are multiples of ``scale``."""
+    height, width = image.shape[:2]
+    return image[: height - height % scale, : width - width % scale, ...]
+
+
+def _peak(image: np.ndarray) -> float:
+    if image.dtype == np.uint8:
+        return 255.0
+    if image.dtype == np.uint16:
+        return 65535.0
+    raise ValueError(f"unsupported image type {image.dtype}: expected 8- or 16-bit")
+
+
+def downscale(hr: np.ndarray, scale: int, *, method: str = "matlab") -> np.ndarray:
+    """Downscale a mod-cropped integer image by ``scale`` with MATLAB's bicubic or OpenCV's."""
+    height, width = hr.shape[:2]
+    if height % scale or width % scale:
+        raise ValueError(f"image size {width}x{height} is not a multiple of the scale {scale}; mod-crop it first")
+    if method == "cv2":
+        return cv2.resize(hr, (width // scale, height // scale), interpolation=cv2.INTER_CUBIC)
+    if method != "matlab":
+        raise ValueError(f"method must be 'matlab' or 'cv2', got {method!r}")
+    from basicsr.utils.matlab_functions import imresize  # after lkdn (see the import above)
+
+    peak = _peak(hr)
+    lr = imresize(hr.astype(np.float64) / peak, 1 / scale)
+    return np.clip(np.round(lr * peak), 0, peak).astype(hr.dtype)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input", required=True, help="folder of HR images")
+    parser.add_argument("--output-hr", required=True, help="folder for the mod-cropped HR images (GTmod<s>)")
+    parser.add_argument("--output-lr", required=True, help="folder for the LR images (LRbicx<s>)")
+    parser.add_argument("--scale", type=int, required=True, help="downscaling factor (2, 3, 4, ...)")
+    parser.add_argument("--method", choices=("matlab", "cv2"), default="matlab", help="bicubic implementation")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.scale < 1:
+        print(f"error: --scale must be a positive integer, got {args.scale}", file=sys.stderr)
+        return 2
+    source = Path(args.input)
+    if not source.is_dir():
+        print(f"error: --input: folder not found: {source}", file=sys.stderr)
+        return 2
+    files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        print(f"error: --input: no images in {source}", file=sys.stderr)
+        return 2
+    if args.method == "cv2":
+        print(CV2_WARNING, file=sys.stderr)
+    out_hr, out_lr = Path(args.output_hr), Path(args.output_lr)
+    out_hr.mkdir(parents=True, exist_ok=True)
+    out_lr.mkdir(parents=True, exist_ok=True)
+    failures = []
+    for path in tqdm(files, desc=f"x{args.scale} {args.method}", unit="image", dynamic_ncols=True):
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if image is None:
+            failures.append(f"{path}: cannot read image")
+            continue
+        try:
+            hr = mod_crop(image, args.scale)
+            lr = downscale(hr, args.scale, method=args.method)
+        except ValueError as error:
+            failures.append(f"{path}: {error}")
+            continue
+        cv2.imwrite(str(out_hr / f"{path.stem}.png"), hr)
+        cv2.imwrite(str(out_lr / f"{path.stem}.png"), lr)
+    print(f"{len(files) - len(failures)} of {len(files)} image(s): HR -> {out_hr}, LR -> {out_lr}")
+    if failures:
+        print("failed:\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

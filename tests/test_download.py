@@ -1,0 +1,137 @@
+"""scripts/download.py against a local HTTP server: verified download, resume with Range, hash mismatch."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import re
+import shutil
+import sys
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, shared_file
+
+NAME = "LKDN-S_del_rep_x4"  # the smallest official checkpoint (0.5 MB)
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("lkdn_download_script", ROOT / "scripts" / "download.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+download = _load_script()
+
+
+class RangeHandler(SimpleHTTPRequestHandler):
+    """Static files with single-range ``Range: bytes=N-`` support; records the Range headers it saw."""
+
+    ranges: list[str | None]
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (signature of the base class)
+        pass
+
+    def do_GET(self) -> None:
+        self.ranges.append(self.headers.get("Range"))
+        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+        path = Path(self.translate_path(self.path))
+        if not match or not path.is_file():
+            super().do_GET()
+            return
+        data = path.read_bytes()
+        start = int(match.group(1))
+        if start >= len(data):
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(data)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.wfile.write(data[start:])
+
+
+@pytest.fixture
+def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path, list]]:
+    """A server on 127.0.0.1 serving a tmp folder laid out like --dest; yields (url, folder, ranges seen)."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    served = tmp_path / "mirror"
+    (served / "LKDN").mkdir(parents=True)
+    shutil.copyfile(shared_file("pretrained", "LKDN", f"{NAME}.pth"), served / "LKDN" / f"{NAME}.pth")
+    ranges: list[str | None] = []
+    handler = type("Handler", (RangeHandler,), {"ranges": ranges})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", served, ranges
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def _run(url: str, dest: Path) -> int:
+    return download.main(["--names", NAME, "--dest", str(dest), "--base-url", url, "--timeout", "10"])
+
+
+def test_registry_has_every_official_checkpoint_with_its_hash() -> None:
+    assert set(download.CHECKPOINTS) == {
+        "LKDN_x2", "LKDN_x3", "LKDN_x4", "LKDN-S_x4", "LKDN-S_del_rep_x4", "RFDN_AIM", "BSRN_x2", "BSRN_x3", "BSRN_x4",
+    }
+    assert download.CHECKPOINTS["BSRN_x3"].path == "BSRN/BSRN_x3.pth"
+    assert download.CHECKPOINTS["BSRN_x3"].url.endswith("/net_g_BSRN_x3.pth")
+    assert all(re.fullmatch(r"[0-9a-f]{64}", c.sha256) for c in download.CHECKPOINTS.values())
+
+
+def test_download_verifies_and_skips_when_present(mirror, tmp_path: Path) -> None:
+    url, served, ranges = mirror
+    dest = tmp_path / "dest"
+    assert _run(url, dest) == 0
+    target = dest / "LKDN" / f"{NAME}.pth"
+    assert target.read_bytes() == (served / "LKDN" / f"{NAME}.pth").read_bytes()
+    assert not target.with_name(target.name + ".part").exists()
+    assert ranges == [None]
+    assert _run(url, dest) == 0  # verified file in place: no second request
+    assert ranges == [None]
+
+
+def test_download_resumes_a_partial_file(mirror, tmp_path: Path) -> None:
+    url, served, ranges = mirror
+    data = (served / "LKDN" / f"{NAME}.pth").read_bytes()
+    part = tmp_path / "dest" / "LKDN" / f"{NAME}.pth.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(data[:200_000])
+    assert _run(url, tmp_path / "dest") == 0
+    assert ranges == ["bytes=200000-"]
+    target = tmp_path / "dest" / "LKDN" / f"{NAME}.pth"
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == download.CHECKPOINTS[NAME].sha256
+    assert not part.exists()
+
+
+def test_hash_mismatch_is_deleted_and_fails(mirror, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url, served, _ = mirror
+    corrupted = bytearray((served / "LKDN" / f"{NAME}.pth").read_bytes())
+    corrupted[1000] ^= 0xFF
+    (served / "LKDN" / f"{NAME}.pth").write_bytes(bytes(corrupted))
+    dest = tmp_path / "dest"
+    assert _run(url, dest) == 1
+    assert "SHA-256 mismatch" in capsys.readouterr().err
+    assert list((dest / "LKDN").iterdir()) == []  # neither the file nor a .part is left
+
+
+def test_unknown_name_and_unreachable_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert download.main(["--names", "LKDN_x5", "--dest", str(tmp_path)]) == 2
+    assert "LKDN_x5" in capsys.readouterr().err
+    with pytest.raises(download.DownloadError, match="127.0.0.1:9"):
+        download.download(NAME, tmp_path, base_url="http://127.0.0.1:9", timeout=2)
