@@ -137,7 +137,8 @@ def network_from_options(
 
 def deploy_network(net: nn.Module) -> nn.Module:
     """A deep copy of ``net`` with every branch folded and LKDN's ``num_in`` folded, in eval mode."""
-    return reparameterize_model(net, fold_num_in=True).eval()
+    folds_num_in = callable(getattr(net, "fold_num_in", None))
+    return reparameterize_model(net, fold_num_in=folds_num_in).eval()
 
 
 class _Float32Stage(nn.Module):
@@ -225,12 +226,10 @@ def _check_inputs(
     else:
         inputs = [("random", torch.rand(1, channels, h, w, generator=generator))]
     for name, image in images:
-        tensor = image_tensor(image)
-        if not dynamic:
-            if tensor.shape[2] < h or tensor.shape[3] < w:
-                raise ValueError(f"check image {name} ({tensor.shape[2]}x{tensor.shape[3]}) is smaller than the static size {h}x{w}")
-            tensor = tensor[:, :, :h, :w]
-        inputs.append((name, tensor))
+        if not dynamic:  # fit the fixed size: crop (top left), or mirror the image where it is smaller
+            pad = ((0, max(h - image.shape[0], 0)), (0, max(w - image.shape[1], 0)), (0, 0))
+            image = np.pad(image, pad, mode="symmetric")[:h, :w]
+        inputs.append((name, image_tensor(image)))
     return inputs
 
 
@@ -258,7 +257,7 @@ def export_onnx(
         fp16: export the mixed-precision graph of :func:`half_network` (float16 input/output).
         size: ``(height, width)`` of the traced input (the fixed input size when static).
         check_images: ``(name, uint8 BGR image)`` pairs run through both; with a static
-            shape they are cropped to ``size`` (top left).
+            shape they are cropped to ``size`` (top left), or mirrored where smaller.
         tolerance: largest accepted max |onnxruntime - PyTorch|; default
             :data:`FP32_TOLERANCE` or :data:`FP16_TOLERANCE`.
         reference: the float32 network whose output must be reproduced (default ``net``).
