@@ -270,7 +270,7 @@ def export_onnx(
     onnx, ort = _require_onnx()
     path = Path(path)
     tolerance = (FP16_TOLERANCE if fp16 else FP32_TOLERANCE) if tolerance is None else tolerance
-    reference = (net if reference is None else reference).eval()
+    reference = net if reference is None else reference
     deploy = deploy_network(net)
     exported = half_network(deploy) if fp16 else deploy
     dtype = torch.float16 if fp16 else torch.float32
@@ -302,25 +302,45 @@ def export_onnx(
         path=path, opset=opset, dtype=str(dtype).removeprefix("torch."), dynamic=dynamic, tolerance=tolerance,
         onnxruntime_version=ort.__version__,
     )
-    runtime = OnnxRuntimeNetwork(data)
-    failures = []
-    for name, x in _check_inputs(check_images, dynamic=dynamic, size=size, channels=channels):
-        expected = reference(x.float())
-        got = runtime(x)
-        if got.shape != expected.shape:
-            raise ExportError(f"{name}: onnxruntime output shape {tuple(got.shape)} != PyTorch {tuple(expected.shape)}")
-        max_abs = float((got - expected).abs().max())
-        if not np.isfinite(max_abs):
-            max_abs = float("inf")
-        report.checks.append(ExportCheck(name=name, shape=tuple(x.shape), max_abs=max_abs))
-        logger.info("check %s %s: max |onnxruntime - pytorch| = %.3e", name, tuple(x.shape), max_abs)
-        if not max_abs <= tolerance:
-            failures.append(f"{name} {tuple(x.shape)}: max abs difference {max_abs:.3e} > tolerance {tolerance:.1e}")
+    inputs = _check_inputs(check_images, dynamic=dynamic, size=size, channels=channels)
+    report.checks = _compare(data, reference, inputs)
+    failures = [
+        f"{c.name} {c.shape}: max abs difference {c.max_abs:.3e} > tolerance {tolerance:.1e}"
+        for c in report.checks
+        if not c.max_abs <= tolerance
+    ]
     if failures:
         raise ExportError(f"refusing to write {path}: onnxruntime does not reproduce PyTorch:\n  " + "\n  ".join(failures))
     _write_atomic(data, path)
     logger.info("wrote %s (%d bytes)", path, len(data))
     return report
+
+
+def _compare(data: bytes, reference: nn.Module, inputs: list[tuple[str, torch.Tensor]]) -> list[ExportCheck]:
+    """Run ``data`` with onnxruntime and ``reference`` (float32, eval mode) on ``inputs``; max abs differences."""
+    try:
+        runtime = OnnxRuntimeNetwork(data)
+    except Exception as err:  # onnxruntime raises its own exception types
+        raise ExportError(f"onnxruntime cannot load the exported graph: {err}") from err
+    was_training = reference.training
+    reference.eval()
+    checks = []
+    try:
+        for name, x in inputs:
+            expected = reference(x.float())
+            try:
+                got = runtime(x)
+            except Exception as err:  # reported with the input that failed
+                raise ExportError(f"onnxruntime failed on {name} {tuple(x.shape)}: {err}") from err
+            if got.shape != expected.shape:
+                raise ExportError(f"{name}: onnxruntime output shape {tuple(got.shape)} != PyTorch {tuple(expected.shape)}")
+            max_abs = float((got - expected).abs().max())
+            max_abs = max_abs if np.isfinite(max_abs) else float("inf")
+            checks.append(ExportCheck(name=name, shape=tuple(x.shape), max_abs=max_abs))
+            logger.info("check %s %s: max |onnxruntime - pytorch| = %.3e", name, tuple(x.shape), max_abs)
+    finally:
+        reference.train(was_training)
+    return checks
 
 
 def _input_channels(net: nn.Module) -> int:

@@ -106,10 +106,11 @@ def test_fp16_export_is_mixed_precision_and_within_tolerance(tmp_path: Path) -> 
 
 
 def test_static_export_fixes_the_shape(tmp_path: Path) -> None:
-    net = build_network(TINY).eval()
+    net = build_network(TINY).train()
     small = np.random.default_rng(0).integers(0, 256, (6, 17, 3), dtype=np.uint8)  # mirrored to 12 rows, cropped to 10
     report = export_onnx(net, tmp_path / "static.onnx", dynamic=False, size=(12, 10), check_images=[("small", small)])
     assert [(c.name, c.shape) for c in report.checks] == [("random", (1, 3, 12, 10)), ("small", (1, 3, 12, 10))]
+    assert net.training  # the caller's network keeps its mode
     runtime = OnnxRuntimeNetwork(tmp_path / "static.onnx", threads=1)
     assert runtime.session.get_inputs()[0].shape == [1, 3, 12, 10]
     assert runtime(torch.rand(1, 3, 12, 10)).shape == (1, 3, 24, 20)
