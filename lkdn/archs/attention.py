@@ -1,6 +1,7 @@
 """Attention blocks: LKA (LKDN), ESA (RFDN, BSRN) and CCA (IMDN, RFDN, BSRN).
 
-Attribute names follow the official checkpoints of each network.
+Attribute names follow the official checkpoints of each network. :class:`ESACCA` (BSRN's ESA
+then CCA in one module) replaces LKA in the LKDN ablation ``attention: esa_cca``.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lkdn.archs.bsconv import BSConvU
 
 
 class LKA(nn.Module):
@@ -66,6 +69,9 @@ class ESA(nn.Module):
     RFDN: plain convs and ReLU. BSRN: ``conv=BSConvU`` for ``conv_max``, ``conv2``, ``conv3``,
     ``conv3_`` and ``act=nn.GELU``.
 
+    ``conv2`` (3x3, stride 2, no padding) and a 7x7 max-pool with stride 3 need inputs of at
+    least 15x15 pixels.
+
     Args:
         channels: input and output channels.
         conv: class of the 3x3 convs (``nn.Conv2d`` or ``BSConvU``).
@@ -97,3 +103,19 @@ class ESA(nn.Module):
         c3 = F.interpolate(c3, (x.size(2), x.size(3)), mode="bilinear", align_corners=False)
         m = torch.sigmoid(self.conv4(c3 + self.conv_f(c1_)))
         return x * m
+
+
+class ESACCA(nn.Module):
+    """BSRN's attention pair: ESA (BSConvU convs, GELU) then CCA (keys ``esa.*``, ``cca.*``).
+
+    Args:
+        channels: input and output channels.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.esa = ESA(channels, conv=BSConvU, act=nn.GELU)
+        self.cca = CCA(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cca(self.esa(x))

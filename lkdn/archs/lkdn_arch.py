@@ -4,6 +4,10 @@ Reference: "Large Kernel Distillation Network for Efficient Single Image Super-R
 https://arxiv.org/abs/2305.12226 ; official code github.com/stella-von/LKDN (MIT).
 State-dict keys match the official checkpoints: ``fea_conv``, ``B1..Bn``, ``c1``, ``c2``,
 ``upsampler``. ``LKDN_S`` is the same class with the small variant's defaults.
+
+Ablation switches (defaults are the official network): ``attention`` (``lka``, ``none``, or
+``esa_cca``, BSRN's ESA and CCA in place of LKA), ``conv`` (``BSConvU``, ``BSConvU_idt``,
+``BSConvU_rep``) and ``num_in`` (input replication).
 """
 
 from __future__ import annotations
@@ -12,9 +16,24 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from lkdn.archs.attention import LKA
+from lkdn.archs.attention import ESACCA, LKA
 from lkdn.archs.bsconv import BSConvU, conv_type
 from lkdn.archs.upsamplers import build_upsampler
+
+ATTENTIONS: dict[str, type[nn.Module] | None] = {"lka": LKA, "none": None, "esa_cca": ESACCA}
+
+
+def check_attention(name: str) -> None:
+    """Raise a ValueError listing the valid names when ``name`` is not an LKDB attention."""
+    if name not in ATTENTIONS:
+        raise ValueError(f"unknown attention {name!r}; valid values: {', '.join(ATTENTIONS)}")
+
+
+def build_attention(name: str, channels: int) -> nn.Module:
+    """The attention stage of an LKDB by its YAML name (``none``: identity)."""
+    check_attention(name)
+    attention = ATTENTIONS[name]
+    return nn.Identity() if attention is None else attention(channels)
 
 
 class PixelNorm(nn.LayerNorm):
@@ -36,9 +55,12 @@ class LKDB(nn.Module):
         out_channels: output channels (must equal ``in_channels`` for the residual).
         atten_channels: channels of the attention stage.
         conv: class of the 3x3 remaining-branch convs (BSConvU, BSConvU_idt or RBSB).
+        attention: the ``atten`` stage: ``lka`` (official), ``none`` (identity) or ``esa_cca``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, atten_channels: int, conv: type[nn.Module]) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, *, atten_channels: int, conv: type[nn.Module], attention: str = "lka"
+    ) -> None:
         super().__init__()
         dc, rc = in_channels // 2, in_channels
         self.c1_d = nn.Conv2d(in_channels, dc, 1)
@@ -50,7 +72,7 @@ class LKDB(nn.Module):
         self.c4 = BSConvU(rc, dc, kernel_size=3, padding=1)
         self.act = nn.GELU()
         self.c5 = nn.Conv2d(dc * 4, atten_channels, 1)
-        self.atten = LKA(atten_channels)
+        self.atten = build_attention(attention, atten_channels)
         self.c6 = nn.Conv2d(atten_channels, out_channels, 1)
         self.pixel_norm = PixelNorm(out_channels)
 
@@ -81,21 +103,24 @@ class LKDN(nn.Module):
         conv: remaining-branch conv of the LKDBs: ``BSConvU``, ``BSConvU_idt`` or
             ``BSConvU_rep`` (RBSB, re-parameterizable).
         upsampler: ``pixelshuffledirect`` or ``pixelshuffle_rep`` (re-parameterizable).
+        attention: attention inside each LKDB (ablation): ``lka`` (official), ``none`` or
+            ``esa_cca`` (BSRN's ESA then CCA, keys ``atten.esa.*``, ``atten.cca.*``).
     """
 
     def __init__(
         self, *, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 56, num_atten: int = 56,
         num_block: int = 8, upscale: int = 4, num_in: int = 4, conv: str = "BSConvU",
-        upsampler: str = "pixelshuffledirect",
+        upsampler: str = "pixelshuffledirect", attention: str = "lka",
     ) -> None:
         super().__init__()
         block_conv = conv_type(conv)
+        check_attention(attention)
         self.num_in = num_in
         self.num_block = num_block
         self.upscale = upscale
         self.fea_conv = BSConvU(num_in_ch * num_in, num_feat, kernel_size=3, padding=1)
         for i in range(1, num_block + 1):
-            setattr(self, f"B{i}", LKDB(num_feat, num_feat, atten_channels=num_atten, conv=block_conv))
+            setattr(self, f"B{i}", LKDB(num_feat, num_feat, atten_channels=num_atten, conv=block_conv, attention=attention))
         self.c1 = nn.Conv2d(num_feat * num_block, num_feat, 1)
         self.GELU = nn.GELU()  # noqa: N815 (official key-free attribute name kept for readability)
         self.c2 = BSConvU(num_feat, num_feat, kernel_size=3, padding=1)
@@ -133,9 +158,10 @@ class LKDN(nn.Module):
 def LKDN_S(  # noqa: N802 (registered name used in YAML)
     *, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 42, num_atten: int = 42, num_block: int = 5,
     upscale: int = 4, num_in: int = 4, conv: str = "BSConvU", upsampler: str = "pixelshuffledirect",
+    attention: str = "lka",
 ) -> LKDN:
     """LKDN-S, the small variant: :class:`LKDN` with 42 channels and 5 blocks by default."""
     return LKDN(
         num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat, num_atten=num_atten, num_block=num_block,
-        upscale=upscale, num_in=num_in, conv=conv, upsampler=upsampler,
+        upscale=upscale, num_in=num_in, conv=conv, upsampler=upsampler, attention=attention,
     )

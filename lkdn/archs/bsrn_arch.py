@@ -1,0 +1,118 @@
+"""BSRN: Blueprint Separable Residual Network (Li et al., CVPR workshops 2022).
+
+Reference: "Blueprint Separable Residual Network for Efficient Image Super-Resolution",
+https://arxiv.org/abs/2205.05996 ; official code github.com/xiaom233/BSRN (MIT). State-dict
+keys match the official checkpoints: ``fea_conv``, ``B1..Bn`` (ESDB), ``c1``, ``c2``,
+``upsampler.upsampleOneStep.0``. LKDN builds on this network (same trunk, LKDB for ESDB).
+"""
+
+from __future__ import annotations
+
+import torch
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import nn
+
+from lkdn.archs.attention import CCA, ESA
+from lkdn.archs.bsconv import BSConvU, conv_type
+from lkdn.archs.upsamplers import PixelShuffleDirect
+
+
+class ESDB(nn.Module):
+    """Efficient separable distillation block.
+
+    Three steps of a 1x1 distillation conv and a residual ``conv`` (``act(conv(r) + r)``), a
+    BSConvU on the last remaining features, 1x1 fusion, ESA (BSConvU convs, GELU), CCA, and the
+    block input added. GELU (exact) after every distillation conv.
+
+    Args:
+        channels: input and output channels (``dc = channels // 2``, ``rc = channels``).
+        conv: class of the 3x3 remaining-branch convs (BSConvU in the official model).
+    """
+
+    def __init__(self, channels: int, *, conv: type[nn.Module] = BSConvU) -> None:
+        super().__init__()
+        dc, rc = channels // 2, channels
+        self.c1_d = nn.Conv2d(channels, dc, 1)
+        self.c1_r = conv(channels, rc, kernel_size=3, padding=1)
+        self.c2_d = nn.Conv2d(rc, dc, 1)
+        self.c2_r = conv(rc, rc, kernel_size=3, padding=1)
+        self.c3_d = nn.Conv2d(rc, dc, 1)
+        self.c3_r = conv(rc, rc, kernel_size=3, padding=1)
+        self.c4 = BSConvU(rc, dc, kernel_size=3, padding=1)
+        self.act = nn.GELU()
+        self.c5 = nn.Conv2d(dc * 4, channels, 1)
+        self.esa = ESA(channels, conv=BSConvU, act=nn.GELU)
+        self.cca = CCA(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d1 = self.act(self.c1_d(x))
+        r1 = self.act(self.c1_r(x) + x)
+        d2 = self.act(self.c2_d(r1))
+        r2 = self.act(self.c2_r(r1) + r1)
+        d3 = self.act(self.c3_d(r2))
+        r3 = self.act(self.c3_r(r2) + r2)
+        r4 = self.act(self.c4(r3))
+        out = self.c5(torch.cat([d1, d2, d3, r4], dim=1))
+        return self.cca(self.esa(out)) + x
+
+
+class UpsampleOneStep(nn.Module):
+    """BSRN's ``pixelshuffledirect``: one 3x3 conv and a PixelShuffle under the official key
+    ``upsampleOneStep`` (keys ``upsampleOneStep.0.*``).
+
+    Args:
+        num_feat: input channels.
+        num_out_ch: output image channels.
+        scale: upscaling factor.
+    """
+
+    def __init__(self, num_feat: int, num_out_ch: int, scale: int) -> None:
+        super().__init__()
+        self.upsampleOneStep = PixelShuffleDirect(num_feat, num_out_ch, scale)  # noqa: N815 (official key)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.upsampleOneStep(x)
+
+
+@ARCH_REGISTRY.register()
+class BSRN(nn.Module):
+    """Blueprint Separable Residual Network.
+
+    Args:
+        num_in_ch: input image channels.
+        num_feat: feature channels.
+        num_block: number of ESDBs (keys ``B1..B{num_block}``).
+        num_out_ch: output image channels.
+        upscale: upscaling factor.
+        num_in: how many times the input is replicated along channels (official: 4).
+        conv: remaining-branch conv of the ESDBs (``BSConvU`` official; ``BSConvU_rep``,
+            ``BSConvU_idt`` as in LKDN's ablations).
+    """
+
+    def __init__(
+        self, *, num_in_ch: int = 3, num_feat: int = 64, num_block: int = 8, num_out_ch: int = 3, upscale: int = 4,
+        num_in: int = 4, conv: str = "BSConvU",
+    ) -> None:
+        super().__init__()
+        block_conv = conv_type(conv)
+        self.num_in = num_in
+        self.num_block = num_block
+        self.upscale = upscale
+        self.fea_conv = BSConvU(num_in_ch * num_in, num_feat, kernel_size=3, padding=1)
+        for i in range(1, num_block + 1):
+            setattr(self, f"B{i}", ESDB(num_feat, conv=block_conv))
+        self.c1 = nn.Conv2d(num_feat * num_block, num_feat, 1)
+        self.GELU = nn.GELU()  # noqa: N815 (official attribute name)
+        self.c2 = BSConvU(num_feat, num_feat, kernel_size=3, padding=1)
+        self.upsampler = UpsampleOneStep(num_feat, num_out_ch, upscale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.num_in > 1:
+            x = torch.cat([x] * self.num_in, dim=1)
+        fea = self.fea_conv(x)
+        outs, out = [], fea
+        for i in range(1, self.num_block + 1):
+            out = getattr(self, f"B{i}")(out)
+            outs.append(out)
+        trunk = self.c2(self.GELU(self.c1(torch.cat(outs, dim=1)))) + fea
+        return self.upsampler(trunk)

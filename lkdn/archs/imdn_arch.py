@@ -1,0 +1,89 @@
+"""IMDN: Information Multi-Distillation Network (Hui, Gao, Yang, Wang, ACM MM 2019).
+
+Reference: "Lightweight Image Super-Resolution with Information Multi-distillation Network",
+https://arxiv.org/abs/1909.11856 ; official code github.com/Zheng222/IMDN. Attribute names
+follow the official code (``fea_conv``, ``IMDB1..IMDBn``, ``c.0``, ``LR_conv``,
+``upsampler.0``); no checkpoint is shipped with this project. RFDN rethinks this network.
+"""
+
+from __future__ import annotations
+
+import torch
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import nn
+
+from lkdn.archs.attention import CCA
+from lkdn.archs.upsamplers import PixelShuffleDirect
+
+
+class IMDB(nn.Module):
+    """Information multi-distillation block (progressive refinement by channel splitting).
+
+    Four steps: a 3x3 conv, then the output is split into a distilled part (kept,
+    ``channels * distillation_rate``) and the remaining part, which the next 3x3 conv refines;
+    the fourth conv produces the last distilled part. The four parts are concatenated,
+    re-weighted by CCA and fused by a 1x1 conv; the block input is added. LeakyReLU (slope
+    0.05) after the first three convs.
+
+    Args:
+        channels: input and output channels.
+        distillation_rate: fraction of the channels kept at each step (official: 0.25).
+    """
+
+    def __init__(self, channels: int, *, distillation_rate: float = 0.25) -> None:
+        super().__init__()
+        self.dc = int(channels * distillation_rate)
+        self.rc = channels - self.dc
+        if self.dc < 1 or self.rc < 1:
+            raise ValueError(f"distillation_rate {distillation_rate} leaves no distilled or remaining channels of {channels}")
+        self.c1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.c2 = nn.Conv2d(self.rc, channels, 3, padding=1)
+        self.c3 = nn.Conv2d(self.rc, channels, 3, padding=1)
+        self.c4 = nn.Conv2d(self.rc, self.dc, 3, padding=1)
+        self.act = nn.LeakyReLU(0.05)
+        self.c5 = nn.Conv2d(self.dc * 4, channels, 1)
+        self.cca = CCA(self.dc * 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d1, r1 = torch.split(self.act(self.c1(x)), (self.dc, self.rc), dim=1)
+        d2, r2 = torch.split(self.act(self.c2(r1)), (self.dc, self.rc), dim=1)
+        d3, r3 = torch.split(self.act(self.c3(r2)), (self.dc, self.rc), dim=1)
+        d4 = self.c4(r3)
+        return self.c5(self.cca(torch.cat([d1, d2, d3, d4], dim=1))) + x
+
+
+@ARCH_REGISTRY.register()
+class IMDN(nn.Module):
+    """Information Multi-Distillation Network.
+
+    Args:
+        num_in_ch: input image channels.
+        num_feat: feature channels.
+        num_block: number of IMDBs (keys ``IMDB1..IMDB{num_block}``).
+        num_out_ch: output image channels.
+        upscale: upscaling factor.
+        distillation_rate: fraction of channels each IMDB step keeps.
+    """
+
+    def __init__(
+        self, *, num_in_ch: int = 3, num_feat: int = 64, num_block: int = 6, num_out_ch: int = 3, upscale: int = 4,
+        distillation_rate: float = 0.25,
+    ) -> None:
+        super().__init__()
+        self.num_block = num_block
+        self.upscale = upscale
+        self.fea_conv = nn.Conv2d(num_in_ch, num_feat, 3, padding=1)
+        for i in range(1, num_block + 1):
+            setattr(self, f"IMDB{i}", IMDB(num_feat, distillation_rate=distillation_rate))
+        self.c = nn.Sequential(nn.Conv2d(num_feat * num_block, num_feat, 1), nn.LeakyReLU(0.05))
+        self.LR_conv = nn.Conv2d(num_feat, num_feat, 3, padding=1)  # noqa: N815 (official key)
+        self.upsampler = PixelShuffleDirect(num_feat, num_out_ch, upscale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fea = self.fea_conv(x)
+        outs, out = [], fea
+        for i in range(1, self.num_block + 1):
+            out = getattr(self, f"IMDB{i}")(out)
+            outs.append(out)
+        trunk = self.LR_conv(self.c(torch.cat(outs, dim=1))) + fea
+        return self.upsampler(trunk)
