@@ -8,6 +8,7 @@ is measured too. Official weights from ../shared when present (timing does not d
 
 from __future__ import annotations
 
+import importlib
 import os
 import statistics
 import tempfile
@@ -43,13 +44,18 @@ def median_ms(fn: Callable[[], torch.Tensor], repeats: int = REPEATS) -> tuple[f
 
 def _upscaler(threads: int) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]] | None:
     upscaler_class = getattr(lkdn, "Upscaler", None)
-    if upscaler_class is None or not WEIGHTS.is_file():
+    if upscaler_class is None:
+        try:
+            upscaler_class = importlib.import_module("lkdn.upscaler").Upscaler
+        except (ImportError, AttributeError):
+            return None
+    if not WEIGHTS.is_file():
         return None
     with tempfile.TemporaryDirectory() as tmp:
         yml = Path(tmp) / "lkdn_x4.yml"
         yml.write_text("name: bench\nscale: 4\nnetwork_g: {type: LKDN, upscale: 4}\n", encoding="utf-8")
-        upscaler = upscaler_class.from_config(yml, weights=WEIGHTS, optimize=True)
-    return "lkdn.Upscaler(optimize=True)", upscaler
+        upscaler = upscaler_class.from_config(yml, weights=WEIGHTS, optimize=True, device="cpu")
+    return "lkdn.Upscaler(optimize=True), PyTorch", upscaler
 
 
 def run(ctx: dict) -> str:
