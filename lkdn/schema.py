@@ -88,7 +88,7 @@ VAL: Spec = {
     "pbar": ((bool,), "progress bar during validation"),
     "metrics": ("*", METRIC),
     "self_ensemble": ((bool,), "x8 geometric self-ensemble"),
-    "tile": ({"size": ((int,), "tile size in LR pixels"), "pad": ((int,), "overlap in LR pixels")}, "tiled inference"),
+    "tile": ({"size": ((int,), "tile size in LR pixels"), "pad": ((int, type(None)), "context in LR pixels (default: the receptive radius)")}, "tiled inference"),
 }
 
 LOGGER: Spec = {
