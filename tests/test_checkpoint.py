@@ -88,3 +88,12 @@ def test_truncated_and_missing_files_are_clear_errors(tmp_path: Path) -> None:
         load_state_dict(tmp_path / "cut.pth")
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         load_state_dict(tmp_path / "nope.pth")
+
+
+def test_saved_file_has_the_usual_permissions(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        path = save_file({"w": torch.ones(1)}, tmp_path / "perm.pth")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

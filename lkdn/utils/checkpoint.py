@@ -145,6 +145,12 @@ def load_network(
     return net
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -179,6 +185,7 @@ def save_file(obj: Any, path: str | os.PathLike[str], *, metadata: Mapping[str, 
                 torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
