@@ -1,0 +1,109 @@
+"""Measure a network's cost: parameters, Multi-Adds, activations, FLOPs, runtime, peak memory.
+
+    python scripts/profile_model.py -opt options/test/LKDN/test_LKDN_x4.yml                # 1280x720 output
+    python scripts/profile_model.py -opt options/train/LKDN/train_LKDN-S_x4_from_scratch.yml --lr-size 320x180
+    python scripts/profile_model.py -opt options/test/LKDN/test_LKDN_x4.yml --device cuda --ntire --json
+
+Rows: the network as the YAML configures it, its deploy form (re-parameterized, input
+replication folded) and, for runtime and memory only, the deploy form after
+``lkdn.optimize.optimize_network`` (what ``lkdn.Upscaler`` runs). Weights do not change any
+of these numbers, so none are loaded. Multi-Adds count convolutions only (the papers'
+convention); activations are the elements of all conv outputs and FLOPs come from fvcore on a
+3x256x256 LR input (both NTIRE efficient-SR conventions); ``--ntire`` times as NTIRE does (FP32,
+no warm-up, cudnn.benchmark off, CUDA events around the forward, mean over ``--runs`` random
+images). Definitions: docs/efficiency.md. Exit status 2 for bad arguments or options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from lkdn import build_network
+from lkdn.optimize import optimize_network
+from lkdn.options import OptionsError, load_yaml
+from lkdn.profiling import lr_size_for_output, markdown_table, parse_size, profile_network
+from lkdn.reparam import reparameterize_model
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-opt", required=True, help="train or test option YAML (its network_g is profiled)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--lr-size", default=None, help="LR input size WIDTHxHEIGHT, e.g. 320x180")
+    size.add_argument("--output-size", default=None, help="output size WIDTHxHEIGHT (default 1280x720, the papers')")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--runs", type=int, default=5, help="timed forward passes per form (default 5)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed passes first (default 1; --ntire: 0)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--ntire", action="store_true", help="NTIRE runtime protocol (FP32, no warm-up, mean)")
+    parser.add_argument("--no-timing", action="store_true", help="counts only (no runtime or memory)")
+    parser.add_argument("--no-flops", action="store_true", help="skip the fvcore FLOPs (one 256x256 CPU forward)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        opt = load_yaml(args.opt)
+        if "network_g" not in opt:
+            raise OptionsError(f"{args.opt}: no network_g section")
+        net = build_network(opt["network_g"]).eval()
+        scale = int(opt.get("scale") or opt["network_g"].get("upscale") or getattr(net, "upscale", 0)) or None
+        if args.lr_size:
+            lr_size = parse_size(args.lr_size)
+        else:
+            if scale is None:
+                raise OptionsError(f"{args.opt}: no scale; give --lr-size instead of --output-size")
+            lr_size = lr_size_for_output(parse_size(args.output_size or "1280x720"), scale)
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise OptionsError("--device cuda requested but CUDA is not available")
+        if args.runs < 1:
+            raise OptionsError(f"--runs must be at least 1, got {args.runs}")
+    except (OptionsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    in_channels = int(opt["network_g"].get("num_in_ch", 3))
+    common = {
+        "lr_size": lr_size, "device": device, "runs": args.runs, "warmup": args.warmup, "ntire": args.ntire,
+        "timing": not args.no_timing, "in_channels": in_channels,
+    }
+    deploy = reparameterize_model(net, fold_num_in=True).eval()
+    profiles = [
+        profile_network(net, form="as configured", flops=not args.no_flops, **common),
+        profile_network(deploy, form="deploy (re-parameterized)", flops=not args.no_flops, **common),
+    ]
+    if not args.no_timing:
+        optimized = optimize_network(deploy.to(device))
+        profiles.append(
+            profile_network(
+                deploy, form="deploy + optimize_network", flops=False, forward=optimized, channels_last=True, **common
+            )
+        )
+    if args.json:
+        report = {
+            "config": str(args.opt), "network": opt["network_g"].get("type"), "scale": scale,
+            "lr_size": {"height": lr_size[0], "width": lr_size[1]}, "device": str(device),
+            "threads": torch.get_num_threads(), "ntire_protocol": args.ntire,
+            "profiles": [p.as_dict() for p in profiles],
+        }
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{opt['network_g'].get('type')} from {args.opt} on {device} ({torch.get_num_threads()} threads)")
+        print(markdown_table(profiles, lr_size=lr_size, scale=scale))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
