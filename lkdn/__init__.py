@@ -9,7 +9,7 @@ from lkdn.compat import install_torchvision_alias
 
 install_torchvision_alias()
 
-from lkdn import archs  # noqa: E402,F401 (registers the architectures)
+from lkdn import archs, data, models  # noqa: E402,F401 (registers architectures, datasets, training models)
 from lkdn.archs import build_network  # noqa: E402
 from lkdn.upscaler import Upscaler  # noqa: E402,F401 (the inference API, lkdn.Upscaler)
 

@@ -1,0 +1,288 @@
+"""``SRModel``: single-image super-resolution training with BasicSR's semantics, on CPU or CUDA.
+
+What it keeps from basicsr's ``SRModel``: ``net_g`` and ``net_g_ema`` (``train.ema_decay``),
+``pixel_opt`` / ``perceptual_opt`` losses from basicsr's ``LOSS_REGISTRY``, one optimizer
+(``optim_g``) and one scheduler stepped per iteration, fine-tuning from
+``path.pretrain_network_g`` (``param_key_g``, ``strict_load_g``), checkpoints
+``{'params', 'params_ema'}``. What it owns instead: device handling without unconditional CUDA
+calls, DDP on CUDA or CPU, every ``torch.optim`` optimizer and Adan, warm-up that does not
+shift the schedule, ``train.grad_clip``, ``train.bn_population_after``, mixed precision
+(``train.amp``), ``train.channels_last``, ``train.compile``, atomic saves and exact resume.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from basicsr.losses import build_loss
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from lkdn.archs import build_network
+from lkdn.models.registry import MODEL_REGISTRY
+from lkdn.training.batchnorm import batchnorm_modules, set_train_mode
+from lkdn.training.dist import DistInfo
+from lkdn.training.ema import WeightEMA
+from lkdn.training.optim import build_optimizer
+from lkdn.training.schedulers import build_scheduler, warmup_factor
+from lkdn.training.validation import validate
+from lkdn.utils.checkpoint import load_network, save_file
+
+logger = logging.getLogger(__name__)
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _amp_dtype(value: Any, device: torch.device) -> torch.dtype | None:
+    if value in (None, False, "none", "fp32"):
+        return None
+    if value not in AMP_DTYPES:
+        raise ValueError(f"train.amp: expected bf16, fp16 or false, got {value!r}")
+    if value == "fp16" and device.type != "cuda":
+        raise ValueError(
+            f"train.amp: fp16 mixed precision needs a CUDA device (training on {device}); use bf16 on the CPU"
+        )
+    return AMP_DTYPES[value]
+
+
+def _compile_options(value: Any) -> dict[str, Any] | None:
+    if value in (None, False):
+        return None
+    if value is True:
+        return {}
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise ValueError(f"train.compile: expected true, false or a mapping of torch.compile arguments, got {value!r}")
+
+
+def _set_lrs(optimizer: torch.optim.Optimizer, lrs: list[float]) -> None:
+    for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+
+
+@MODEL_REGISTRY.register()
+class SRModel:
+    """Trains ``network_g`` on LR/HR pairs.
+
+    Args:
+        opt: the parsed options (``lkdn.options.parse_options(..., is_train=True)``).
+        dist_info: processes and device (``lkdn.training.dist.init_distributed``).
+    """
+
+    def __init__(self, opt: dict[str, Any], *, dist_info: DistInfo) -> None:
+        self.opt = opt
+        self.dist_info = dist_info
+        self.device = dist_info.device
+        train_opt = opt.get("train") or {}
+        path_opt = opt.get("path") or {}
+
+        self.net_g = build_network(opt["network_g"]).to(self.device)
+        n_params = sum(p.numel() for p in self.net_g.parameters())
+        logger.info("Network %s with %s parameters", type(self.net_g).__name__, f"{n_params:,d}")
+        logger.debug("%s", self.net_g)
+        pretrain = path_opt.get("pretrain_network_g")
+        strict = bool(path_opt.get("strict_load_g", True))
+        if pretrain:
+            key = path_opt.get("param_key_g", "params")
+            logger.info("Loading %s (key %s, strict %s)", pretrain, key, strict)
+            load_network(self.net_g, pretrain, param_key=key, strict=strict)
+
+        self.cri_pix = build_loss(dict(train_opt["pixel_opt"])).to(self.device) if train_opt.get("pixel_opt") else None
+        self.cri_perceptual = (
+            build_loss(dict(train_opt["perceptual_opt"])).to(self.device) if train_opt.get("perceptual_opt") else None
+        )
+        if self.cri_pix is None and self.cri_perceptual is None:
+            raise ValueError("train: set pixel_opt (e.g. type: L1Loss) or perceptual_opt")
+
+        params = []
+        for name, param in self.net_g.named_parameters():
+            if param.requires_grad:
+                params.append(param)
+            else:
+                logger.warning("Parameter %s will not be optimized", name)
+        if "optim_g" not in train_opt:
+            raise ValueError("train.optim_g: missing (e.g. type: Adan, lr: 5e-3)")
+        self.optimizer_g = build_optimizer(params, train_opt["optim_g"])
+        self.optimizers = [self.optimizer_g]
+        self.schedulers = [build_scheduler(self.optimizer_g, train_opt["scheduler"])] if train_opt.get("scheduler") else []
+        self._base_lrs = [group["lr"] for group in self.optimizer_g.param_groups]
+        self.warmup_iter = train_opt.get("warmup_iter", -1)
+
+        self.grad_clip = train_opt.get("grad_clip")
+        self.bn_population_after = train_opt.get("bn_population_after")
+        if self.bn_population_after is not None and not batchnorm_modules(self.net_g):
+            logger.warning("train.bn_population_after is set but %s has no BatchNorm layer", type(self.net_g).__name__)
+        self._bn_population: bool | None = None
+
+        self.amp_dtype = _amp_dtype(train_opt.get("amp"), self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.channels_last = bool(train_opt.get("channels_last", False))
+        if self.channels_last:
+            self.net_g.to(memory_format=torch.channels_last)
+
+        self.train_net: nn.Module = self.net_g
+        if dist_info.dist:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_net = DistributedDataParallel(
+                self.net_g, device_ids=device_ids, find_unused_parameters=bool(opt.get("find_unused_parameters", False))
+            )
+        # after the DDP wrap, which gives every process rank 0's initial weights
+        self.ema: WeightEMA | None = None
+        decay = float(train_opt.get("ema_decay", 0) or 0)
+        if decay > 0:
+            logger.info("Exponential moving average of the weights, decay %s", decay)
+            self.ema = WeightEMA(build_network(opt["network_g"]).to(self.device), decay=decay)
+            self.ema.copy_from(self.net_g)
+            if pretrain:  # BasicSR: the EMA starts from the file's params_ema (params when absent)
+                load_network(self.ema.net, pretrain, param_key="params_ema", strict=strict)
+        compile_opt = _compile_options(train_opt.get("compile"))
+        if compile_opt is not None:
+            logger.info("torch.compile of the training network (%s)", compile_opt or "defaults")
+            self.train_net = torch.compile(self.train_net, **compile_opt)
+        self.log_dict: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ iteration
+    def _ensure_train_mode(self, current_iter: int) -> None:
+        population = self.bn_population_after is not None and current_iter > int(self.bn_population_after)
+        if population != self._bn_population or not self.net_g.training:
+            count = set_train_mode(self.net_g, bn_population=population)
+            if population and not self._bn_population and count:
+                logger.info("Iteration %d: %d BatchNorm layer(s) now use population statistics", current_iter, count)
+            self._bn_population = population
+
+    def update_learning_rate(self, current_iter: int) -> None:
+        """Step the scheduler (from the second iteration on), then apply the linear warm-up.
+
+        The warm-up scales the scheduled rate, ``lr * it / warmup_iter`` while ``it < warmup_iter``;
+        the scheduler steps from its own values, so the schedule after the warm-up is not shifted
+        (basicsr 1.4.2 steps chained schedulers from the warmed-up value).
+        """
+        if current_iter > 1:
+            for scheduler in self.schedulers:
+                _set_lrs(scheduler.optimizer, scheduler.get_last_lr())
+                scheduler.step()
+        factor = warmup_factor(current_iter, self.warmup_iter)
+        scheduled = self.schedulers[0].get_last_lr() if self.schedulers else self._base_lrs
+        _set_lrs(self.optimizer_g, [lr * factor for lr in scheduled])
+
+    def current_learning_rates(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer_g.param_groups]
+
+    def feed_data(self, data: Mapping[str, Any]) -> None:
+        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
+        self.lq = data["lq"].to(self.device, non_blocking=True).contiguous(memory_format=memory_format)
+        if "gt" in data:
+            self.gt = data["gt"].to(self.device, non_blocking=True)
+
+    def _losses(self, output: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        total = output.new_zeros(())
+        losses: dict[str, torch.Tensor] = {}
+        if self.cri_pix is not None:
+            losses["l_pix"] = self.cri_pix(output, self.gt)
+            total = total + losses["l_pix"]
+        if self.cri_perceptual is not None:
+            percep, style = self.cri_perceptual(output, self.gt)
+            for name, value in (("l_percep", percep), ("l_style", style)):
+                if value is not None:
+                    losses[name] = value
+                    total = total + value
+        return total, losses
+
+    def optimize_parameters(self, current_iter: int) -> None:
+        """One training step on the batch of :meth:`feed_data`."""
+        self._ensure_train_mode(current_iter)
+        self.optimizer_g.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            output = self.train_net(self.lq)
+        total, losses = self._losses(output.float())
+        if self.scaler is not None:
+            self.scaler.scale(total).backward()
+            if self.grad_clip:
+                self.scaler.unscale_(self.optimizer_g)
+                torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), float(self.grad_clip))
+            self.scaler.step(self.optimizer_g)
+            self.scaler.update()
+        else:
+            total.backward()
+            if self.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), float(self.grad_clip))
+            self.optimizer_g.step()
+        if self.ema is not None:
+            self.ema.update(self.net_g)
+        self.log_dict = {k: v.detach() for k, v in losses.items()}
+
+    # ------------------------------------------------------------------ evaluation
+    def eval_network(self) -> nn.Module:
+        """The network validation uses: the EMA network when there is one, else ``net_g``."""
+        return self.ema.net if self.ema is not None else self.net_g
+
+    @torch.no_grad()
+    def test(self, lq: torch.Tensor) -> torch.Tensor:
+        """Super-resolve a batch with :meth:`eval_network` in evaluation mode."""
+        net = self.eval_network()
+        was_training = net.training
+        net.eval()
+        try:
+            return net(lq.to(self.device))
+        finally:
+            if was_training:
+                net.train()
+                self._bn_population = None  # re-apply BatchNorm population mode at the next step
+
+    def validation(self, loader: Any, *, current_iter: int, save_img: bool = False) -> dict[str, float]:
+        """Metrics of :meth:`test` on one validation loader (``val.metrics``)."""
+        val_opt = self.opt.get("val") or {}
+        save_dir = Path(self.opt["path"]["visualization"]) if save_img else None
+        values = validate(self.test, loader, metrics=val_opt.get("metrics"), device=self.device,
+                          current_iter=current_iter, save_dir=save_dir, pbar=bool(val_opt.get("pbar", False)))
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return values
+
+    # ------------------------------------------------------------------ saving and resuming
+    def network_checkpoint(self) -> dict[str, dict[str, torch.Tensor]]:
+        """BasicSR's checkpoint dict: ``params`` (and ``params_ema`` with EMA), tensors on the CPU."""
+        def cpu_state(net: nn.Module) -> dict[str, torch.Tensor]:
+            return {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+
+        ckpt = {"params": cpu_state(self.net_g)}
+        if self.ema is not None:
+            ckpt["params_ema"] = cpu_state(self.ema.net)
+        return ckpt
+
+    def save_networks(self, models_dir: str | Path, label: int | str) -> Path:
+        """Write ``models/net_g_<label>.pth`` atomically."""
+        return save_file(self.network_checkpoint(), Path(models_dir) / f"net_g_{label}.pth")
+
+    def load_networks(self, path: str | Path) -> None:
+        """Load ``params`` (and ``params_ema``) of a checkpoint strictly (resume)."""
+        load_network(self.net_g, path, param_key="params", strict=True)
+        if self.ema is not None:
+            load_network(self.ema.net, path, param_key="params_ema", strict=True)
+
+    def training_state(self) -> dict[str, Any]:
+        """Optimizer, scheduler and gradient-scaler states (the model's part of a training state)."""
+        return {
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "schedulers": [s.state_dict() for s in self.schedulers],
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+        }
+
+    def load_training_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`training_state` saved; counts must match the options."""
+        if len(state["optimizers"]) != len(self.optimizers) or len(state["schedulers"]) != len(self.schedulers):
+            raise ValueError(
+                f"training state has {len(state['optimizers'])} optimizer(s) and {len(state['schedulers'])} "
+                f"scheduler(s); the options build {len(self.optimizers)} and {len(self.schedulers)}"
+            )
+        for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
+            optimizer.load_state_dict(saved)
+        for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
+            scheduler.load_state_dict(saved)
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])

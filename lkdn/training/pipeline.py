@@ -1,0 +1,325 @@
+"""The training pipeline behind ``lkdn/train.py`` (BasicSR's ``train_pipeline``, CPU- and DDP-safe).
+
+``python lkdn/train.py -opt <yml> [--auto_resume] [--debug] [--launcher none|pytorch|slurm]
+[--force_yml key=value ...]``. Folders are created under the current directory (or
+``--root_path``): ``experiments/<name>/`` and ``tb_logger/<name>/``, as BasicSR does when run
+from its repository root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import platform
+import random
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from lkdn.models import build_model
+from lkdn.options import apply_override, load_yaml, parse_options
+from lkdn.training.data import TrainData, build_val_loaders
+from lkdn.training.dist import DistInfo, all_reduce_mean, any_process, barrier, cleanup, init_distributed
+from lkdn.training.interrupt import StopRequest
+from lkdn.training.records import IterationTimer, TrainingRecords
+from lkdn.training.rng import get_rng_state, seed_everything, set_rng_state
+from lkdn.training.state import (
+    archive_and_create,
+    latest_state,
+    load_training_state,
+    make_experiment_dirs,
+    network_file_for_state,
+    time_str,
+)
+from lkdn.training.validation import BestMetrics
+from lkdn.utils.checkpoint import save_file
+from lkdn.utils.logger import setup_logging
+
+logger = logging.getLogger("lkdn.train")
+
+STOP_CHECK_EVERY = 10  # iterations between agreeing on a stop signal under DDP
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line of ``lkdn/train.py`` (BasicSR's, plus ``--root_path``)."""
+    parser = argparse.ArgumentParser(description="Train a super-resolution network from a BasicSR-style YAML file.")
+    parser.add_argument("-opt", required=True, help="path to the option YAML file")
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none",
+                        help="none: one process; pytorch: under torchrun; slurm: under srun")
+    parser.add_argument("--auto_resume", action="store_true", help="resume from the latest state of the experiment")
+    parser.add_argument("--debug", action="store_true", help="debug_ name prefix, log every iteration, save every 8")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=0, help="ignored (torch.distributed.launch)")
+    parser.add_argument("--force_yml", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override options, e.g. train:total_iter=1000 datasets:train:batch_size_per_gpu=16")
+    parser.add_argument("--root_path", default=None, help="folder of experiments/ and tb_logger/ (default: cwd)")
+    return parser.parse_args(argv)
+
+
+def _int_option(section: dict[str, Any], key: str, default: Any, where: str) -> int | None:
+    value = section.get(key, default)
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}.{key}: expected a number, got {value!r}") from err
+    if number != value:
+        raise ValueError(f"{where}.{key}: expected a whole number, got {value!r}")
+    return number
+
+
+def _apply_debug(opt: dict[str, Any]) -> None:
+    """BasicSR's debug mode: every line logged, validation and saving every 8 iterations."""
+    if "debug" in opt["name"]:
+        opt.setdefault("logger", {})
+        opt["logger"].update(print_freq=1, save_checkpoint_freq=8)
+        if opt.get("val"):
+            opt["val"]["val_freq"] = 8
+
+
+def _write_options(opt_path: str, overrides: Sequence[str], target: Path, argv: Sequence[str]) -> None:
+    raw = load_yaml(opt_path)
+    for entry in overrides:
+        apply_override(raw, entry)
+    header = f"# written by lkdn/train.py on {time_str()}\n# command: {shlex.join(['lkdn/train.py', *argv])}\n"
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    os.replace(tmp, target)
+
+
+def _environment() -> str:
+    cuda = f"CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s)" if torch.cuda.is_available() else "no CUDA"
+    return f"Python {platform.python_version()}, torch {torch.__version__}, {cuda}"
+
+
+class Trainer:
+    """One training run: set-up from options, the loop, saving and resuming."""
+
+    def __init__(self, args: argparse.Namespace, argv: Sequence[str], root_path: Path) -> None:
+        self.args = args
+        opt = parse_options(args.opt, is_train=True, overrides=args.force_yml, root_path=root_path, debug=args.debug)
+        opt["root_path"] = str(root_path)
+        opt["auto_resume"] = bool(args.auto_resume)
+        dist_params = opt.get("dist_params") or {}
+        self.info: DistInfo = init_distributed(args.launcher, use_cuda=opt["num_gpu"] > 0,
+                                               backend=dist_params.get("backend"), port=dist_params.get("port"))
+        opt.update(dist=self.info.dist, rank=self.info.rank, world_size=self.info.world_size)
+        if self.info.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # as BasicSR: fixed patch sizes, fastest kernels
+        if not self.info.dist and opt["num_gpu"] > 1:
+            logging.getLogger("lkdn").warning(
+                "%d GPUs visible; one process uses one. Launch with torchrun --nproc_per_node=%d ... --launcher pytorch",
+                opt["num_gpu"], opt["num_gpu"])
+        _apply_debug(opt)
+        self.opt = opt
+        self.paths = opt["path"]
+        train_opt = opt.get("train") or {}
+        self.total_iter = _int_option(train_opt, "total_iter", None, "train")
+        if not self.total_iter or self.total_iter <= 0:
+            raise ValueError(f"{args.opt}: train.total_iter must be a positive number of iterations")
+        log_opt = opt.get("logger") or {}
+        self.print_freq = _int_option(log_opt, "print_freq", 100, "logger")
+        if not self.print_freq or self.print_freq < 1:
+            raise ValueError(f"{args.opt}: logger.print_freq must be a positive number of iterations")
+        self.save_freq = _int_option(log_opt, "save_checkpoint_freq", 5000, "logger")
+        val_opt = opt.get("val") or {}
+        self.val_freq = _int_option(val_opt, "val_freq", None, "val") if opt.get("val") else None
+        self.save_img = bool(val_opt.get("save_img", False))
+
+        self.state_path, self.state = self._find_resume_state()
+        seed = opt.get("manual_seed")
+        if seed is None:
+            seed = self.state.get("manual_seed") if self.state else random.randint(1, 10000)
+        opt["manual_seed"] = int(seed)
+        seed_everything(opt["manual_seed"] + self.info.rank)
+
+        self.experiment_dir = Path(self.paths["experiments_root"])
+        use_tb = bool(log_opt.get("use_tb_logger", False)) and "debug" not in opt["name"]
+        self.tb_dir = Path(root_path) / "tb_logger" / opt["name"] if use_tb else None
+        if self.info.is_main:
+            make_experiment_dirs(self.paths, fresh=self.state is None)
+            if self.tb_dir is not None and self.state is None:
+                archive_and_create(self.tb_dir)
+            _write_options(args.opt, args.force_yml, self.experiment_dir / f"{opt['name']}_options.yml", argv)
+        barrier(self.info)
+
+        from basicsr.utils import get_root_logger
+
+        get_root_logger()  # let basicsr mark its logger as set up, then replace its handlers
+        log_file = self.experiment_dir / f"train_{opt['name']}_{time_str()}.log"
+        setup_logging(log_file if self.info.is_main else None, rank=self.info.rank)
+        logger.info("%s", _environment())
+        logger.info("%d process(es), launcher %s, backend %s, this process on %s", self.info.world_size,
+                    self.info.launcher, self.info.backend or "none", self.info.device)
+        logger.info("Options (%s):\n%s", args.opt, yaml.safe_dump(opt, sort_keys=False))
+        if (log_opt.get("wandb") or {}).get("project"):
+            logger.warning("logger.wandb is not supported; scalars go to TensorBoard (logger.use_tb_logger)")
+
+        datasets = opt.get("datasets") or {}
+        for phase in datasets:
+            if phase != "train" and phase.split("_")[0] != "val":
+                raise ValueError(f"{args.opt}: datasets.{phase}: expected train, val or val_<n>")
+        if "train" not in datasets:
+            raise ValueError(f"{args.opt}: datasets.train is missing")
+        self.data = TrainData(datasets["train"], dist_info=self.info, seed=opt["manual_seed"])
+        self.val_loaders = build_val_loaders(datasets, device=self.info.device) if self.info.is_main else []
+        total_epochs = math.ceil(self.total_iter / self.data.batches_per_epoch)
+        logger.info(
+            "Training statistics: %d images, enlarge ratio %s, batch %d per process x %d process(es), "
+            "%d iterations per epoch, %d iterations (%d epochs), device %s",
+            len(self.data.dataset), datasets["train"].get("dataset_enlarge_ratio", 1), self.data.batch_size,
+            self.info.world_size, self.data.batches_per_epoch, self.total_iter, total_epochs, self.info.device,
+        )
+
+        self.model = build_model(opt, dist_info=self.info)
+        self.best = BestMetrics(val_opt.get("metrics"))
+        self.start_iter, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.resume_rng: dict[str, Any] | None = None
+        if self.state is not None:
+            self._resume()
+        self.records = TrainingRecords(
+            name=opt["name"], experiment_dir=self.experiment_dir, tb_dir=self.tb_dir, enabled=self.info.is_main,
+            total_iter=self.total_iter, resume_iter=self.start_iter,
+        )
+
+    # ------------------------------------------------------------------ resume
+    def _find_resume_state(self) -> tuple[Path | None, dict[str, Any] | None]:
+        path = None
+        if self.args.auto_resume:
+            path = latest_state(self.paths["training_states"])
+            if path is None:
+                logging.getLogger("lkdn").info("--auto_resume: no state in %s, starting afresh",
+                                               self.paths["training_states"])
+        elif self.paths.get("resume_state"):
+            path = Path(self.paths["resume_state"])
+        if path is None:
+            return None, None
+        return path, load_training_state(path)
+
+    def _resume(self) -> None:
+        state = self.state
+        assert state is not None and self.state_path is not None
+        current_iter = int(state["iter"])
+        if self.paths.get("pretrain_network_g"):
+            logger.info("Resuming: path.pretrain_network_g is ignored, networks come from the state's iteration")
+        self.model.load_networks(network_file_for_state(self.paths["models"], self.state_path, current_iter))
+        self.model.load_training_state(state)
+        self.start_iter = current_iter
+        self.epoch = int(state["epoch"])
+        self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
+        if "batch_in_epoch" not in state:
+            logger.warning("%s has no sampler position (not written by lkdn): the epoch restarts", self.state_path)
+        self.best.load_state_dict(state.get("best_metric_results") or {})
+        self.resume_rng = state.get("rng")
+        logger.info("Resuming training from %s: epoch %d, iteration %d", self.state_path, self.epoch, current_iter)
+
+    # ------------------------------------------------------------------ saving
+    def save(self, current_iter: int) -> None:
+        """Networks ``models/net_g_<iter>.pth`` and state ``training_states/<iter>.state`` (rank 0)."""
+        if not self.info.is_main:
+            return
+        logger.info("Saving networks and training state at iteration %d", current_iter)
+        self.model.save_networks(self.paths["models"], current_iter)
+        state = {
+            "epoch": self.epoch, "iter": current_iter, "batch_in_epoch": self.batch_in_epoch,
+            **self.model.training_state(),
+            "rng": get_rng_state(), "manual_seed": self.opt["manual_seed"],
+            "best_metric_results": self.best.state_dict(),
+        }
+        save_file(state, Path(self.paths["training_states"]) / f"{current_iter}.state")
+
+    def validate(self, current_iter: int) -> None:
+        for loader in self.val_loaders:
+            name = loader.dataset.opt.get("name", "val")
+            values = self.model.validation(loader, current_iter=current_iter, save_img=self.save_img)
+            best = self.best.update(name, values, current_iter)
+            self.records.validation(epoch=self.epoch, current_iter=current_iter, dataset=name, values=values,
+                                    best=best)
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> int:
+        """Train until ``total_iter`` or a stop signal; returns the exit status."""
+        stop = StopRequest()
+        current_iter = self.start_iter
+        validated_at = None
+        timer = IterationTimer()
+        if self.resume_rng is not None:
+            set_rng_state(self.resume_rng)
+        logger.info("Start training from epoch %d, iteration %d", self.epoch, current_iter)
+        start = time.time()
+        try:
+            while current_iter < self.total_iter and not stop.requested:
+                batches = self.data.epoch_batches(self.epoch, self.batch_in_epoch)
+                mark = time.time()
+                batch = batches.next()
+                while batch is not None:
+                    data_time = time.time() - mark
+                    current_iter += 1
+                    self.batch_in_epoch += 1
+                    self.model.update_learning_rate(current_iter)
+                    self.model.feed_data(batch)
+                    self.model.optimize_parameters(current_iter)
+                    timer.add(time.time() - mark, data_time)
+                    if current_iter % self.print_freq == 0:
+                        losses = all_reduce_mean(self.model.log_dict, self.info)
+                        self.records.training_line(epoch=self.epoch, current_iter=current_iter,
+                                                   lrs=self.model.current_learning_rates(), losses=losses,
+                                                   iter_time=timer.averages[0], data_time=timer.averages[1])
+                        timer.reset()
+                    if self.save_freq and current_iter % self.save_freq == 0:
+                        self.save(current_iter)
+                    if self.val_freq and current_iter % self.val_freq == 0:
+                        self.validate(current_iter)
+                        validated_at = current_iter
+                    if not self.info.dist or current_iter % STOP_CHECK_EVERY == 0:
+                        if any_process(stop.requested, self.info):
+                            stop.signum = stop.signum or int(signal.SIGTERM)  # signalled on another rank
+                            break
+                    if current_iter >= self.total_iter:
+                        break
+                    mark = time.time()
+                    batch = batches.next()
+                else:  # the epoch is exhausted
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+            if stop.requested:
+                if not (self.save_freq and current_iter % self.save_freq == 0):
+                    self.save(current_iter)
+                logger.warning("Stopped by signal %d at iteration %d; resume with --auto_resume", stop.signum,
+                               current_iter)
+                return 128 + int(stop.signum or 0)
+            logger.info("End of training after %.0f s; saving the latest networks", time.time() - start)
+            if self.info.is_main:
+                self.model.save_networks(self.paths["models"], "latest")
+            if self.opt.get("val") and validated_at != current_iter:
+                self.validate(current_iter)
+            barrier(self.info)
+            return 0
+        finally:
+            stop.restore()
+            self.records.close()
+
+
+def train_pipeline(root_path: str | os.PathLike[str] | None = None, argv: Sequence[str] | None = None) -> int:
+    """Parse the command line, train, and return the exit status (0, or 128 + signal when stopped)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    root = Path(args.root_path or root_path or Path.cwd()).resolve()
+    trainer = None
+    try:
+        trainer = Trainer(args, argv, root)
+        return trainer.run()
+    finally:
+        if trainer is not None:
+            cleanup(trainer.info)
+        elif torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

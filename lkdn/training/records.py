@@ -1,0 +1,144 @@
+"""What a training run records: log lines, TensorBoard scalars and two JSON-lines files.
+
+* ``experiments/<name>/train_log.jsonl``: one object per ``logger.print_freq`` iterations:
+  ``{"iter", "epoch", "lr", "time", "data_time", "<loss name>": value, ...}`` (``lr`` of the
+  first parameter group; ``time`` and ``data_time`` in seconds per iteration).
+* ``experiments/<name>/metrics.jsonl``: one object per validation and dataset:
+  ``{"iter", "epoch", "dataset", "<metric name>": value, ...}``.
+* ``tb_logger/<name>/``: scalars ``losses/<name>``, ``train/lr``, ``metrics/<dataset>/<metric>``.
+
+Only the main process records; on the other ranks every method is a no-op. On resume, lines
+of the JSON files past the resumed iteration (written after the saved state) are dropped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+TRAIN_LOG = "train_log.jsonl"
+METRICS_LOG = "metrics.jsonl"
+
+
+def truncate_jsonl(path: Path, *, after_iter: int) -> None:
+    """Drop the records of ``path`` whose ``iter`` is beyond ``after_iter`` (atomic rewrite)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a crash
+            continue
+        if int(record.get("iter", 0)) <= after_iter:
+            kept.append(line)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class IterationTimer:
+    """Average time per iteration and data time per iteration since the last reset."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.iter_time = 0.0
+        self.data_time = 0.0
+        self.count = 0
+
+    def add(self, iter_time: float, data_time: float) -> None:
+        self.iter_time += iter_time
+        self.data_time += data_time
+        self.count += 1
+
+    @property
+    def averages(self) -> tuple[float, float]:
+        if self.count == 0:
+            return 0.0, 0.0
+        return self.iter_time / self.count, self.data_time / self.count
+
+
+class TrainingRecords:
+    """Log lines, TensorBoard and JSON-lines records of one run.
+
+    Args:
+        name: experiment name (the prefix of log lines).
+        experiment_dir: ``experiments/<name>``.
+        tb_dir: ``tb_logger/<name>``, or None for no TensorBoard.
+        enabled: False on ranks other than 0.
+        total_iter: for the ETA.
+        resume_iter: the iteration training starts from (0 for a fresh run).
+    """
+
+    def __init__(
+        self, *, name: str, experiment_dir: str | Path, tb_dir: str | Path | None, enabled: bool, total_iter: int,
+        resume_iter: int = 0,
+    ) -> None:
+        self.name = name
+        self.enabled = enabled
+        self.total_iter = total_iter
+        self.start_iter = resume_iter
+        self.start_time = time.time()
+        self.dir = Path(experiment_dir)
+        self.writer = None
+        if not enabled:
+            return
+        for file in (TRAIN_LOG, METRICS_LOG):
+            truncate_jsonl(self.dir / file, after_iter=resume_iter)
+        if tb_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(tb_dir), purge_step=resume_iter + 1 if resume_iter else None)
+
+    def _append(self, file: str, record: Mapping[str, Any]) -> None:
+        with open(self.dir / file, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def training_line(
+        self, *, epoch: int, current_iter: int, lrs: list[float], losses: Mapping[str, float], iter_time: float,
+        data_time: float,
+    ) -> None:
+        """Log one training line (iteration, epoch, lr, losses, time per iteration, data time, ETA)."""
+        if not self.enabled:
+            return
+        done = max(current_iter - self.start_iter, 1)
+        elapsed = time.time() - self.start_time
+        eta = datetime.timedelta(seconds=int(elapsed / done * (self.total_iter - current_iter)))
+        lr_text = ",".join(f"{lr:.3e}" for lr in lrs)
+        loss_text = " ".join(f"{k}: {v:.4e}" for k, v in losses.items())
+        logger.info("[%s][epoch:%3d, iter:%8d, lr:(%s)] [eta: %s, time (data): %.3f (%.3f)] %s", self.name[:5], epoch,
+                    current_iter, lr_text, eta, iter_time, data_time, loss_text)
+        self._append(TRAIN_LOG, {"iter": current_iter, "epoch": epoch, "lr": lrs[0], "time": iter_time,
+                                 "data_time": data_time, **losses})
+        if self.writer is not None:
+            for key, value in losses.items():
+                self.writer.add_scalar(f"losses/{key}", value, current_iter)
+            self.writer.add_scalar("train/lr", lrs[0], current_iter)
+
+    def validation(
+        self, *, epoch: int, current_iter: int, dataset: str, values: Mapping[str, float],
+        best: Mapping[str, Mapping[str, Any]],
+    ) -> None:
+        """Log one validation result with the best value so far of each metric."""
+        if not self.enabled:
+            return
+        parts = [f"{k}: {v:.4f} (best {best[k]['val']:.4f} @ iter {best[k]['iter']})" for k, v in values.items()]
+        logger.info("Validation %s, iter %d: %s", dataset, current_iter, "; ".join(parts))
+        self._append(METRICS_LOG, {"iter": current_iter, "epoch": epoch, "dataset": dataset, **values})
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(f"metrics/{dataset}/{key}", value, current_iter)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,82 @@
+"""Experiment folders and training states (BasicSR's layout, atomic writes, safe loads).
+
+Layout of ``experiments/<name>/``: ``models/net_g_<iter>.pth`` and ``models/net_g_latest.pth``
+(BasicSR dicts ``{'params': ..., 'params_ema': ...}``), ``training_states/<iter>.state``,
+``train_<name>_<time>.log``, ``<name>_options.yml``, ``train_log.jsonl``, ``metrics.jsonl``.
+
+A training state holds BasicSR's keys (``epoch``, ``iter``, ``optimizers``, ``schedulers``)
+plus what an exact resume needs: ``batch_in_epoch`` (the sampler position), ``rng``,
+``manual_seed``, ``scaler`` (fp16) and ``best_metric_results``. Networks are read from
+``models/net_g_<iter>.pth`` of the same iteration, as BasicSR's ``check_resume`` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from lkdn.utils.checkpoint import CheckpointError, load_file
+
+logger = logging.getLogger(__name__)
+
+STATE_SUFFIX = ".state"
+REQUIRED_STATE_KEYS = ("epoch", "iter", "optimizers", "schedulers")
+
+
+def time_str() -> str:
+    """``YYYYmmdd_HHMMSS`` (BasicSR's ``get_time_str``)."""
+    return time.strftime("%Y%m%d_%H%M%S", time.localtime())
+
+
+def archive_and_create(path: str | Path) -> None:
+    """Create ``path``; an existing folder is first renamed to ``<path>_archived_<time>`` (BasicSR)."""
+    path = Path(path)
+    if path.exists():
+        target = Path(f"{path}_archived_{time_str()}")
+        counter = 1
+        while target.exists():
+            target = Path(f"{path}_archived_{time_str()}_{counter}")
+            counter += 1
+        logger.warning("%s exists: renamed to %s", path, target)
+        os.rename(path, target)
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def make_experiment_dirs(paths: dict[str, Any], *, fresh: bool) -> None:
+    """Create ``experiments_root`` (archiving an old one when ``fresh``), ``models`` and ``training_states``."""
+    if fresh:
+        archive_and_create(paths["experiments_root"])
+    for key in ("experiments_root", "models", "training_states"):
+        Path(paths[key]).mkdir(parents=True, exist_ok=True)
+
+
+def latest_state(folder: str | Path) -> Path | None:
+    """The ``<iter>.state`` file with the highest iteration in ``folder`` (None when there is none)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := re.fullmatch(r"(\d+)\.state", p.name))]
+    return max(found)[1] if found else None
+
+
+def load_training_state(path: str | Path) -> dict[str, Any]:
+    """Load a training state (``weights_only``) and check it has BasicSR's keys."""
+    state = load_file(path)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a training state (expected a dict, got {type(state).__name__})")
+    missing = [k for k in REQUIRED_STATE_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a training state, missing {', '.join(missing)}")
+    return state
+
+
+def network_file_for_state(models_dir: str | Path, state_path: str | Path, current_iter: int) -> Path:
+    """``models/net_g_<iter>.pth`` beside a state; an error names both files when it is missing."""
+    path = Path(models_dir) / f"net_g_{current_iter}.pth"
+    if not path.is_file():
+        raise CheckpointError(f"resume from {state_path}: the network of iteration {current_iter} is missing ({path})")
+    return path
