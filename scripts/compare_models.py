@@ -1,0 +1,162 @@
+"""Compare models the way the LKDN paper's table reads: parameters, Multi-Adds, runtime, PSNR/SSIM.
+
+For each option file, runs ``lkdn/test.py`` (PSNR/SSIM per test set, from its ``metrics.json``)
+and ``scripts/profile_model.py --json`` (parameters, Multi-Adds for a 1280x720 output, runtime
+for that LR input), then prints and writes one table. Nothing is typed by hand: the numbers are
+those of the individual runs.
+
+    python scripts/compare_models.py -opt options/test/LKDN/test_LKDN_x4.yml \
+        -opt options/test/BSRN/test_BSRN_x4.yml --datasets Set5 \
+        [--benchmark-root ../shared/benchmarks] [--weights-root ../shared/pretrained] \
+        [--output docs/comparison.md] [--readme README.md]
+
+``--benchmark-root`` reads test sets from the ``<root>/<Set>/x<s>/{HR,LR}`` layout instead of the
+YAML's folders; ``--weights-root`` replaces the ``experiments/pretrained_models`` prefix of the
+YAML's weights. ``--readme`` replaces the block between ``<!-- comparison:start -->`` and
+``<!-- comparison:end -->`` of that file with the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+WEIGHTS_PREFIX = "experiments/pretrained_models"
+README_START, README_END = "<!-- comparison:start -->", "<!-- comparison:end -->"
+
+
+def prepare_options(
+    path: Path, *, datasets: Sequence[str] | None, benchmark_root: Path | None, weights_root: Path | None
+) -> dict[str, Any]:
+    """The option file with test sets filtered and folders/weights redirected (a new dict)."""
+    opt = yaml.safe_load(path.read_text(encoding="utf-8"))
+    scale = opt.get("scale") or opt["network_g"].get("upscale")
+    kept = {}
+    for key, dataset in (opt.get("datasets") or {}).items():
+        if datasets and dataset.get("name") not in datasets:
+            continue
+        if benchmark_root is not None:
+            folder = benchmark_root / dataset["name"] / f"x{scale}"
+            if folder.is_dir():
+                dataset = dict(dataset, dataroot_gt=str(folder / "HR"), dataroot_lq=str(folder / "LR"), filename_tmpl="{}")
+        kept[key] = dataset
+    if not kept:
+        raise ValueError(f"{path}: no test set named {', '.join(datasets or [])}")
+    opt["datasets"] = kept
+    weights = str((opt.get("path") or {}).get("pretrain_network_g") or "")
+    if weights_root is not None and weights.startswith(WEIGHTS_PREFIX):
+        opt["path"]["pretrain_network_g"] = str(weights_root / weights[len(WEIGHTS_PREFIX) + 1 :])
+    opt.setdefault("val", {})["save_img"] = False
+    return opt
+
+
+def run_json(args: Sequence[str]) -> Any:
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:3])} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def compare(
+    option_files: Sequence[Path], *, workdir: Path, datasets: Sequence[str] | None = None,
+    benchmark_root: Path | None = None, weights_root: Path | None = None, output_size: str = "1280x720",
+    runs: int = 3, device: str | None = None,
+) -> list[dict[str, Any]]:
+    """One row per option file: name, profile (as configured) and metrics per test set."""
+    rows = []
+    for path in option_files:
+        opt = prepare_options(path, datasets=datasets, benchmark_root=benchmark_root, weights_root=weights_root)
+        tmp_opt = workdir / f"{opt['name']}.yml"
+        tmp_opt.write_text(yaml.safe_dump(opt, sort_keys=False), encoding="utf-8")
+        test_args = [str(REPO / "lkdn" / "test.py"), "-opt", str(tmp_opt), "--root", str(workdir)]
+        run_json(test_args + (["--device", device] if device else []))
+        metrics = json.loads((workdir / "results" / opt["name"] / "metrics.json").read_text())
+        profile_args = [str(REPO / "scripts" / "profile_model.py"), "-opt", str(tmp_opt), "--json",
+                        "--output-size", output_size, "--runs", str(runs), "--no-flops"]
+        profile = json.loads(run_json(profile_args + (["--device", device] if device else [])))
+        configured = profile["profiles"][0]
+        rows.append({
+            "name": opt["name"], "options": str(path), "params": configured["params"],
+            "multi_adds_g": configured["multi_adds_g"], "runtime_ms": configured["runtime_ms"],
+            "device": profile["device"], "threads": profile.get("threads"), "lr_size": profile.get("lr_size"),
+            "metrics": {name: {"psnr": m["psnr"], "ssim": m["ssim"]} for name, m in metrics.items()},
+        })
+    return rows
+
+
+def markdown(rows: Sequence[dict[str, Any]], *, output_size: str) -> str:
+    """The comparison table in Markdown (datasets in the order they first appear)."""
+    sets: list[str] = []
+    for row in rows:
+        sets += [name for name in row["metrics"] if name not in sets]
+    device = rows[0]["device"] if rows else "cpu"
+    head = ["model", "params", f"Multi-Adds (G, {output_size} output)", f"{device} ms / image", *sets]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row["name"], f"{row['params']:,}", f"{row['multi_adds_g']:.2f}",
+                 f"{row['runtime_ms']:.0f}" if row["runtime_ms"] is not None else "-"]
+        for name in sets:
+            m = row["metrics"].get(name)
+            cells.append(f"{m['psnr']:.2f} / {m['ssim']:.4f}" if m else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    threads = rows[0].get("threads") if rows else None
+    note = (f"\nPSNR/SSIM: Y channel, crop border = scale. Runtime: median forward pass for a {output_size} output on "
+            f"{device}" + (f" with {threads} threads" if threads else "") + " (measured on the machine that ran the command).")
+    return "\n".join(lines) + "\n" + note + "\n"
+
+
+def replace_block(readme: Path, table: str) -> None:
+    text = readme.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme}: no {README_START} ... {README_END} block to replace")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(f"{head}{README_START}\n{table}{README_END}{tail}", encoding="utf-8")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-opt", action="append", type=Path, required=True, help="test option file (repeat)")
+    parser.add_argument("--datasets", nargs="+", help="only these test sets (by name), e.g. Set5")
+    parser.add_argument("--benchmark-root", type=Path, help="test sets in <root>/<Set>/x<s>/{HR,LR}")
+    parser.add_argument("--weights-root", type=Path, help="replaces the experiments/pretrained_models prefix")
+    parser.add_argument("--output-size", default="1280x720", help="output size for Multi-Adds and runtime")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per model (median)")
+    parser.add_argument("--device", help="cpu or cuda (default: CUDA when present)")
+    parser.add_argument("--workdir", type=Path, help="where results/ go (default: a temporary folder)")
+    parser.add_argument("--output", type=Path, help="write the Markdown table here")
+    parser.add_argument("--json", type=Path, help="write the rows as JSON here")
+    parser.add_argument("--readme", type=Path, help="replace the comparison block of this file")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            rows = compare(args.opt, workdir=workdir, datasets=args.datasets, benchmark_root=args.benchmark_root,
+                           weights_root=args.weights_root, output_size=args.output_size, runs=args.runs,
+                           device=args.device)
+        except (RuntimeError, ValueError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    table = markdown(rows, output_size=args.output_size)
+    print(table)
+    if args.output:
+        args.output.write_text(table, encoding="utf-8")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    if args.readme:
+        replace_block(args.readme, table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
