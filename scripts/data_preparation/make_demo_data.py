@@ -4,8 +4,9 @@ Deterministic: the same images, crops and MATLAB-bicubic LR on every machine.
 
     python scripts/data_preparation/make_demo_data.py [--root datasets/demo] [--scale 4]
 
-Writes ``<root>/train/{GTmod<s>,LRbicx<s>}`` (training photographs, mod-cropped) and
-``<root>/test/{GTmod<s>,LRbicx<s>}`` (held-out photographs never seen in training).
+Writes ``<root>/train/{GTmod<s>,LRbicx<s>}`` (the training photographs cut into 128x128 HR
+tiles, so a random training patch decodes a small file) and ``<root>/test/{GTmod<s>,LRbicx<s>}``
+(whole held-out photographs, mod-cropped, never seen in training).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from lkdn.resize import downscale, mod_crop
 # scikit-image's bundled colour photographs (grey textures are stacked to 3 channels).
 TRAIN_IMAGES = ("astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "stereo_motorcycle", "brick", "gravel")
 TEST_IMAGES = ("coffee", "chelsea")
+TILE = 128  # HR pixels; a multiple of every scale used here
 
 
 def load(name: str) -> np.ndarray:
@@ -37,6 +39,16 @@ def load(name: str) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2BGR)
 
 
+def tiles(image: np.ndarray, name: str) -> dict[str, np.ndarray]:
+    """Non-overlapping ``TILE`` x ``TILE`` pieces of ``image``, named ``<name>_<row>_<col>``."""
+    height, width = image.shape[:2]
+    return {
+        f"{name}_{y // TILE:02d}_{x // TILE:02d}": image[y : y + TILE, x : x + TILE]
+        for y in range(0, height - TILE + 1, TILE)
+        for x in range(0, width - TILE + 1, TILE)
+    }
+
+
 def make_demo_data(root: Path, *, scale: int = 4) -> dict[str, list[str]]:
     """Write the train and test splits; returns the image names of each split."""
     splits = {"train": TRAIN_IMAGES, "test": TEST_IMAGES}
@@ -45,11 +57,13 @@ def make_demo_data(root: Path, *, scale: int = 4) -> dict[str, list[str]]:
         hr_dir.mkdir(parents=True, exist_ok=True)
         lr_dir.mkdir(parents=True, exist_ok=True)
         for name in names:
-            hr = mod_crop(load(name), scale)
-            if not cv2.imwrite(str(hr_dir / f"{name}.png"), hr) or not cv2.imwrite(
-                str(lr_dir / f"{name}.png"), downscale(hr, scale)
-            ):
-                raise OSError(f"cannot write images under {root / split}")
+            image = mod_crop(load(name), scale)
+            pieces = tiles(image, name) if split == "train" else {name: image}
+            for stem, hr in pieces.items():
+                if not cv2.imwrite(str(hr_dir / f"{stem}.png"), hr) or not cv2.imwrite(
+                    str(lr_dir / f"{stem}.png"), downscale(hr, scale)
+                ):
+                    raise OSError(f"cannot write images under {root / split}")
     return {split: list(names) for split, names in splits.items()}
 
 
@@ -60,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     splits = make_demo_data(args.root, scale=args.scale)
     for split, names in splits.items():
-        print(f"{split}: {len(names)} images ({', '.join(names)}) in {args.root / split}")
+        count = len(list((args.root / split / f"GTmod{args.scale}").glob("*.png")))
+        print(f"{split}: {count} images from {', '.join(names)} in {args.root / split}")
     return 0
 
 
