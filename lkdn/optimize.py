@@ -25,8 +25,10 @@ has the measured effect of each):
 Every rewrite is checked at optimization time on a small random input against the network it
 replaces (max abs difference at most ``1e-4``); a rewrite whose check fails is
 dropped with a warning, so an architecture change cannot silently change results.
-:func:`compile_network` (``torch.compile``, opt-in) and :func:`tune_cpu_allocator` (process-wide,
-opt-in) are separate because they cost start-up time or change the whole process.
+:func:`compile_network` (``torch.compile``) and :func:`tune_cpu_allocator` (glibc keeps freed
+memory for reuse) are separate: the first costs start-up time, the second changes the whole
+process. :class:`lkdn.Upscaler` applies the allocator tuning on the CPU by default
+(``tune_allocator=False`` to opt out) and compiles only when asked.
 """
 
 from __future__ import annotations
@@ -300,6 +302,15 @@ def optimize_network(
     return net.eval()
 
 
+def use_nhwc_pixel_norm(net: nn.Module) -> int:
+    """Replace every PixelNorm of ``net`` in place by :class:`PixelNormNHWC`; return how many.
+
+    For ``channels_last`` training: same function, same parameters and state-dict keys
+    (``...pixel_norm.weight`` / ``.bias``), no layout round trip per block.
+    """
+    return _swap_modules(net, _pixel_norm_rule)
+
+
 def compile_network(net: nn.Module, *, device: torch.device) -> nn.Module:
     """``torch.compile`` for inference (inductor; weights frozen on CPU so oneDNN can prepack them).
 
@@ -311,26 +322,30 @@ def compile_network(net: nn.Module, *, device: torch.device) -> nn.Module:
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_GLIBC_MMAP_THRESHOLD_MAX = 32 << 20  # the largest mmap threshold older glibc versions accept (64-bit)
 
 
 def tune_cpu_allocator(*, keep_bytes: int = 1 << 30) -> bool:
     """Let glibc keep freed memory for reuse instead of returning it to the system (process-wide).
 
     PyTorch's CPU tensors come from ``malloc``; glibc serves large blocks with ``mmap`` and gives
-    them back on ``free``, so every large activation of every forward pass is page-faulted
-    (and zeroed) anew. Raising the mmap and trim thresholds to ``keep_bytes`` keeps the pages
-    mapped, as jemalloc or tcmalloc would. The cost: the process keeps its peak memory.
-    Returns False (and does nothing) where glibc's ``mallopt`` is not available.
+    them back on ``free``, so the large activations of every forward pass are page-faulted and
+    zeroed anew (LKDN at 320x180 allocates dozens of 13 MB tensors per pass). Raising the mmap
+    and trim thresholds keeps those pages mapped and reused, as jemalloc or tcmalloc would
+    (``LD_PRELOAD``, the usual advice for PyTorch on CPUs). The cost: the process keeps its peak
+    memory. Returns False (and changes nothing) where glibc's ``mallopt`` is not available.
     """
     name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
+        mallopt = ctypes.CDLL(name).mallopt if name else None
     except (OSError, AttributeError):
         mallopt = None
     if mallopt is None:
         logger.info("tune_cpu_allocator: glibc mallopt not available; allocator left as it is")
         return False
-    ok = bool(mallopt(_M_MMAP_THRESHOLD, int(keep_bytes))) and bool(mallopt(_M_TRIM_THRESHOLD, int(keep_bytes)))
-    logger.info("tune_cpu_allocator: mmap/trim thresholds set to %d bytes (%s)", keep_bytes, "ok" if ok else "failed")
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    keep = min(int(keep_bytes), 2**31 - 1)
+    ok = bool(mallopt(_M_MMAP_THRESHOLD, keep)) or bool(mallopt(_M_MMAP_THRESHOLD, _GLIBC_MMAP_THRESHOLD_MAX))
+    ok = ok and bool(mallopt(_M_TRIM_THRESHOLD, keep))
+    logger.info("tune_cpu_allocator: glibc keeps freed memory up to %d bytes for reuse (%s)", keep, "ok" if ok else "failed")
     return ok

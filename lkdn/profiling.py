@@ -153,6 +153,38 @@ def measure_runtime(
     return {"median_ms": statistics.median(times), "mean_ms": statistics.fmean(times), "min_ms": min(times), "runs": runs}
 
 
+def time_interleaved(
+    candidates: dict[str, tuple[Forward, torch.Tensor]], *, rounds: int = 5, warmup: int = 1,
+) -> dict[str, dict[str, float]]:
+    """Time several forwards side by side: each round runs every candidate once, in rotated order.
+
+    Interleaving spreads any slow period of a shared machine over all candidates instead of
+    one. Returns, per name: ``median_ms`` and ``min_ms`` (wall clock, CUDA synchronized) and
+    ``cpu_median_ms`` (process CPU time of all threads, which includes OpenMP spin-waiting).
+    """
+    names = list(candidates)
+    wall: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for name in names:
+                forward, x = candidates[name]
+                forward(x)
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[: r % len(names)]:
+                forward, x = candidates[name]
+                _sync(x.device)
+                start_wall, start_cpu = time.perf_counter(), time.process_time()
+                forward(x)
+                _sync(x.device)
+                wall[name].append((time.perf_counter() - start_wall) * 1e3)
+                cpu[name].append((time.process_time() - start_cpu) * 1e3)
+    return {
+        n: {"median_ms": statistics.median(wall[n]), "min_ms": min(wall[n]), "cpu_median_ms": statistics.median(cpu[n])}
+        for n in names
+    }
+
+
 def _rss_bytes() -> int:
     """Current resident set size (Linux: /proc/self/statm; elsewhere the lifetime peak)."""
     try:

@@ -17,7 +17,7 @@ import lkdn
 from lkdn import Upscaler, build_network
 from lkdn import optimize as lkdn_optimize
 from lkdn.inference import load_model, run_network
-from lkdn.optimize import FastLKDB, FastLKDN, PixelNormNHWC, optimize_network
+from lkdn.optimize import FastLKDB, FastLKDN, PixelNormNHWC, optimize_network, use_nhwc_pixel_norm
 from lkdn.options import load_yaml
 from lkdn.utils.checkpoint import CheckpointError, save_file, save_network_file
 
@@ -132,6 +132,28 @@ def test_a_rewrite_that_changes_the_output_is_dropped(monkeypatch: pytest.Monkey
     x = torch.rand(1, 3, 9, 10)
     with torch.inference_mode():
         assert (fast(x) - eager(net, x)).abs().max().item() <= TOLERANCE
+
+
+def test_nhwc_pixel_norm_for_training_keeps_keys_and_function() -> None:
+    net = randomize(build_network({"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 2}))
+    keys = list(net.state_dict())
+    x = torch.rand(2, 3, 9, 11)
+    expected = eager(net, x)
+    assert use_nhwc_pixel_norm(net) == 2
+    assert list(net.state_dict()) == keys and isinstance(net.B2.pixel_norm, PixelNormNHWC)
+    net = net.to(memory_format=torch.channels_last).train()
+    out = net(x.contiguous(memory_format=torch.channels_last))
+    out.mean().backward()
+    assert net.B1.pixel_norm.weight.grad is not None
+    assert (out.detach() - expected).abs().max().item() <= TOLERANCE
+
+
+def test_allocator_tuning_is_the_cpu_default_and_can_be_declined() -> None:
+    net = build_network({"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1})
+    available = lkdn_optimize.tune_cpu_allocator()  # True with glibc; False where mallopt is missing
+    assert ("tuned CPU allocator" in Upscaler(net, device="cpu").optimizations) == available
+    assert "tuned CPU allocator" not in Upscaler(net, device="cpu", tune_allocator=False).optimizations
+    assert "tuned CPU allocator" not in Upscaler(net, device="cpu", optimize=False).optimizations
 
 
 def test_tiling_and_self_ensemble_pass_through() -> None:

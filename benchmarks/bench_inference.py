@@ -1,0 +1,197 @@
+"""Inference: the original eager forward against ``lkdn.Upscaler(optimize=True)``, step by step.
+
+LKDN x4 and LKDN-S x4 (training form), LR 320x180 (1280x720 output), batch 1, float32, the same
+input and weights for every row (official checkpoints from ../shared when present). The
+baseline is what the original code does: the network as configured, NCHW, eager, under
+``torch.no_grad``. Each following row adds one rewrite of :func:`lkdn.optimize.optimize_network`
+(all rows of a table are timed interleaved, order rotated each round). The allocator tuning of
+:func:`lkdn.optimize.tune_cpu_allocator` changes the whole process and cannot be undone, so it
+is measured last, in a second interleaved group; the headline speed-up is the original code
+(first group, untouched allocator) against the ``Upscaler`` as constructed by default (second
+group). ``torch.compile`` (``Upscaler(compile=True)``) is timed on LKDN x4 with its compile time.
+GPU rows (fp32 / bf16 / fp16 autocast) are added when CUDA is available.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import lkdn  # noqa: F401 (registers the architectures)
+from lkdn import Upscaler, build_network
+from lkdn.optimize import optimize_network, tune_cpu_allocator
+from lkdn.profiling import time_interleaved
+from lkdn.utils.checkpoint import load_network
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LKDN_SHARED", ROOT.parent / "shared"))
+LR_SIZE = (180, 320)  # height, width
+ROUNDS = 5
+MODELS = [
+    ("LKDN x4", {"type": "LKDN", "upscale": 4}, "LKDN_x4.pth"),
+    (
+        "LKDN-S x4, training form",
+        {"type": "LKDN_S", "conv": "BSConvU_rep", "upsampler": "pixelshuffle_rep", "upscale": 4},
+        "LKDN-S_x4.pth",
+    ),
+]
+_OFF = {"reparameterize": False, "pixel_norm": False, "fast_blocks": False, "fast_trunk": False, "channels_last": False}
+STEPS = [
+    ("+ re-parameterization (and num_in folded)", {"reparameterize": True}),
+    ("+ channels_last", {"reparameterize": True, "channels_last": True}),
+    ("+ PixelNormNHWC (pixel norm on the NHWC view)", {"reparameterize": True, "channels_last": True, "pixel_norm": True}),
+    ("+ FastLKDB (in-place GELU, gate, residual)", {**{k: True for k in _OFF}, "fast_trunk": False}),
+    ("+ FastLKDN (no c1 concatenation) = optimize_network", {k: True for k in _OFF}),
+]
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+def load(options: dict, weights: str) -> tuple[nn.Module, str]:
+    net = build_network(options).eval()
+    path = SHARED / "pretrained" / "LKDN" / weights
+    if path.is_file():
+        load_network(net, path)
+        return net, f"official `{weights}`"
+    return net, "random weights (../shared absent)"
+
+
+def table(rows: list[tuple[str, dict[str, float], float]], base_ms: float) -> list[str]:
+    lines = [
+        "| variant | median ms | min ms | CPU ms | speed-up | max abs diff |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for label, t, diff in rows:
+        lines.append(
+            f"| {label} | {t['median_ms']:.0f} | {t['min_ms']:.0f} | {t['cpu_median_ms']:.0f} | "
+            f"{base_ms / t['median_ms']:.2f}x | {diff:.1e} |"
+        )
+    return lines
+
+
+def max_diff(forward: Forward, x: torch.Tensor, reference: torch.Tensor) -> float:
+    """Max abs difference to the original output (clamped to [0, 1] for an Upscaler, which clamps)."""
+    if isinstance(forward, Upscaler):
+        reference = reference.clamp(0, 1)
+    with torch.inference_mode():
+        return float((forward(x).float() - reference).abs().max())
+
+
+def cpu_group(net: nn.Module, x: torch.Tensor) -> tuple[list[tuple[str, dict, float]], torch.Tensor]:
+    """First group: the original forward and each rewrite added in turn (allocator untouched)."""
+    xc = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        reference = net(x)
+    candidates: dict[str, tuple[Forward, torch.Tensor]] = {"original: eager NCHW, as configured": (net, x)}
+    for label, flags in STEPS:
+        fast = optimize_network(net, **{**_OFF, **flags})
+        candidates[label] = (fast, xc if flags.get("channels_last") else x)
+    candidates["Upscaler(optimize=True, tune_allocator=False), end to end"] = (
+        Upscaler(net, device="cpu", tune_allocator=False), x,
+    )
+    times = time_interleaved(candidates, rounds=ROUNDS)
+    rows = [(label, times[label], max_diff(f, inp, reference)) for label, (f, inp) in candidates.items()]
+    return rows, reference
+
+
+def run(ctx: dict) -> str:
+    threads = int(ctx.get("threads", 2))
+    torch.set_num_threads(threads)
+    height, width = LR_SIZE
+    x = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+    out = [
+        "## Inference: original eager forward vs `lkdn.Upscaler(optimize=True)`",
+        "",
+        f"LR {width}x{height}, batch 1, float32, {threads} CPU threads, same input and weights in every row. "
+        "Rows of one table are timed interleaved (order rotated each round; "
+        f"{ROUNDS} rounds after 1 warm-up); speed-up = original median / row median; max abs diff against "
+        "the original output. CPU ms = process CPU time of all threads (includes OpenMP spin-waiting).",
+    ]
+    nets, first_groups = {}, {}
+    for name, options, weights in MODELS:  # first group of every model before the allocator changes
+        net, source = load(options, weights)
+        nets[name] = (net, source)
+        first_groups[name] = cpu_group(net, x)
+    tuned = tune_cpu_allocator()
+    headline = []
+    for name, _, _ in MODELS:
+        net, source = nets[name]
+        rows, reference = first_groups[name]
+        base = rows[0][1]["median_ms"]
+        out += ["", f"### {name} ({source}), CPU", "", "Group 1 (glibc allocator as it comes):", ""]
+        out += table(rows, base)
+        if tuned:
+            upscaler = Upscaler(net, device="cpu")
+            second = {
+                "original: eager NCHW, tuned allocator": (net, x),
+                "Upscaler(optimize=True) (default: tunes the allocator), end to end": (upscaler, x),
+            }
+            times = time_interleaved(second, rounds=ROUNDS)
+            rows2 = [(label, times[label], max_diff(f, inp, reference)) for label, (f, inp) in second.items()]
+            out += ["", "Group 2 (after `tune_cpu_allocator()`; speed-up still against the group-1 original):", ""]
+            out += table(rows2, base)
+            final = times["Upscaler(optimize=True) (default: tunes the allocator), end to end"]["median_ms"]
+            headline.append(f"{name}: {base:.0f} ms -> {final:.0f} ms, {base / final:.2f}x")
+    if headline:
+        out += ["", "**Original code vs `Upscaler(optimize=True)`** (median wall time): " + "; ".join(headline) + "."]
+    out += compile_rows(nets["LKDN x4"][0], x)
+    if torch.cuda.is_available():
+        out += gpu_rows(nets, x)
+    else:
+        out += ["", "No CUDA device here: GPU rows (fp32 / bf16 / fp16 autocast) are measured where one is present."]
+    return "\n".join(out)
+
+
+def compile_rows(net: nn.Module, x: torch.Tensor) -> list[str]:
+    """``Upscaler(compile=True)``: compile time (first call) and steady-state time against the eager Upscaler."""
+    eager_up = Upscaler(net, device="cpu")
+    try:
+        compiled = Upscaler(net, device="cpu", compile=True)
+        start = time.perf_counter()
+        compiled(x)
+        compile_s = time.perf_counter() - start
+    except Exception as err:  # noqa: BLE001 (report any compiler failure as a row, not a crash)
+        return ["", f"`Upscaler(compile=True)` failed here: {type(err).__name__}: {str(err).splitlines()[0]}"]
+    times = time_interleaved({"eager": (eager_up, x), "compiled": (compiled, x)}, rounds=ROUNDS)
+    with torch.inference_mode():
+        diff = float((compiled(x) - eager_up(x)).abs().max())
+    e, c = times["eager"]["median_ms"], times["compiled"]["median_ms"]
+    return [
+        "",
+        "### LKDN x4: `torch.compile` (inductor, frozen weights) on top of `optimize=True`",
+        "",
+        "| variant | first call (compile) s | median ms | min ms | speed-up | max abs diff |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"| Upscaler(optimize=True) | | {e:.0f} | {times['eager']['min_ms']:.0f} | 1.00x | |",
+        f"| Upscaler(optimize=True, compile=True) | {compile_s:.1f} | {c:.0f} | {times['compiled']['min_ms']:.0f} | "
+        f"{e / c:.2f}x | {diff:.1e} |",
+        "",
+        f"Compilation pays off after about {compile_s * 1e3 / max(e - c, 1e-9):.0f} images of this size"
+        if c < e else "Compilation does not pay off here: opt-in only (`compile=True`).",
+    ]
+
+
+def gpu_rows(nets: dict, x: torch.Tensor) -> list[str]:
+    device = torch.device("cuda")
+    out = ["", f"### GPU: {torch.cuda.get_device_name(0)}", ""]
+    xg = x.to(device)
+    for name, (net, source) in nets.items():
+        gnet = net.to(device).eval()
+        with torch.no_grad():
+            reference = gnet(xg).float()
+        candidates: dict[str, tuple[Forward, torch.Tensor]] = {"original: eager NCHW fp32": (gnet, xg)}
+        for precision in ("fp32", "bf16", "fp16"):
+            candidates[f"Upscaler(optimize=True, precision={precision!r})"] = (
+                Upscaler(gnet, device=device, precision=precision), xg,
+            )
+        times = time_interleaved(candidates, rounds=20, warmup=3)
+        rows = [(label, times[label], max_diff(f, inp, reference)) for label, (f, inp) in candidates.items()]
+        out += [f"{name} ({source}), CUDA-synchronized wall time, 3 warm-ups, 20 rounds:", ""]
+        out += table(rows, times["original: eager NCHW fp32"]["median_ms"]) + [""]
+        net.to("cpu")
+    return out
