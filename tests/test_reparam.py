@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -31,13 +30,7 @@ LKDN_S_TRAIN = {"type": "LKDN_S", **TRAIN_FORM}
 PROPERTY = settings(max_examples=25, deadline=None, database=None, derandomize=True)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one thread avoids OpenMP contention on shared cores (restored after)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomize_(net: nn.Module, seed: int) -> nn.Module:

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -47,13 +46,7 @@ reparameterize = load_script("reparameterize")
 strip_checkpoint = load_script("strip_checkpoint")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Small networks: one thread avoids OpenMP contention on shared cores (restored after)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train_options(network_g: dict, *, set5: Path | None = None) -> dict:

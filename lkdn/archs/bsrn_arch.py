@@ -14,10 +14,11 @@ from torch import nn
 
 from lkdn.archs.attention import CCA, ESA
 from lkdn.archs.bsconv import BSConvU, conv_type
+from lkdn.archs.distillation import DistillationBody
 from lkdn.archs.upsamplers import PixelShuffleDirect
 
 
-class ESDB(nn.Module):
+class ESDB(DistillationBody):
     """Efficient separable distillation block.
 
     Three steps of a 1x1 distillation conv and a residual ``conv`` (``act(conv(r) + r)``), a
@@ -30,30 +31,12 @@ class ESDB(nn.Module):
     """
 
     def __init__(self, channels: int, *, conv: type[nn.Module] = BSConvU) -> None:
-        super().__init__()
-        dc, rc = channels // 2, channels
-        self.c1_d = nn.Conv2d(channels, dc, 1)
-        self.c1_r = conv(channels, rc, kernel_size=3, padding=1)
-        self.c2_d = nn.Conv2d(rc, dc, 1)
-        self.c2_r = conv(rc, rc, kernel_size=3, padding=1)
-        self.c3_d = nn.Conv2d(rc, dc, 1)
-        self.c3_r = conv(rc, rc, kernel_size=3, padding=1)
-        self.c4 = BSConvU(rc, dc, kernel_size=3, padding=1)
-        self.act = nn.GELU()
-        self.c5 = nn.Conv2d(dc * 4, channels, 1)
+        super().__init__(channels, conv=conv, c4_conv=BSConvU, act=nn.GELU())
         self.esa = ESA(channels, conv=BSConvU, act=nn.GELU)
         self.cca = CCA(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d1 = self.act(self.c1_d(x))
-        r1 = self.act(self.c1_r(x) + x)
-        d2 = self.act(self.c2_d(r1))
-        r2 = self.act(self.c2_r(r1) + r1)
-        d3 = self.act(self.c3_d(r2))
-        r3 = self.act(self.c3_r(r2) + r2)
-        r4 = self.act(self.c4(r3))
-        out = self.c5(torch.cat([d1, d2, d3, r4], dim=1))
-        return self.cca(self.esa(out)) + x
+        return self.cca(self.esa(self.distill(x))) + x
 
 
 class UpsampleOneStep(nn.Module):

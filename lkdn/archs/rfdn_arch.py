@@ -16,18 +16,20 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from lkdn.archs.attention import CCA, ESA
+from lkdn.archs.distillation import DistillationBody
 from lkdn.archs.upsamplers import PixelShuffleDirect
 
 ATTENTIONS = ("esa", "cca")
 
 
-class RFDB(nn.Module):
+class RFDB(DistillationBody):
     """Residual feature distillation block.
 
     Three steps of a 1x1 distillation conv and a shallow residual block (SRB: 3x3 conv plus
     identity), a 3x3 conv on the last remaining features, 1x1 fusion of the four distilled
-    parts, then attention. LeakyReLU (slope 0.05) after every distillation conv. As in the
-    official code, the block output has no skip connection to its input.
+    parts (:class:`~lkdn.archs.distillation.DistillationBody`), then attention. LeakyReLU
+    (slope 0.05) after every distillation conv. As in the official code, the block output has
+    no skip connection to its input.
 
     Args:
         channels: input and output channels (``dc = channels // 2``, ``rc = channels``).
@@ -36,32 +38,14 @@ class RFDB(nn.Module):
     """
 
     def __init__(self, channels: int, *, attention: str = "esa", cca_reduction: int = 4) -> None:
-        super().__init__()
         if attention not in ATTENTIONS:
             raise ValueError(f"unknown attention {attention!r}; valid values: {', '.join(ATTENTIONS)}")
-        dc, rc = channels // 2, channels
-        self.c1_d = nn.Conv2d(channels, dc, 1)
-        self.c1_r = nn.Conv2d(channels, rc, 3, padding=1)
-        self.c2_d = nn.Conv2d(rc, dc, 1)
-        self.c2_r = nn.Conv2d(rc, rc, 3, padding=1)
-        self.c3_d = nn.Conv2d(rc, dc, 1)
-        self.c3_r = nn.Conv2d(rc, rc, 3, padding=1)
-        self.c4 = nn.Conv2d(rc, dc, 3, padding=1)
-        self.act = nn.LeakyReLU(0.05)
-        self.c5 = nn.Conv2d(dc * 4, channels, 1)
+        super().__init__(channels, conv=nn.Conv2d, c4_conv=nn.Conv2d, act=nn.LeakyReLU(0.05))
         self.attention = attention
         setattr(self, attention, ESA(channels) if attention == "esa" else CCA(channels, reduction=cca_reduction))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d1 = self.act(self.c1_d(x))
-        r1 = self.act(self.c1_r(x) + x)
-        d2 = self.act(self.c2_d(r1))
-        r2 = self.act(self.c2_r(r1) + r1)
-        d3 = self.act(self.c3_d(r2))
-        r3 = self.act(self.c3_r(r2) + r2)
-        r4 = self.act(self.c4(r3))
-        out = self.c5(torch.cat([d1, d2, d3, r4], dim=1))
-        return getattr(self, self.attention)(out)
+        return getattr(self, self.attention)(self.distill(x))
 
 
 @ARCH_REGISTRY.register()

@@ -24,48 +24,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
-import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
 
-import lkdn  # noqa: F401 (installs the torchvision alias basicsr needs; imported before basicsr)
+import lkdn  # noqa: F401,E402 (installs the torchvision alias basicsr needs; imported before basicsr)
+from lkdn.resize import downscale, mod_crop  # noqa: E402
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 CV2_WARNING = (
     "warning: --method cv2 uses OpenCV INTER_CUBIC (no antialiasing); the LR images differ from MATLAB's "
     "bicubic and PSNR/SSIM on them are not comparable with published numbers"
 )
-
-
-def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
-    """Crop the bottom/right so height and width are multiples of ``scale``."""
-    height, width = image.shape[:2]
-    return image[: height - height % scale, : width - width % scale, ...]
-
-
-def _peak(image: np.ndarray) -> float:
-    if image.dtype == np.uint8:
-        return 255.0
-    if image.dtype == np.uint16:
-        return 65535.0
-    raise ValueError(f"unsupported image type {image.dtype}: expected 8- or 16-bit")
-
-
-def downscale(hr: np.ndarray, scale: int, *, method: str = "matlab") -> np.ndarray:
-    """Downscale a mod-cropped integer image by ``scale`` with MATLAB's bicubic or OpenCV's."""
-    height, width = hr.shape[:2]
-    if height % scale or width % scale:
-        raise ValueError(f"image size {width}x{height} is not a multiple of the scale {scale}; mod-crop it first")
-    if method == "cv2":
-        return cv2.resize(hr, (width // scale, height // scale), interpolation=cv2.INTER_CUBIC)
-    if method != "matlab":
-        raise ValueError(f"method must be 'matlab' or 'cv2', got {method!r}")
-    from basicsr.utils.matlab_functions import imresize  # after lkdn (see the import above)
-
-    peak = _peak(hr)
-    lr = imresize(hr.astype(np.float64) / peak, 1 / scale)
-    return np.clip(np.round(lr * peak), 0, peak).astype(hr.dtype)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -1,0 +1,50 @@
+"""The feature-distillation body shared by RFDN's RFDB and BSRN's ESDB.
+
+Three steps of a 1x1 distillation conv (``c{i}_d``) and a shallow residual conv
+(``r = act(c{i}_r(r) + r)``), a 3x3 conv ``c4`` on the last remaining features, and the 1x1
+fusion ``c5`` of the four distilled parts. The blocks differ only in the conv types, the
+activation and what follows ``c5`` (attention, residual). LKDN's LKDB distils without the
+residual inside the remaining branch, so it keeps its own body.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class DistillationBody(nn.Module):
+    """``c1_d .. c5`` of a residual feature-distillation block (official key names).
+
+    Args:
+        channels: input and output channels (``dc = channels // 2``, ``rc = channels``).
+        conv: class of the 3x3 remaining-branch convs ``c1_r .. c3_r``.
+        c4_conv: class of ``c4`` (3x3, ``rc -> dc``).
+        act: the activation after every distillation conv.
+    """
+
+    def __init__(
+        self, channels: int, *, conv: type[nn.Module], c4_conv: type[nn.Module], act: nn.Module
+    ) -> None:
+        super().__init__()
+        dc, rc = channels // 2, channels
+        self.c1_d = nn.Conv2d(channels, dc, 1)
+        self.c1_r = conv(channels, rc, kernel_size=3, padding=1)
+        self.c2_d = nn.Conv2d(rc, dc, 1)
+        self.c2_r = conv(rc, rc, kernel_size=3, padding=1)
+        self.c3_d = nn.Conv2d(rc, dc, 1)
+        self.c3_r = conv(rc, rc, kernel_size=3, padding=1)
+        self.c4 = c4_conv(rc, dc, kernel_size=3, padding=1)
+        self.act = act
+        self.c5 = nn.Conv2d(dc * 4, channels, 1)
+
+    def distill(self, x: torch.Tensor) -> torch.Tensor:
+        """The fused distilled features ``c5(cat(d1, d2, d3, r4))``."""
+        d1 = self.act(self.c1_d(x))
+        r1 = self.act(self.c1_r(x) + x)
+        d2 = self.act(self.c2_d(r1))
+        r2 = self.act(self.c2_r(r1) + r1)
+        d3 = self.act(self.c3_d(r2))
+        r3 = self.act(self.c3_r(r2) + r2)
+        r4 = self.act(self.c4(r3))
+        return self.c5(torch.cat([d1, d2, d3, r4], dim=1))
