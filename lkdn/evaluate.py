@@ -16,15 +16,18 @@ from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils import img2tensor, tensor2img
 from torch import nn
 
+from lkdn.data.safe_dataset import read_image_file
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as uint8 BGR HWC; a ValueError names the file when it cannot be read."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"cannot read image {path} (missing, empty, corrupt or not an image)")
-    return img
+    """Read an image as uint8 BGR HWC.
+
+    A :class:`lkdn.data.safe_dataset.DataError` (a ValueError) names the file when it is missing,
+    empty, truncated (PNG, JPEG), corrupt or not an image.
+    """
+    return read_image_file(path, flags=cv2.IMREAD_COLOR)
 
 
 @torch.no_grad()

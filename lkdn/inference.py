@@ -22,6 +22,7 @@ ESA in RFDN/BSRN) give approximate tiles only.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -176,22 +177,34 @@ def self_ensemble_forward(forward: Forward, lr: torch.Tensor) -> torch.Tensor:
     return total.div_(len(ENSEMBLE_TRANSFORMS))
 
 
-def run_network(
-    net: nn.Module | Forward, lr: torch.Tensor, *, tile: int | None = None, tile_pad: int | None = None,
-    self_ensemble: bool = False,
-) -> torch.Tensor:
-    """Super-resolve ``lr`` (NCHW, values in [0, 1]) without gradients; the output is not clamped.
+class InferenceMemoryError(RuntimeError):
+    """Out of memory even with the smallest tiles; the message gives the input size and what to try."""
 
-    Args:
-        net: the network (put it in eval mode first) or any callable on NCHW tensors.
-        lr: input batch, on the network's device.
-        tile: tile size in LR pixels; ``None`` or 0 runs the whole image at once.
-        tile_pad: context around each tile in LR pixels; ``None`` takes
-            :func:`default_tile_pad` (the receptive radius, which makes tiling exact for LKDN).
-        self_ensemble: average the x8 geometric self-ensemble (8 forward passes).
-    """
-    if lr.ndim != 4:
-        raise ValueError(f"expected an NCHW tensor, got shape {tuple(lr.shape)}")
+
+#: The smallest tile (LR pixels) the out-of-memory fallback tries before giving up.
+MIN_FALLBACK_TILE = 16
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` reports exhausted memory: CUDA (``torch.OutOfMemoryError``), the CPU allocator
+    (``DefaultCPUAllocator: can't allocate memory``), other back-ends (``... out of memory``) or Python."""
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def _release_memory(device: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _forward_once(
+    net: nn.Module | Forward, lr: torch.Tensor, *, tile: int | None, tile_pad: int | None, self_ensemble: bool,
+) -> torch.Tensor:
     forward: Forward = net
     if tile:
         if tile_pad is None:
@@ -203,8 +216,54 @@ def run_network(
         def forward(x: torch.Tensor) -> torch.Tensor:
             return tiled_forward(net, x, tile=tile, tile_pad=pad)
 
-    with torch.no_grad():
-        return self_ensemble_forward(forward, lr) if self_ensemble else forward(lr)
+    return self_ensemble_forward(forward, lr) if self_ensemble else forward(lr)
+
+
+def run_network(
+    net: nn.Module | Forward, lr: torch.Tensor, *, tile: int | None = None, tile_pad: int | None = None,
+    self_ensemble: bool = False, oom_fallback: bool = True,
+) -> torch.Tensor:
+    """Super-resolve ``lr`` (NCHW, values in [0, 1]) without gradients; the output is not clamped.
+
+    Args:
+        net: the network (put it in eval mode first) or any callable on NCHW tensors.
+        lr: input batch, on the network's device.
+        tile: tile size in LR pixels; ``None`` or 0 runs the whole image at once.
+        tile_pad: context around each tile in LR pixels; ``None`` takes
+            :func:`default_tile_pad` (the receptive radius, which makes tiling exact for LKDN).
+        self_ensemble: average the x8 geometric self-ensemble (8 forward passes).
+        oom_fallback: when the pass runs out of memory (:func:`is_out_of_memory`), log it and retry
+            with tiles of half the image's (or the current tile's) size, halving down to
+            :data:`MIN_FALLBACK_TILE` pixels; for an ``nn.Module`` without ``tile_pad`` the tiles get
+            the receptive radius as context, so the result is the untiled one (LKDN). Beyond that an
+            :class:`InferenceMemoryError` says so.
+    """
+    if lr.ndim != 4:
+        raise ValueError(f"expected an NCHW tensor, got shape {tuple(lr.shape)}")
+    height, width = lr.shape[-2:]
+    size = tile or None
+    while True:
+        failure = None
+        try:
+            with torch.no_grad():
+                return _forward_once(net, lr, tile=size, tile_pad=tile_pad, self_ensemble=self_ensemble)
+        except Exception as err:  # noqa: BLE001 - only out-of-memory errors are retried
+            if not oom_fallback or not is_out_of_memory(err):
+                raise
+            failure = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            if size is not None and size <= MIN_FALLBACK_TILE:
+                raise InferenceMemoryError(
+                    f"out of memory on a {height}x{width} input even with {size}x{size} tiles ({failure}); free "
+                    "memory, run on another device (--device cpu) or use a smaller network"
+                ) from err
+        # outside the except block: the failed attempt's tensors (held by the traceback) are freed
+        _release_memory(lr.device)
+        size = max(MIN_FALLBACK_TILE, math.ceil((size or max(height, width)) / 2))
+        if tile_pad is None and not isinstance(net, nn.Module):
+            tile_pad = FALLBACK_TILE_PAD
+        pad = tile_pad if tile_pad is not None else default_tile_pad(net)  # type: ignore[arg-type]
+        logger.warning("out of memory on a %dx%d input (%s); retrying with %dx%d tiles and %d pixels of context",
+                       height, width, failure, size, size, pad)
 
 
 def tile_options(val: Mapping[str, Any] | None) -> tuple[int | None, int | None]:

@@ -11,12 +11,14 @@ safely (no ``exec``), and errors that name the file and key.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
+
+from lkdn.schema import SchemaError, validate_options
 
 
 class OptionsError(ValueError):
@@ -34,6 +36,10 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise OptionsError(f"{path}: not valid YAML: {err}") from err
     except UnicodeDecodeError as err:
         raise OptionsError(f"{path}: not a text file ({err})") from err
+    except RecursionError as err:
+        raise OptionsError(f"{path}: nested too deeply to be an option file") from err
+    except OSError as err:
+        raise OptionsError(f"{path}: cannot read ({err.strerror or err})") from err
     if not isinstance(data, dict):
         raise OptionsError(f"{path}: expected a mapping of options at the top level, got {type(data).__name__}")
     return data
@@ -83,21 +89,60 @@ def device_of(opt: dict[str, Any]) -> torch.device:
     return torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
 
 
+Lookups = Mapping[str, Callable[[str], Any]]
+
+
+def default_lookups(*, is_train: bool) -> dict[str, Callable[[str], Any]]:
+    """The registries :func:`lkdn.schema.validate_options` checks ``type`` keys against.
+
+    ``network`` (basicsr's ``ARCH_REGISTRY``) always; for training also ``optim``
+    (:func:`lkdn.training.optim.get_optimizer_class`), ``scheduler``
+    (:func:`lkdn.training.schedulers.get_scheduler_class`) and ``loss`` (basicsr's ``LOSS_REGISTRY``).
+    """
+    from basicsr.utils.registry import ARCH_REGISTRY  # lkdn's package import registered our architectures
+
+    lookups: dict[str, Callable[[str], Any]] = {"network": ARCH_REGISTRY.get}
+    if is_train:
+        from basicsr.utils.registry import LOSS_REGISTRY
+
+        from lkdn.training.optim import get_optimizer_class
+        from lkdn.training.schedulers import get_scheduler_class
+
+        lookups.update(optim=get_optimizer_class, scheduler=get_scheduler_class, loss=LOSS_REGISTRY.get)
+    return lookups
+
+
 def parse_options(
     path: str | os.PathLike[str], *, is_train: bool, overrides: Iterable[str] = (), root_path: str | os.PathLike[str] = ".",
-    debug: bool = False,
+    debug: bool = False, lookups: Lookups | None = None,
 ) -> dict[str, Any]:
-    """Load ``path``, apply overrides, and fill in derived values as BasicSR does.
+    """Load ``path``, apply overrides, validate, and fill in derived values as BasicSR does.
 
-    Adds ``is_train``, resolves ``num_gpu``, gives every dataset its ``phase`` (``train``,
+    Validation (:func:`lkdn.schema.validate_options`) runs on the file with its ``--force_yml``
+    overrides applied, before anything is derived or built: unknown keys (with the nearest valid
+    one), wrong types and impossible values are a :class:`lkdn.schema.SchemaError` naming the
+    file, line and key. ``lookups`` maps ``network``/``optim``/``scheduler``/``loss`` to
+    functions from a ``type`` name to its class (whose signature the section is checked
+    against); ``None`` takes :func:`default_lookups`, ``{}`` checks no ``type``.
+
+    Then adds ``is_train``, resolves ``num_gpu``, gives every dataset its ``phase`` (``train``,
     ``val``, ``test`` from ``train``/``val_1``/``test_2``...) and the top-level ``scale``, and sets
     ``path.experiments_root``/``models``/``training_states``/``log``/``visualization`` (training,
     under ``<root>/experiments/<name>``) or ``path.results_root``/``log``/``visualization`` (test,
     under ``<root>/results/<name>``).
     """
     opt = load_yaml(path)
+    overrides = list(overrides)
     for entry in overrides:
         apply_override(opt, entry)
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        validate_options(opt, source=str(path), text=text,
+                         lookups=default_lookups(is_train=is_train) if lookups is None else lookups)
+    except SchemaError as err:
+        if not overrides:
+            raise
+        raise SchemaError(f"{err}\n  (after --force_yml {' '.join(overrides)})") from err
     for key in ("name", "network_g"):
         if key not in opt:
             raise OptionsError(f"{path}: missing required key {key!r}")
@@ -115,7 +160,7 @@ def parse_options(
     for phase, dataset in datasets.items():
         if not isinstance(dataset, dict):
             raise OptionsError(f"{path}: datasets.{phase} must be a mapping")
-        dataset["phase"] = phase.split("_")[0]
+        dataset["phase"] = str(phase).split("_")[0]
         if scale is not None:
             dataset["scale"] = scale
         for key in ("dataroot_gt", "dataroot_lq"):
@@ -124,7 +169,7 @@ def parse_options(
     paths = opt.setdefault("path", {}) or {}
     opt["path"] = paths
     for key, value in paths.items():
-        if value is not None and ("resume_state" in key or "pretrain_network" in key):
+        if value is not None and ("resume_state" in str(key) or "pretrain_network" in str(key)):
             paths[key] = os.path.expanduser(str(value))
     root = Path(root_path)
     if is_train:

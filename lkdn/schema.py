@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import yaml
 
 NUMBER = (int, float)
 ANY = object()
+SAVE_FORMATS = ("pth", "safetensors")
 
 # key -> (allowed types, description). A nested dict spec describes a sub-mapping.
 Spec = Mapping[str, Any]
@@ -50,6 +52,7 @@ DATASET_COMMON: Spec = {
     "batch_size_per_gpu": ((int,), "batch size per process"),
     "dataset_enlarge_ratio": ((int,), "repeat the dataset within one epoch"),
     "prefetch_mode": ((str, type(None)), "cpu, cuda or ~"),
+    "num_prefetch_queue": ((int,), "batches queued by prefetch_mode: cpu"),
     "pin_memory": ((bool,), "pin host memory (cuda prefetch)"),
     "persistent_workers": ((bool,), "keep workers between epochs"),
     "optional": ((bool,), "skip with a warning when the folders are absent (test)"),
@@ -106,11 +109,12 @@ TRAIN: Spec = {
     "total_iter": (NUMBER, "training iterations"),
     "warmup_iter": (NUMBER, "linear warm-up iterations (-1 for none)"),
     "pixel_opt": ((dict, type(None)), "pixel loss: type (L1Loss, MSELoss, CharbonnierLoss) and arguments"),
+    "perceptual_opt": ((dict, type(None)), "perceptual loss: type PerceptualLoss and arguments"),
     "grad_clip": (NUMBER + (type(None),), "max gradient norm (VDSR)"),
     "bn_population_after": ((int, type(None)), "iteration after which BatchNorm uses population statistics"),
     "amp": ((str, bool, type(None)), "bf16, fp16 or false"),
     "channels_last": ((bool,), "channels-last memory format"),
-    "compile": ((bool,), "torch.compile the network"),
+    "compile": ((bool, dict), "torch.compile the network: true, or a mapping of torch.compile arguments"),
     "max_bad_steps": ((int,), "stop after this many consecutive non-finite losses"),
 }
 
@@ -125,6 +129,7 @@ TOP: Spec = {
     "rank": ((int,), "filled in"),
     "world_size": ((int,), "filled in"),
     "auto_resume": ((bool,), "filled in"),
+    "root_path": ((str,), "filled in by the trainer: folder of experiments/ and tb_logger/"),
     "datasets": ("*", DATASET_COMMON),
     "network_g": ((dict,), "network: type and its arguments"),
     "path": (PATH, "weights and folders"),
@@ -155,6 +160,18 @@ def key_lines(text: str) -> dict[tuple[str, ...], int]:
     if root is not None:
         walk(root, ())
     return lines
+
+
+_FLOAT_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _number_hint(value: Any) -> str:
+    """A hint when ``value`` is a string that reads as a number (PyYAML keeps ``1e-3`` a string)."""
+    if not isinstance(value, str) or not _FLOAT_TEXT.match(value.strip()):
+        return ""
+    if "e" in value.lower():
+        return f" (YAML reads {value} as a string: write {float(value)!r} or !!float {value})"
+    return " (a quoted number: remove the quotes)"
 
 
 class SchemaError(ValueError):
@@ -198,7 +215,18 @@ class _Checker:
                     self.mapping(item, kind, sub)
             elif not isinstance(item, kind) or (isinstance(item, bool) and bool not in kind and int in kind):
                 names = " or ".join("null" if t is type(None) else t.__name__ for t in kind)
-                self.error(sub, f"expected {names} ({detail}), got {item!r}")
+                self.error(sub, f"expected {names} ({detail}), got {item!r}{_number_hint(item)}")
+
+    def numbers(self, value: Any, path: tuple[str, ...]) -> None:
+        """Report strings that YAML 1.1 did not read as numbers (``1e-3``) anywhere under ``value``."""
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                self.numbers(item, path + (str(key),))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                self.numbers(item, path[:-1] + (f"{path[-1]}[{index}]",) if path else (str(index),))
+        elif _number_hint(value):
+            self.error(path, f"{value!r} is a string{_number_hint(value)}")
 
     def signature(self, value: Any, factory: Callable[..., Any], path: tuple[str, ...], skip: tuple[str, ...]) -> None:
         try:
@@ -218,6 +246,9 @@ def _registry_type(checker: _Checker, section: Any, path: tuple[str, ...], looku
         return None
     if "type" not in section:
         checker.error(path, "missing key 'type'")
+        return None
+    if not isinstance(section["type"], str):
+        checker.error(path + ("type",), f"expected a registered name, got {section['type']!r}")
         return None
     try:
         return lookup(section["type"])
@@ -258,15 +289,26 @@ def validate_options(
         ("optim", train.get("optim_g"), ("train", "optim_g"), ("type",)),
         ("scheduler", train.get("scheduler"), ("train", "scheduler"), ("type",)),
         ("loss", train.get("pixel_opt"), ("train", "pixel_opt"), ("type",)),
+        ("loss", train.get("perceptual_opt"), ("train", "perceptual_opt"), ("type",)),
     ]
     for kind, section, path, skip in sections:
+        if isinstance(section, Mapping):
+            checker.numbers({k: v for k, v in section.items() if k != "type"}, path)
         if kind in lookups and section is not None:
             factory = _registry_type(checker, section, path, lookups[kind])
             if factory is not None:
                 checker.signature(section, factory, path, skip)
     for path in (("train", "optim_g", "lr"), ("train", "total_iter"), ("val", "val_freq"), ("logger", "print_freq"),
-                 ("logger", "save_checkpoint_freq"), ("scale",)):
+                 ("logger", "save_checkpoint_freq"), ("scale",), ("train", "max_bad_steps")):
         _positive(checker, opt, path)
+    compile_opt = train.get("compile")
+    if isinstance(compile_opt, Mapping):
+        import torch
+
+        checker.signature(compile_opt, torch.compile, ("train", "compile"), ())
+    save_format = opt.get("logger").get("save_format") if isinstance(opt.get("logger"), Mapping) else None
+    if isinstance(save_format, str) and save_format not in SAVE_FORMATS:
+        checker.error(("logger", "save_format"), f"expected {' or '.join(SAVE_FORMATS)}, got {save_format!r}")
     for path in (("train", "ema_decay"), ("train", "grad_clip")):
         _positive(checker, opt, path, strict=False)
     ema = train.get("ema_decay")
@@ -274,8 +316,13 @@ def validate_options(
         checker.error(("train", "ema_decay"), f"must be below 1, got {ema!r}")
     scale = opt.get("scale")
     for name, dataset in (opt.get("datasets") or {}).items() if isinstance(opt.get("datasets"), Mapping) else ():
-        gt_size = dataset.get("gt_size") if isinstance(dataset, Mapping) else None
-        if isinstance(scale, int) and isinstance(gt_size, int) and gt_size % scale:
+        if not isinstance(dataset, Mapping):
+            continue
+        queue = dataset.get("num_prefetch_queue")
+        if isinstance(queue, int) and not isinstance(queue, bool) and queue < 1:
+            checker.error(("datasets", str(name), "num_prefetch_queue"), f"must be positive, got {queue!r}")
+        gt_size = dataset.get("gt_size")
+        if isinstance(scale, int) and scale > 0 and isinstance(gt_size, int) and gt_size % scale:
             checker.error(("datasets", str(name), "gt_size"), f"{gt_size} is not divisible by scale {scale}")
     network = opt.get("network_g")
     if isinstance(network, Mapping) and isinstance(scale, int) and network.get("upscale", scale) != scale:

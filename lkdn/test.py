@@ -41,12 +41,12 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from basicsr.metrics import calculate_metric  # noqa: E402
 from basicsr.utils import imwrite, tensor2img  # noqa: E402
-from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from lkdn.data.safe_dataset import DataError, build_checked_dataset  # noqa: E402
 from lkdn.inference import default_tile_pad, load_model, run_network, tile_options  # noqa: E402
 from lkdn.options import OptionsError, device_of, parse_options  # noqa: E402
-from lkdn.schema import SchemaError, validate_options  # noqa: E402
+from lkdn.schema import SchemaError  # noqa: E402
 from lkdn.utils.checkpoint import CheckpointError  # noqa: E402
 from lkdn.utils.logger import setup_logging  # noqa: E402
 
@@ -94,19 +94,16 @@ def check_dataset_folders(key: str, dataset_opt: Mapping[str, Any]) -> str | Non
 
 
 def build_test_dataset(key: str, dataset_opt: Mapping[str, Any]) -> torch.utils.data.Dataset:
-    """Build ``datasets.<key>`` through basicsr's ``DATASET_REGISTRY`` (on a copy of its options)."""
+    """Build ``datasets.<key>`` through basicsr's ``DATASET_REGISTRY`` (on a copy of its options).
+
+    The dataset is checked first and wrapped (:func:`lkdn.data.safe_dataset.build_checked_dataset`):
+    missing folders, empty folders, unreadable images and LR/HR pairs that do not fit the scale are
+    :class:`DataError` naming the files.
+    """
     dataset_opt = copy.deepcopy(dict(dataset_opt))
-    dataset_opt.pop("optional", None)
     dataset_opt.setdefault("io_backend", {"type": "disk"})
     dataset_opt.setdefault("phase", "test")
-    type_name = dataset_opt.get("type")
-    if type_name not in DATASET_REGISTRY:
-        known = ", ".join(sorted(DATASET_REGISTRY._obj_map))  # basicsr's Registry keeps its map here
-        raise OptionsError(f"datasets.{key}.type: unknown dataset type {type_name!r} (known: {known})")
-    try:
-        return DATASET_REGISTRY.get(type_name)(dataset_opt)
-    except (AssertionError, KeyError, ValueError) as err:
-        raise OptionsError(f"datasets.{key} ({dataset_opt.get('name', key)}): cannot build {type_name}: {err}") from err
+    return build_checked_dataset(dataset_opt, where=f"datasets.{key}")
 
 
 def save_path(opt: Mapping[str, Any], dataset_name: str, image_name: str) -> Path:
@@ -226,9 +223,7 @@ def test_pipeline(opt: dict[str, Any], *, device: torch.device) -> dict[str, Any
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse arguments and options, set up logging under ``results/<name>/`` and run the test."""
     args = parse_args(argv)
-    opt = parse_options(args.opt, is_train=False, overrides=args.force_yml, root_path=args.root)
-    text = Path(args.opt).read_text(encoding="utf-8")
-    validate_options(opt, source=args.opt, text=text, lookups={"network": ARCH_REGISTRY.get})
+    opt = parse_options(args.opt, is_train=False, overrides=args.force_yml, root_path=args.root)  # validates
     device = torch.device(args.device) if args.device is not None else device_of(opt)
     results_root = Path(opt["path"]["results_root"])
     results_root.mkdir(parents=True, exist_ok=True)
@@ -241,5 +236,5 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 if __name__ == "__main__":
     try:
         main()
-    except (OptionsError, SchemaError, DatasetMissingError, CheckpointError) as error:
+    except (OptionsError, SchemaError, DatasetMissingError, DataError, CheckpointError) as error:
         sys.exit(f"error: {error}")

@@ -4,8 +4,11 @@ Thin entry point (HAT's pattern): importing :mod:`lkdn` registers our architectu
 and models, then :func:`lkdn.training.pipeline.train_pipeline` does the work. Options:
 ``--auto_resume``, ``--debug``, ``--launcher none|pytorch|slurm``, ``--force_yml key=value ...``,
 ``--root_path``. Several GPUs: ``torchrun --nproc_per_node=N lkdn/train.py -opt ... --launcher pytorch``.
+Errors in the options, the data, a checkpoint, or a diverged run are one ``error: ...`` line
+(exit status 1; ``LKDN_TRACEBACK=1`` shows the traceback).
 """
 
+import os
 import os.path as osp
 import sys
 
@@ -14,7 +17,20 @@ if __name__ == "__main__":  # run as a script: the repository root first, this f
     sys.path[:] = [osp.dirname(_here)] + [p for p in sys.path if osp.abspath(p or ".") != _here]
 
 import lkdn  # noqa: E402,F401 (registers archs, datasets and models before the options are read)
-from lkdn.training.pipeline import train_pipeline  # noqa: E402
+from lkdn.training.pipeline import CLEAR_ERRORS, train_pipeline  # noqa: E402
+
+
+def main() -> int:
+    """Train; a clear error (options, data, checkpoints, divergence) is one ``error: ...`` line, status 1."""
+    try:
+        return train_pipeline()
+    except CLEAR_ERRORS as err:
+        if os.environ.get("LKDN_TRACEBACK"):
+            raise
+        if not getattr(err, "lkdn_logged", False):
+            print(f"error: {err}", file=sys.stderr)
+        return 1
+
 
 if __name__ == "__main__":
-    sys.exit(train_pipeline())
+    sys.exit(main())

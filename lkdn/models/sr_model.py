@@ -7,7 +7,10 @@ What it keeps from basicsr's ``SRModel``: ``net_g`` and ``net_g_ema`` (``train.e
 ``{'params', 'params_ema'}``. What it owns instead: device handling without unconditional CUDA
 calls, DDP on CUDA or CPU, every ``torch.optim`` optimizer and Adan, warm-up that does not
 shift the schedule, ``train.grad_clip``, ``train.bn_population_after``, mixed precision
-(``train.amp``), ``train.channels_last``, ``train.compile``, atomic saves and exact resume.
+(``train.amp``), ``train.channels_last``, ``train.compile``, atomic saves and exact resume,
+network files as ``.pth`` or self-describing ``.safetensors`` (``logger.save_format``), and
+steps with a non-finite loss (or gradient norm) skipped: no optimizer or EMA update
+(:attr:`SRModel.bad_steps` counts them in a row; the trainer stops after ``train.max_bad_steps``).
 """
 
 from __future__ import annotations
@@ -25,16 +28,24 @@ from torch.nn.parallel import DistributedDataParallel
 from lkdn.archs import build_network
 from lkdn.models.registry import MODEL_REGISTRY
 from lkdn.training.batchnorm import batchnorm_modules, set_train_mode
-from lkdn.training.dist import DistInfo
+from lkdn.training.dist import DistInfo, any_process
 from lkdn.training.ema import WeightEMA
 from lkdn.training.optim import build_optimizer
 from lkdn.training.schedulers import build_scheduler, warmup_factor
 from lkdn.training.validation import validate
-from lkdn.utils.checkpoint import load_network, save_file
+from lkdn.utils.checkpoint import (
+    SAFETENSORS_SUFFIX,
+    extract_state_dict,
+    load_network,
+    mismatch_report,
+    save_file,
+    save_network_file,
+)
 
 logger = logging.getLogger(__name__)
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+SAVE_FORMATS = ("pth", "safetensors")
 
 
 def _amp_dtype(value: Any, device: torch.device) -> torch.dtype | None:
@@ -144,6 +155,12 @@ class SRModel:
             logger.info("torch.compile of the training network (%s)", compile_opt or "defaults")
             self.train_net = torch.compile(self.train_net, **compile_opt)
         self.log_dict: dict[str, torch.Tensor] = {}
+        self.save_format = (opt.get("logger") or {}).get("save_format", "pth")
+        if self.save_format not in SAVE_FORMATS:
+            raise ValueError(f"logger.save_format: expected pth or safetensors, got {self.save_format!r}")
+        self.bad_steps = 0  # consecutive steps skipped for a non-finite loss or gradient norm
+        self.step_skipped = False
+        self._flat_network_file = False
 
     # ------------------------------------------------------------------ iteration
     def _ensure_train_mode(self, current_iter: int) -> None:
@@ -192,14 +209,38 @@ class SRModel:
                     total = total + value
         return total, losses
 
+    def _skip_step(self, current_iter: int, reason: str) -> None:
+        self.optimizer_g.zero_grad(set_to_none=True)
+        self.bad_steps += 1
+        self.step_skipped = True
+        logger.warning("Iteration %d: %s; step skipped, no weight or EMA update (%d in a row)", current_iter, reason,
+                       self.bad_steps)
+
+    def _any_process(self, flag: bool) -> bool:
+        return any_process(flag, self.dist_info) if self.dist_info.dist else flag
+
     def optimize_parameters(self, current_iter: int) -> None:
-        """One training step on the batch of :meth:`feed_data`."""
+        """One training step on the batch of :meth:`feed_data`.
+
+        A non-finite loss (on any process) skips the step before the backward pass; a non-finite
+        gradient norm (with ``train.grad_clip``, without the fp16 GradScaler, which skips such steps
+        itself) skips it after. Skipped steps change neither the weights, the optimizer state nor
+        the EMA; :attr:`bad_steps` counts them in a row and :attr:`step_skipped` tells the caller.
+        """
         self._ensure_train_mode(current_iter)
+        self.step_skipped = False
         self.optimizer_g.zero_grad(set_to_none=True)
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
             output = self.train_net(self.lq)
         total, losses = self._losses(output.float())
+        self.log_dict = {k: v.detach() for k, v in losses.items()}
+        local_bad = not bool(torch.isfinite(total))
+        if self._any_process(local_bad):
+            values = ", ".join(f"{k}: {float(v):.4g}" for k, v in self.log_dict.items())
+            self._skip_step(current_iter, f"non-finite loss ({values})" if local_bad else
+                            "non-finite loss on another process")
+            return
         if self.scaler is not None:
             self.scaler.scale(total).backward()
             if self.grad_clip:
@@ -210,11 +251,14 @@ class SRModel:
         else:
             total.backward()
             if self.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), float(self.grad_clip))
+                norm = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), float(self.grad_clip))
+                if not bool(torch.isfinite(norm)):  # gradients are all-reduced: every process agrees
+                    self._skip_step(current_iter, f"non-finite gradient norm ({float(norm)})")
+                    return
             self.optimizer_g.step()
         if self.ema is not None:
             self.ema.update(self.net_g)
-        self.log_dict = {k: v.detach() for k, v in losses.items()}
+        self.bad_steps = 0
 
     # ------------------------------------------------------------------ evaluation
     def eval_network(self) -> nn.Module:
@@ -256,22 +300,48 @@ class SRModel:
         return ckpt
 
     def save_networks(self, models_dir: str | Path, label: int | str) -> Path:
-        """Write ``models/net_g_<label>.pth`` atomically."""
-        return save_file(self.network_checkpoint(), Path(models_dir) / f"net_g_{label}.pth")
+        """Write ``models/net_g_<label>.pth`` (or ``.safetensors``, ``logger.save_format``) atomically.
+
+        ``.pth``: BasicSR's ``{'params', 'params_ema'}``. ``.safetensors``: the weights validation
+        uses (``params_ema`` with EMA, else ``params``) as a flat, self-describing file
+        (:func:`lkdn.utils.checkpoint.save_network_file`: ``network_g`` options and scale in the
+        metadata, plus ``param_key`` and ``iter``), loadable by ``lkdn/test.py``,
+        :func:`lkdn.utils.checkpoint.network_from_file` and spandrel; with EMA the training weights
+        ``params`` travel in the training state (:meth:`training_state`).
+        """
+        ckpt = self.network_checkpoint()
+        if self.save_format == "pth":
+            return save_file(ckpt, Path(models_dir) / f"net_g_{label}.pth")
+        key = "params_ema" if "params_ema" in ckpt else "params"
+        return save_network_file(ckpt[key], Path(models_dir) / f"net_g_{label}{SAFETENSORS_SUFFIX}", self.opt["network_g"],
+                                 scale=self.opt.get("scale"), extra_metadata={"param_key": key, "iter": str(label)})
 
     def load_networks(self, path: str | Path) -> None:
-        """Load ``params`` (and ``params_ema``) of a checkpoint strictly (resume)."""
+        """Load ``params`` (and ``params_ema``) of a checkpoint strictly (resume).
+
+        A flat ``.safetensors`` file of an EMA run holds ``params_ema``; it is loaded into both
+        networks, and :meth:`load_training_state` then restores ``params`` from the state.
+        """
         load_network(self.net_g, path, param_key="params", strict=True)
         if self.ema is not None:
             load_network(self.ema.net, path, param_key="params_ema", strict=True)
+        self._flat_network_file = Path(path).suffix == SAFETENSORS_SUFFIX
 
     def training_state(self) -> dict[str, Any]:
-        """Optimizer, scheduler and gradient-scaler states (the model's part of a training state)."""
-        return {
+        """Optimizer, scheduler and gradient-scaler states (the model's part of a training state).
+
+        Also ``bad_steps`` (skipped steps in a row) and, when the network file cannot hold them
+        (``.safetensors`` with EMA), the training weights ``net_g_params``.
+        """
+        state = {
             "optimizers": [o.state_dict() for o in self.optimizers],
             "schedulers": [s.state_dict() for s in self.schedulers],
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "bad_steps": self.bad_steps,
         }
+        if self.save_format == "safetensors" and self.ema is not None:
+            state["net_g_params"] = self.network_checkpoint()["params"]
+        return state
 
     def load_training_state(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`training_state` saved; counts must match the options."""
@@ -286,3 +356,13 @@ class SRModel:
             scheduler.load_state_dict(saved)
         if self.scaler is not None and state.get("scaler") is not None:
             self.scaler.load_state_dict(state["scaler"])
+        self.bad_steps = int(state.get("bad_steps", 0))
+        if state.get("net_g_params") is not None:
+            params = extract_state_dict(state["net_g_params"], source="training state net_g_params")
+            report = mismatch_report(self.net_g, params)
+            if report:
+                raise ValueError(f"training state: net_g_params do not fit {type(self.net_g).__name__}:\n{report}")
+            self.net_g.load_state_dict(params)
+        elif self.ema is not None and self._flat_network_file:
+            logger.warning("The network file holds only params_ema and the state no net_g_params: training "
+                           "continues from the EMA weights")

@@ -11,6 +11,11 @@ the epoch number, so the order of samples is a function of the epoch alone. What
   whether the run was interrupted. (basicsr's datasets draw their randomness from these two.)
 
 With these, training from a saved state reproduces the uninterrupted run exactly.
+
+Datasets are built by :func:`lkdn.data.safe_dataset.build_checked_dataset`: missing or empty
+folders, unreadable images and mismatched LR/HR pairs are errors naming the files, and
+``datasets.train.skip_bad_images: true`` replaces unreadable training images (deterministically,
+so resuming stays exact).
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from basicsr.data import build_dataloader, build_dataset
+from basicsr.data import build_dataloader
 from basicsr.data.data_sampler import EnlargedSampler
 from basicsr.data.prefetch_dataloader import CPUPrefetcher, CUDAPrefetcher
 from torch.utils.data import Dataset
 
+from lkdn.data.safe_dataset import DataError, build_checked_dataset
 from lkdn.training.dist import DistInfo
 
 logger = logging.getLogger(__name__)
@@ -132,7 +138,8 @@ class TrainData:
                 raise ValueError(f"datasets.train: missing key {key!r}")
         self.opt = _loader_options(dataset_opt, dist_info.device)
         self.device = dist_info.device
-        self.dataset = build_dataset(self.opt)
+        self.dataset = build_checked_dataset(self.opt, where="datasets.train")
+        self.skip_bad_images = self.dataset.skip_bad_images
         ratio = int(self.opt.get("dataset_enlarge_ratio", 1))
         self.sampler = ResumableSampler(self.dataset, num_replicas=dist_info.world_size, rank=dist_info.rank,
                                         ratio=ratio)
@@ -142,9 +149,10 @@ class TrainData:
                                        dist=dist_info.dist, sampler=self.sampler, seed=seed)
         self.batches_per_epoch = len(self.sampler) // self.batch_size
         if self.batches_per_epoch == 0:
-            raise ValueError(
+            raise DataError(
                 f"datasets.train: {len(self.dataset)} images x dataset_enlarge_ratio {ratio} / {dist_info.world_size} "
-                f"process(es) give fewer samples than batch_size_per_gpu {self.batch_size}"
+                f"process(es) give fewer samples than batch_size_per_gpu {self.batch_size}; add images, raise "
+                "dataset_enlarge_ratio or lower batch_size_per_gpu"
             )
 
     def epoch_batches(self, epoch: int, start_batch: int = 0) -> CPUPrefetcher | CUDAPrefetcher:
@@ -160,11 +168,11 @@ def build_val_loaders(datasets_opt: Mapping[str, Any], *, device: torch.device) 
     """A loader (batch 1, in order) for every ``val`` / ``val_*`` dataset."""
     loaders = []
     for phase, dataset_opt in datasets_opt.items():
-        if phase.split("_")[0] != "val":
+        if str(phase).split("_")[0] != "val":
             continue
         opt = _loader_options(dataset_opt, device)
         opt["prefetch_mode"] = None
-        dataset = build_dataset(opt)
+        dataset = build_checked_dataset(opt, where=f"datasets.{phase}")
         logger.info("Validation set %s: %d images", opt.get("name", phase), len(dataset))
         loaders.append(build_dataloader(dataset, opt, num_gpu=1, dist=False, sampler=None))
     return loaders

@@ -25,8 +25,10 @@ from typing import Any
 import torch
 import yaml
 
+from lkdn.data.safe_dataset import DataError, skipped_in_batch
 from lkdn.models import build_model
-from lkdn.options import apply_override, load_yaml, parse_options
+from lkdn.options import OptionsError, apply_override, load_yaml, parse_options
+from lkdn.schema import SchemaError
 from lkdn.training.data import TrainData, build_val_loaders
 from lkdn.training.dist import DistInfo, all_reduce_mean, any_process, barrier, cleanup, init_distributed
 from lkdn.training.interrupt import StopRequest
@@ -38,15 +40,26 @@ from lkdn.training.state import (
     load_training_state,
     make_experiment_dirs,
     network_file_for_state,
+    remove_partial_saves,
     time_str,
 )
 from lkdn.training.validation import BestMetrics
-from lkdn.utils.checkpoint import save_file
+from lkdn.utils.checkpoint import CheckpointError, save_file
 from lkdn.utils.logger import setup_logging
 
 logger = logging.getLogger("lkdn.train")
 
 STOP_CHECK_EVERY = 10  # iterations between agreeing on a stop signal under DDP
+DEFAULT_MAX_BAD_STEPS = 10
+
+
+class DivergenceError(RuntimeError):
+    """Training stopped after ``train.max_bad_steps`` consecutive steps with a non-finite loss."""
+
+
+#: Errors ``lkdn/train.py`` reports as one ``error: ...`` line and exit status 1, without a traceback
+#: (their messages name the file, key or iteration and the fix; ``LKDN_TRACEBACK=1`` shows it).
+CLEAR_ERRORS = (OptionsError, SchemaError, DataError, CheckpointError, DivergenceError, ValueError)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -131,6 +144,10 @@ class Trainer:
         if not self.print_freq or self.print_freq < 1:
             raise ValueError(f"{args.opt}: logger.print_freq must be a positive number of iterations")
         self.save_freq = _int_option(log_opt, "save_checkpoint_freq", 5000, "logger")
+        self.max_bad_steps = _int_option(train_opt, "max_bad_steps", DEFAULT_MAX_BAD_STEPS, "train")
+        if not self.max_bad_steps or self.max_bad_steps < 1:
+            raise ValueError(f"{args.opt}: train.max_bad_steps must be a positive number of steps")
+        self.skipped_images = 0
         val_opt = opt.get("val") or {}
         self.val_freq = _int_option(val_opt, "val_freq", None, "val") if opt.get("val") else None
         self.save_img = bool(val_opt.get("save_img", False))
@@ -147,6 +164,8 @@ class Trainer:
         self.tb_dir = Path(root_path) / "tb_logger" / opt["name"] if use_tb else None
         if self.info.is_main:
             make_experiment_dirs(self.paths, fresh=self.state is None)
+            if self.state is not None:
+                remove_partial_saves(self.paths["models"], self.paths["training_states"])
             if self.tb_dir is not None and self.state is None:
                 archive_and_create(self.tb_dir)
             _write_options(args.opt, args.force_yml, self.experiment_dir / f"{opt['name']}_options.yml", argv)
@@ -166,7 +185,7 @@ class Trainer:
 
         datasets = opt.get("datasets") or {}
         for phase in datasets:
-            if phase != "train" and phase.split("_")[0] != "val":
+            if phase != "train" and str(phase).split("_")[0] != "val":
                 raise ValueError(f"{args.opt}: datasets.{phase}: expected train, val or val_<n>")
         if "train" not in datasets:
             raise ValueError(f"{args.opt}: datasets.train is missing")
@@ -211,7 +230,8 @@ class Trainer:
         current_iter = int(state["iter"])
         if self.paths.get("pretrain_network_g"):
             logger.info("Resuming: path.pretrain_network_g is ignored, networks come from the state's iteration")
-        self.model.load_networks(network_file_for_state(self.paths["models"], self.state_path, current_iter))
+        self.model.load_networks(network_file_for_state(self.paths["models"], self.state_path, current_iter,
+                                                        save_format=self.model.save_format))
         self.model.load_training_state(state)
         self.start_iter = current_iter
         self.epoch = int(state["epoch"])
@@ -220,22 +240,52 @@ class Trainer:
             logger.warning("%s has no sampler position (not written by lkdn): the epoch restarts", self.state_path)
         self.best.load_state_dict(state.get("best_metric_results") or {})
         self.resume_rng = state.get("rng")
+        self.skipped_images = int(state.get("skipped_images", 0))
         logger.info("Resuming training from %s: epoch %d, iteration %d", self.state_path, self.epoch, current_iter)
 
     # ------------------------------------------------------------------ saving
     def save(self, current_iter: int) -> None:
-        """Networks ``models/net_g_<iter>.pth`` and state ``training_states/<iter>.state`` (rank 0)."""
+        """Networks ``models/net_g_<iter>.pth`` and state ``training_states/<iter>.state`` (rank 0).
+
+        The network is written first, the state last: a state on disk always has its network. A
+        failed write (disk full) is a :class:`CheckpointError` naming the latest complete state.
+        """
         if not self.info.is_main:
             return
         logger.info("Saving networks and training state at iteration %d", current_iter)
-        self.model.save_networks(self.paths["models"], current_iter)
         state = {
             "epoch": self.epoch, "iter": current_iter, "batch_in_epoch": self.batch_in_epoch,
             **self.model.training_state(),
             "rng": get_rng_state(), "manual_seed": self.opt["manual_seed"],
-            "best_metric_results": self.best.state_dict(),
+            "best_metric_results": self.best.state_dict(), "skipped_images": self.skipped_images,
         }
-        save_file(state, Path(self.paths["training_states"]) / f"{current_iter}.state")
+        try:
+            self.model.save_networks(self.paths["models"], current_iter)
+            save_file(state, Path(self.paths["training_states"]) / f"{current_iter}.state")
+        except CheckpointError as err:
+            raise CheckpointError(f"{err}\n{self._latest_state_text()}") from err
+
+    def _latest_state_text(self) -> str:
+        latest = latest_state(self.paths["training_states"])
+        if latest is None:
+            return "No complete training state exists yet."
+        return f"The latest complete training state is {latest}; continue from it with --auto_resume."
+
+    def _check_step(self, current_iter: int, batch: dict[str, Any]) -> None:
+        """Count replaced unreadable images; stop after ``max_bad_steps`` skipped steps in a row."""
+        if self.data.skip_bad_images:
+            skipped = skipped_in_batch(batch)
+            if skipped:
+                self.skipped_images += skipped
+                logger.warning("Iteration %d: %d unreadable training sample(s) replaced (%d so far)", current_iter,
+                               skipped, self.skipped_images)
+        if self.model.bad_steps >= self.max_bad_steps:
+            raise DivergenceError(
+                f"training stopped at iteration {current_iter}: {self.model.bad_steps} consecutive steps with a "
+                f"non-finite loss or gradient (train.max_bad_steps: {self.max_bad_steps}); skipped steps change no "
+                f"weights, so every saved network holds good weights. {self._latest_state_text()} Before that, "
+                "lower train.optim_g.lr, set train.grad_clip, turn off train.amp or check the data."
+            )
 
     def validate(self, current_iter: int) -> None:
         for loader in self.val_loaders:
@@ -268,6 +318,7 @@ class Trainer:
                     self.model.update_learning_rate(current_iter)
                     self.model.feed_data(batch)
                     self.model.optimize_parameters(current_iter)
+                    self._check_step(current_iter, batch)
                     timer.add(time.time() - mark, data_time)
                     if current_iter % self.print_freq == 0:
                         losses = all_reduce_mean(self.model.log_dict, self.info)
@@ -297,6 +348,9 @@ class Trainer:
                 logger.warning("Stopped by signal %d at iteration %d; resume with --auto_resume", stop.signum,
                                current_iter)
                 return 128 + int(stop.signum or 0)
+            if self.skipped_images:
+                logger.warning("%d unreadable training sample(s) were replaced during this run (skip_bad_images)",
+                               self.skipped_images)
             logger.info("End of training after %.0f s; saving the latest networks", time.time() - start)
             if self.info.is_main:
                 self.model.save_networks(self.paths["models"], "latest")
@@ -318,6 +372,11 @@ def train_pipeline(root_path: str | os.PathLike[str] | None = None, argv: Sequen
     try:
         trainer = Trainer(args, argv, root)
         return trainer.run()
+    except CLEAR_ERRORS as err:
+        if trainer is not None:  # logging is set up: the reason goes to the log file too
+            logger.error("%s", err)
+            err.lkdn_logged = True  # type: ignore[attr-defined]
+        raise
     finally:
         if trainer is not None:
             cleanup(trainer.info)

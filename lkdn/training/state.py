@@ -1,7 +1,8 @@
 """Experiment folders and training states (BasicSR's layout, atomic writes, safe loads).
 
 Layout of ``experiments/<name>/``: ``models/net_g_<iter>.pth`` and ``models/net_g_latest.pth``
-(BasicSR dicts ``{'params': ..., 'params_ema': ...}``), ``training_states/<iter>.state``,
+(BasicSR dicts ``{'params': ..., 'params_ema': ...}``; ``.safetensors`` with
+``logger.save_format: safetensors``), ``training_states/<iter>.state``,
 ``train_<name>_<time>.log``, ``<name>_options.yml``, ``train_log.jsonl``, ``metrics.jsonl``.
 
 A training state holds BasicSR's keys (``epoch``, ``iter``, ``optimizers``, ``schedulers``)
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lkdn.utils.checkpoint import CheckpointError, load_file
+from lkdn.utils.checkpoint import CheckpointError, load_file, partial_saves
 
 logger = logging.getLogger(__name__)
 
@@ -74,9 +75,39 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def network_file_for_state(models_dir: str | Path, state_path: str | Path, current_iter: int) -> Path:
-    """``models/net_g_<iter>.pth`` beside a state; an error names both files when it is missing."""
-    path = Path(models_dir) / f"net_g_{current_iter}.pth"
-    if not path.is_file():
-        raise CheckpointError(f"resume from {state_path}: the network of iteration {current_iter} is missing ({path})")
-    return path
+NETWORK_SUFFIXES = {"pth": ".pth", "safetensors": ".safetensors"}
+
+
+def network_file_for_state(
+    models_dir: str | Path, state_path: str | Path, current_iter: int, *, save_format: str = "pth",
+) -> Path:
+    """``models/net_g_<iter>.pth`` (or ``.safetensors``) beside a state; an error names the files when missing.
+
+    The file of ``save_format`` is preferred; the other format is used when only it exists (a run
+    whose ``logger.save_format`` changed).
+    """
+    preferred = NETWORK_SUFFIXES.get(save_format, ".pth")
+    suffixes = [preferred] + [s for s in NETWORK_SUFFIXES.values() if s != preferred]
+    candidates = [Path(models_dir) / f"net_g_{current_iter}{suffix}" for suffix in suffixes]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise CheckpointError(
+        f"resume from {state_path}: the network of iteration {current_iter} is missing "
+        f"({' or '.join(str(p) for p in candidates)})"
+    )
+
+
+def remove_partial_saves(*folders: str | Path) -> int:
+    """Delete the temporary files a killed save left in ``folders``; return how many (logged)."""
+    removed = 0
+    for folder in folders:
+        for path in partial_saves(folder):
+            try:
+                path.unlink()
+            except OSError as err:
+                logger.warning("cannot remove %s, left by an interrupted save: %s", path, err)
+                continue
+            removed += 1
+            logger.warning("removed %s, left by an interrupted save", path)
+    return removed

@@ -8,7 +8,10 @@
 * :func:`load_network` loads into a network and, on a mismatch, lists missing and
   unexpected keys and differing shapes, and names the config keys to check.
 * :func:`save_file` writes atomically: temporary file in the same folder, flush, fsync,
-  rename, fsync of the folder; an interrupted save leaves the previous file intact.
+  rename, fsync of the folder; an interrupted save (SIGKILL, power loss) leaves the previous
+  file intact, and a failed one (disk full) is a :class:`CheckpointError` that says so.
+* Importing this module requires ``torch>=2.10``: ``weights_only`` loading could be bypassed
+  up to torch 2.5.1 (CVE-2025-32434) and up to 2.9.1 (CVE-2026-24747).
 * :func:`save_network_file` writes self-describing ``.safetensors`` files (metadata
   ``{"lkdn_format": "1", "network_g": <JSON options>, "scale": "<int>"}``), read back by
   :func:`read_metadata` and :func:`network_from_file`.
@@ -16,10 +19,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import pickle
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +36,7 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 SAFETENSORS_SUFFIX = ".safetensors"
+TMP_SUFFIX = ".tmp"  # temporary files of save_file: .<name>.<random>.tmp beside the target
 PREFERRED_KEYS = ("params_ema", "params")
 CONFIG_HINT = (
     "check the network options against the checkpoint: num_feat, num_block, num_atten, num_in, upscale, "
@@ -39,7 +45,26 @@ CONFIG_HINT = (
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint could not be read or does not fit the network; the message says why."""
+    """A checkpoint could not be read, written, or does not fit the network; the message says why."""
+
+
+MIN_TORCH = (2, 10)
+"""The oldest torch whose ``torch.load(weights_only=True)`` has no known way to run code."""
+
+
+def require_safe_torch(version: str | None = None) -> None:
+    """Raise ImportError unless ``version`` (default: the installed torch) is at least :data:`MIN_TORCH`."""
+    version = torch.__version__ if version is None else version
+    match = re.match(r"(\d+)\.(\d+)", str(version))
+    if match is None or (int(match.group(1)), int(match.group(2))) < MIN_TORCH:
+        raise ImportError(
+            f"lkdn needs torch>={MIN_TORCH[0]}.{MIN_TORCH[1]} to load checkpoints safely, found torch {version}: "
+            "torch.load(weights_only=True) can run code from a crafted file up to torch 2.5.1 (CVE-2025-32434) "
+            "and up to 2.9.1 (CVE-2026-24747). Upgrade: pip install -U 'torch>=2.10' (see requirements.txt)."
+        )
+
+
+require_safe_torch()
 
 
 def load_file(path: str | os.PathLike[str]) -> Any:
@@ -171,10 +196,11 @@ def save_file(obj: Any, path: str | os.PathLike[str], *, metadata: Mapping[str, 
     the previous file is untouched, and the error is raised.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
+    tmp: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+        tmp = Path(tmp_name)
         with os.fdopen(fd, "wb") as handle:
             if path.suffix == SAFETENSORS_SUFFIX:
                 from safetensors.torch import save
@@ -188,10 +214,35 @@ def save_file(obj: Any, path: str | os.PathLike[str], *, metadata: Mapping[str, 
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                logger.warning("could not remove the partial file %s", tmp)
+        if isinstance(err, OSError):
+            raise CheckpointError(_save_failure(path, err)) from err
         raise
     return path
+
+
+def _save_failure(path: Path, err: OSError) -> str:
+    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        reason = f"no space left on the device of {path.parent} ({err.strerror or err})"
+        fix = "free some space (or point the experiment elsewhere) and run again"
+    else:
+        reason = err.strerror or str(err)
+        fix = f"check that {path.parent} is writable"
+    kept = f"the previous {path.name} is unchanged" if path.exists() else "nothing was written"
+    return f"cannot save {path}: {reason}; {kept}; {fix}"
+
+
+def partial_saves(folder: str | os.PathLike[str]) -> list[Path]:
+    """Temporary files :func:`save_file` left in ``folder`` when its process was killed mid-save."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX) and p.is_file())
 
 
 # --- self-describing network files (safetensors metadata) -------------------------------------
@@ -221,7 +272,7 @@ def network_metadata(network_opt: Mapping[str, Any], *, scale: int | None = None
 
 def save_network_file(
     state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike[str], network_opt: Mapping[str, Any],
-    *, scale: int | None = None,
+    *, scale: int | None = None, extra_metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Save network weights atomically: ``.safetensors`` with :func:`network_metadata`, else ``{'params': ...}``.
 
@@ -231,10 +282,12 @@ def save_network_file(
             ``.pth`` (a BasicSR checkpoint ``{'params': state_dict}``).
         network_opt: the ``network_g`` options that build the network these weights fit.
         scale: the upscaling factor (default: from the options).
+        extra_metadata: more string entries for the ``.safetensors`` metadata (e.g. ``iter``);
+            they cannot replace the entries of :func:`network_metadata`.
     """
     if not _is_state_dict(state_dict):
         raise CheckpointError(f"{path}: expected a flat state dict of tensors, got {type(state_dict).__name__}")
-    metadata = network_metadata(network_opt, scale=scale)
+    metadata = {**{k: str(v) for k, v in (extra_metadata or {}).items()}, **network_metadata(network_opt, scale=scale)}
     if Path(path).suffix == SAFETENSORS_SUFFIX:
         return save_file(dict(state_dict), path, metadata=metadata)
     return save_file({"params": {k: v.detach().cpu() for k, v in state_dict.items()}}, path)
