@@ -5,10 +5,10 @@ input and weights for every row (official checkpoints from ../shared when presen
 baseline is what the original code does: the network as configured, NCHW, eager, under
 ``torch.no_grad``. Each following row adds one rewrite of :func:`lkdn.optimize.optimize_network`
 (all rows of a table are timed interleaved, order rotated each round). The allocator tuning of
-:func:`lkdn.optimize.tune_cpu_allocator` changes the whole process and cannot be undone, so it
-is measured last, in a second interleaved group; the headline speed-up is the original code
-(first group, untouched allocator) against the ``Upscaler`` as constructed by default (second
-group). ``torch.compile`` (``Upscaler(compile=True)``) is timed on LKDN x4 with its compile time.
+:func:`lkdn.optimize.tune_cpu_allocator` changes the whole process and cannot be undone, so the
+same steps are timed again in a second group after it; the headline speed-up is the original
+code (first group, untouched allocator) against the ``Upscaler`` as constructed by default
+(second group). ``torch.compile`` (``Upscaler(compile=True)``) is timed on LKDN x4 with its compile time.
 GPU rows (fp32 / bf16 / fp16 autocast) are added when CUDA is available.
 """
 
@@ -25,7 +25,7 @@ from torch import nn
 import lkdn  # noqa: F401 (registers the architectures)
 from lkdn import Upscaler, build_network
 from lkdn.optimize import optimize_network, tune_cpu_allocator
-from lkdn.profiling import time_interleaved
+from lkdn.profiling import peak_memory, time_interleaved
 from lkdn.utils.checkpoint import load_network
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,15 +61,18 @@ def load(options: dict, weights: str) -> tuple[nn.Module, str]:
     return net, "random weights (../shared absent)"
 
 
-def table(rows: list[tuple[str, dict[str, float], float]], base_ms: float) -> list[str]:
+def table(rows: list[tuple[str, dict[str, float], float]], base_ms: float, memory: dict[str, float] | None = None
+          ) -> list[str]:
+    memory = memory or {}
     lines = [
-        "| variant | median ms | min ms | CPU ms | speed-up | max abs diff |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| variant | median ms | min ms | CPU ms | speed-up | max abs diff | peak MB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for label, t, diff in rows:
+        peak = f"{memory[label]:.0f}" if label in memory else ""
         lines.append(
             f"| {label} | {t['median_ms']:.0f} | {t['min_ms']:.0f} | {t['cpu_median_ms']:.0f} | "
-            f"{base_ms / t['median_ms']:.2f}x | {diff:.1e} |"
+            f"{base_ms / t['median_ms']:.2f}x | {diff:.1e} | {peak} |"
         )
     return lines
 
@@ -82,21 +85,28 @@ def max_diff(forward: Forward, x: torch.Tensor, reference: torch.Tensor) -> floa
         return float((forward(x).float() - reference).abs().max())
 
 
-def cpu_group(net: nn.Module, x: torch.Tensor) -> tuple[list[tuple[str, dict, float]], torch.Tensor]:
-    """First group: the original forward and each rewrite added in turn (allocator untouched)."""
+def step_candidates(net: nn.Module, x: torch.Tensor, *, tuned: bool) -> dict[str, tuple[Forward, torch.Tensor]]:
+    """The original forward, each rewrite added in turn, and the Upscaler end to end."""
     xc = x.contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        reference = net(x)
-    candidates: dict[str, tuple[Forward, torch.Tensor]] = {"original: eager NCHW, as configured": (net, x)}
+    original = "original: eager NCHW, " + ("tuned allocator" if tuned else "as configured")
+    candidates: dict[str, tuple[Forward, torch.Tensor]] = {original: (net, x)}
     for label, flags in STEPS:
         fast = optimize_network(net, **{**_OFF, **flags})
         candidates[label] = (fast, xc if flags.get("channels_last") else x)
-    candidates["Upscaler(optimize=True, tune_allocator=False), end to end"] = (
-        Upscaler(net, device="cpu", tune_allocator=False), x,
-    )
+    label = "Upscaler(optimize=True), end to end" if tuned else "Upscaler(optimize=True, tune_allocator=False), end to end"
+    candidates[label] = (Upscaler(net, device="cpu", tune_allocator=tuned), x)
+    return candidates
+
+
+def cpu_group(
+    net: nn.Module, x: torch.Tensor, reference: torch.Tensor, *, tuned: bool,
+) -> tuple[list[tuple[str, dict, float]], dict[str, float]]:
+    """Time the step candidates interleaved; return table rows and peak tensor memory (MB) per row."""
+    candidates = step_candidates(net, x, tuned=tuned)
     times = time_interleaved(candidates, rounds=ROUNDS)
     rows = [(label, times[label], max_diff(f, inp, reference)) for label, (f, inp) in candidates.items()]
-    return rows, reference
+    memory = {label: peak_memory(f, inp)["peak_mb"] for label, (f, inp) in candidates.items()} if not tuned else {}
+    return rows, memory
 
 
 def run(ctx: dict) -> str:
@@ -112,30 +122,28 @@ def run(ctx: dict) -> str:
         f"{ROUNDS} rounds after 1 warm-up); speed-up = original median / row median; max abs diff against "
         "the original output. CPU ms = process CPU time of all threads (includes OpenMP spin-waiting).",
     ]
-    nets, first_groups = {}, {}
+    nets, first_groups, references = {}, {}, {}
     for name, options, weights in MODELS:  # first group of every model before the allocator changes
         net, source = load(options, weights)
         nets[name] = (net, source)
-        first_groups[name] = cpu_group(net, x)
+        with torch.no_grad():
+            references[name] = net(x)
+        first_groups[name] = cpu_group(net, x, references[name], tuned=False)
     tuned = tune_cpu_allocator()
     headline = []
     for name, _, _ in MODELS:
         net, source = nets[name]
-        rows, reference = first_groups[name]
+        rows, memory = first_groups[name]
         base = rows[0][1]["median_ms"]
-        out += ["", f"### {name} ({source}), CPU", "", "Group 1 (glibc allocator as it comes):", ""]
-        out += table(rows, base)
+        out += ["", f"### {name} ({source}), CPU", "", "Group 1 (glibc allocator as it comes; peak MB = peak "
+                "memory held by tensors during one forward, from the profiler):", ""]
+        out += table(rows, base, memory)
         if tuned:
-            upscaler = Upscaler(net, device="cpu")
-            second = {
-                "original: eager NCHW, tuned allocator": (net, x),
-                "Upscaler(optimize=True) (default: tunes the allocator), end to end": (upscaler, x),
-            }
-            times = time_interleaved(second, rounds=ROUNDS)
-            rows2 = [(label, times[label], max_diff(f, inp, reference)) for label, (f, inp) in second.items()]
-            out += ["", "Group 2 (after `tune_cpu_allocator()`; speed-up still against the group-1 original):", ""]
+            rows2, _ = cpu_group(net, x, references[name], tuned=True)
+            out += ["", "Group 2 (after `tune_cpu_allocator()`, the `Upscaler`'s default on the CPU; speed-up "
+                    "still against the group-1 original):", ""]
             out += table(rows2, base)
-            final = times["Upscaler(optimize=True) (default: tunes the allocator), end to end"]["median_ms"]
+            final = rows2[-1][1]["median_ms"]
             headline.append(f"{name}: {base:.0f} ms -> {final:.0f} ms, {base / final:.2f}x")
     if headline:
         out += ["", "**Original code vs `Upscaler(optimize=True)`** (median wall time): " + "; ".join(headline) + "."]

@@ -15,6 +15,7 @@ Tiling and the x8 self-ensemble come from :mod:`lkdn.inference`.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Callable
@@ -78,7 +79,7 @@ class Upscaler:
         self.scale = scale if scale is not None else getattr(net, "upscale", None)
         self.tile, self.self_ensemble = tile, self_ensemble
         self.tile_pad = default_tile_pad(net) if tile_pad is None else tile_pad
-        net = net.to(self.device).eval()
+        net = copy.deepcopy(net).to(self.device).eval()  # the caller's network keeps its device and mode
         self.optimizations: list[str] = []
         if optimize:
             net = optimize_network(net, applied=self.optimizations)
