@@ -14,4 +14,4 @@ from lkdn.archs import build_network  # noqa: E402
 from lkdn.upscaler import Upscaler  # noqa: E402,F401 (the inference API, lkdn.Upscaler)
 
 __version__ = "0.1.0"
-__all__ = ["build_network", "__version__"]
+__all__ = ["Upscaler", "build_network", "__version__"]

@@ -91,6 +91,7 @@ VAL: Spec = {
     "pbar": ((bool,), "progress bar during validation"),
     "metrics": ("*", METRIC),
     "self_ensemble": ((bool,), "x8 geometric self-ensemble"),
+    "optimize": ((bool,), "test: lkdn.Upscaler's exact speed rewrites (default true)"),
     "tile": ({"size": ((int,), "tile size in LR pixels"), "pad": ((int, type(None)), "context in LR pixels (default: the receptive radius)")}, "tiled inference"),
 }
 

@@ -44,9 +44,10 @@ from basicsr.utils import imwrite, tensor2img  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from lkdn.data.safe_dataset import DataError, build_checked_dataset  # noqa: E402
-from lkdn.inference import default_tile_pad, load_model, run_network, tile_options  # noqa: E402
+from lkdn.inference import load_model, tile_options  # noqa: E402
 from lkdn.options import OptionsError, device_of, parse_options  # noqa: E402
 from lkdn.schema import SchemaError  # noqa: E402
+from lkdn.upscaler import Upscaler  # noqa: E402
 from lkdn.utils.checkpoint import CheckpointError  # noqa: E402
 from lkdn.utils.logger import setup_logging  # noqa: E402
 
@@ -113,7 +114,7 @@ def save_path(opt: Mapping[str, Any], dataset_name: str, image_name: str) -> Pat
 
 
 def evaluate_dataset(
-    net: torch.nn.Module, dataset: torch.utils.data.Dataset, opt: Mapping[str, Any], *, dataset_name: str,
+    net: Upscaler, dataset: torch.utils.data.Dataset, opt: Mapping[str, Any], *, dataset_name: str,
     device: torch.device,
 ) -> dict[str, Any]:
     """Super-resolve and score every image of ``dataset``; return its ``metrics.json`` entry."""
@@ -123,8 +124,6 @@ def evaluate_dataset(
         tile, tile_pad = tile_options(val)
     except ValueError as err:
         raise OptionsError(str(err)) from err
-    if tile and tile_pad is None:
-        tile_pad = default_tile_pad(net)
     self_ensemble = bool(val.get("self_ensemble", False))
     save_img = bool(val.get("save_img", False))
     per_image: dict[str, dict[str, float]] = {}
@@ -132,7 +131,7 @@ def evaluate_dataset(
         data = dataset[index]
         image_name = Path(data["lq_path"]).stem
         lq = data["lq"].unsqueeze(0).to(device)
-        output = run_network(net, lq, tile=tile, tile_pad=tile_pad, self_ensemble=self_ensemble)
+        output = net(lq, tile=tile, tile_pad=tile_pad, self_ensemble=self_ensemble)
         sr_img = tensor2img([output.cpu()])
         if save_img:
             imwrite(sr_img, str(save_path(opt, dataset_name, image_name)))
@@ -202,8 +201,9 @@ def test_pipeline(opt: dict[str, Any], *, device: torch.device) -> dict[str, Any
             skipped.append(name)
         else:
             to_run.append((key, name, dataset_opt))
-    net = load_model(opt, device=device)
-    logger.info("network %s on %s", opt["network_g"].get("type"), device)
+    # the Upscaler's exact rewrites (re-parameterization, channels_last, ...): output within 1e-4
+    net = Upscaler(load_model(opt, device=device), device=device, optimize=bool((opt.get("val") or {}).get("optimize", True)))
+    logger.info("network %s on %s: %s", opt["network_g"].get("type"), device, net)
     results: dict[str, Any] = {}
     for key, name, dataset_opt in to_run:
         dataset = build_test_dataset(key, dataset_opt)

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from lkdn.evaluate import IMAGE_SUFFIXES
 from lkdn.inference import load_model, tile_options, upscale_image
 from lkdn.options import OptionsError, device_of, parse_options
+from lkdn.upscaler import Upscaler
 from lkdn.utils.checkpoint import CheckpointError
 
 
@@ -79,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         val = opt.get("val") or {}
         tile, tile_pad = tile_options(val)
         net = load_model(opt, weights=args.weights, device=device)
+        upscaler = Upscaler(net, device=device, optimize=bool(val.get("optimize", True)))
     except (OptionsError, CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -92,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             image = read_any(path)
             result = upscale_image(
-                net, image, device=device, tile=tile or None, tile_pad=tile_pad, self_ensemble=self_ensemble,
+                upscaler, image, device=device, tile=tile or None,
+                tile_pad=upscaler.tile_pad if tile_pad is None else tile_pad, self_ensemble=self_ensemble,
                 alpha=args.alpha,
             )
         except ValueError as error:
