@@ -134,13 +134,7 @@ def tiny_data_fixture(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
     return make_pairs(tmp_path_factory.mktemp("tiny_data"), scale=2, size=64)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: the suite runs beside other jobs on 2 cores, where OpenMP threads contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_options(folder: Path, *, hr: Path, lr: Path, name: str = "tiny", **changes: Any) -> Path:

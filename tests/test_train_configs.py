@@ -10,13 +10,15 @@ import pytest
 import yaml
 from basicsr.losses import build_loss
 from conftest import shared_file
-from test_train_common import make_pairs, one_thread, read_jsonl, run_training  # noqa: F401 (fixture)
+from test_train_common import make_pairs, read_jsonl, run_training  # noqa: F401 (fixture)
 
 from lkdn import build_network
 from lkdn.options import parse_options
 from lkdn.training.optim import build_optimizer
 from lkdn.training.schedulers import build_scheduler
 from lkdn.utils.checkpoint import load_file
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_OPTIONS = sorted((ROOT / "options" / "train").rglob("*.yml"))

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_common import checkpoint, one_thread, run_training, tiny_data_fixture, write_options  # noqa: F401 (fixtures)
+from test_train_common import checkpoint, run_training, tiny_data_fixture, write_options  # noqa: F401 (fixtures)
 
 from lkdn.training.dist import cleanup, init_distributed
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,12 +11,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import yaml
-from test_train_common import TINY_YAML, make_pairs, one_thread, read_jsonl, run_training  # noqa: F401 (fixture)
+from test_train_common import TINY_YAML, make_pairs, read_jsonl, run_training  # noqa: F401 (fixture)
 
 from lkdn import build_network
 from lkdn.evaluate import evaluate_folder, image_metrics
 from lkdn.utils.checkpoint import load_network
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SCALE = 4
 TRAIN_IMAGES = ("astronaut", "coffee", "rocket", "immunohistochemistry")

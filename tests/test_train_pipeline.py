@@ -9,7 +9,6 @@ import pytest
 import torch
 from test_train_common import (  # noqa: F401 (fixtures)
     checkpoint,
-    one_thread,
     read_jsonl,
     run_training,
     tiny_data_fixture,
@@ -18,6 +17,8 @@ from test_train_common import (  # noqa: F401 (fixtures)
 
 from lkdn.models.sr_model import SRModel
 from lkdn.utils.checkpoint import load_file
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def first_last(values: list[float], k: int) -> tuple[float, float]:

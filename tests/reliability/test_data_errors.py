@@ -32,13 +32,7 @@ from lkdn import test as test_entry
 from lkdn.data.safe_dataset import SKIPPED_KEY, DataError, build_checked_dataset
 from lkdn.utils.checkpoint import load_file, save_file
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _create_lmdb(source: Path, target: Path) -> None:
