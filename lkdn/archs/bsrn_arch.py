@@ -15,6 +15,7 @@ from torch import nn
 from lkdn.archs.attention import CCA, ESA
 from lkdn.archs.bsconv import BSConvU, conv_type
 from lkdn.archs.distillation import DistillationBody
+from lkdn.archs.trunk import BlueprintTrunk
 from lkdn.archs.upsamplers import PixelShuffleDirect
 
 
@@ -58,7 +59,7 @@ class UpsampleOneStep(nn.Module):
 
 
 @ARCH_REGISTRY.register()
-class BSRN(nn.Module):
+class BSRN(BlueprintTrunk):
     """Blueprint Separable Residual Network.
 
     Args:
@@ -78,24 +79,8 @@ class BSRN(nn.Module):
     ) -> None:
         super().__init__()
         block_conv = conv_type(conv)
-        self.num_in = num_in
-        self.num_block = num_block
-        self.upscale = upscale
-        self.fea_conv = BSConvU(num_in_ch * num_in, num_feat, kernel_size=3, padding=1)
-        for i in range(1, num_block + 1):
-            setattr(self, f"B{i}", ESDB(num_feat, conv=block_conv))
-        self.c1 = nn.Conv2d(num_feat * num_block, num_feat, 1)
-        self.GELU = nn.GELU()  # noqa: N815 (official attribute name)
-        self.c2 = BSConvU(num_feat, num_feat, kernel_size=3, padding=1)
+        self.build_trunk(
+            num_in_ch=num_in_ch, num_in=num_in, num_feat=num_feat, num_block=num_block, upscale=upscale,
+            make_block=lambda: ESDB(num_feat, conv=block_conv),
+        )
         self.upsampler = UpsampleOneStep(num_feat, num_out_ch, upscale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.num_in > 1:
-            x = torch.cat([x] * self.num_in, dim=1)
-        fea = self.fea_conv(x)
-        outs, out = [], fea
-        for i in range(1, self.num_block + 1):
-            out = getattr(self, f"B{i}")(out)
-            outs.append(out)
-        trunk = self.c2(self.GELU(self.c1(torch.cat(outs, dim=1)))) + fea
-        return self.upsampler(trunk)

@@ -18,6 +18,7 @@ from torch import nn
 
 from lkdn.archs.attention import ESACCA, LKA
 from lkdn.archs.bsconv import BSConvU, conv_type
+from lkdn.archs.trunk import BlueprintTrunk
 from lkdn.archs.upsamplers import build_upsampler
 
 ATTENTIONS: dict[str, type[nn.Module] | None] = {"lka": LKA, "none": None, "esa_cca": ESACCA}
@@ -89,7 +90,7 @@ class LKDB(nn.Module):
 
 
 @ARCH_REGISTRY.register()
-class LKDN(nn.Module):
+class LKDN(BlueprintTrunk):
     """Large Kernel Distillation Network.
 
     Args:
@@ -115,43 +116,11 @@ class LKDN(nn.Module):
         super().__init__()
         block_conv = conv_type(conv)
         check_attention(attention)
-        self.num_in = num_in
-        self.num_block = num_block
-        self.upscale = upscale
-        self.fea_conv = BSConvU(num_in_ch * num_in, num_feat, kernel_size=3, padding=1)
-        for i in range(1, num_block + 1):
-            setattr(self, f"B{i}", LKDB(num_feat, num_feat, atten_channels=num_atten, conv=block_conv, attention=attention))
-        self.c1 = nn.Conv2d(num_feat * num_block, num_feat, 1)
-        self.GELU = nn.GELU()  # noqa: N815 (official key-free attribute name kept for readability)
-        self.c2 = BSConvU(num_feat, num_feat, kernel_size=3, padding=1)
+        self.build_trunk(
+            num_in_ch=num_in_ch, num_in=num_in, num_feat=num_feat, num_block=num_block, upscale=upscale,
+            make_block=lambda: LKDB(num_feat, num_feat, atten_channels=num_atten, conv=block_conv, attention=attention),
+        )
         self.upsampler = build_upsampler(upsampler, num_feat=num_feat, num_out_ch=num_out_ch, scale=upscale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.num_in > 1:
-            x = torch.cat([x] * self.num_in, dim=1)
-        fea = self.fea_conv(x)
-        outs, out = [], fea
-        for i in range(1, self.num_block + 1):
-            out = getattr(self, f"B{i}")(out)
-            outs.append(out)
-        trunk = self.c2(self.GELU(self.c1(torch.cat(outs, dim=1)))) + fea
-        return self.upsampler(trunk)
-
-    @torch.no_grad()
-    def fold_num_in(self) -> None:
-        """Fold the input replication into ``fea_conv.pw`` (exact) and set ``num_in`` to 1.
-
-        A 1x1 conv of ``cat([x] * n)`` equals a 1x1 conv of ``x`` whose weight is the sum of
-        the n input-channel slices.
-        """
-        if self.num_in == 1:
-            return
-        pw = self.fea_conv.pw
-        weight = pw.weight.unflatten(1, (self.num_in, -1)).sum(dim=1)
-        folded = nn.Conv2d(weight.shape[1], weight.shape[0], 1, bias=False).to(pw.weight)
-        folded.weight.copy_(weight)
-        self.fea_conv.pw = folded
-        self.num_in = 1
 
 
 @ARCH_REGISTRY.register()
