@@ -1,9 +1,12 @@
 """Inference: the original eager forward against ``lkdn.Upscaler(optimize=True)``, step by step.
 
-LKDN x4 and LKDN-S x4 (training form), LR 320x180 (1280x720 output), batch 1, float32, the same
-input and weights for every row (official checkpoints from ../shared when present). The
-baseline is what the original code does: the network as configured, NCHW, eager, under
-``torch.no_grad``. Each following row adds one rewrite of :func:`lkdn.optimize.optimize_network`
+LKDN x4, LKDN-S x4 (training form) and BSRN x4, LR 320x180 (1280x720 output), batch 1, float32,
+the same input and weights for every row (official checkpoints from the reference lookup order
+when present). The baseline is what the original code does: the network as configured, NCHW,
+eager, with the reference operations (out-of-place element-wise ops, the trunk's full
+concatenation: what our networks run with autograd on, here with no parameter or input needing
+a gradient). The next row is the network's own inference path (in place, no concatenation, under
+``torch.no_grad``); the following rows add the steps of :func:`lkdn.optimize.optimize_network`
 (all rows of a table are timed interleaved, order rotated each round). The allocator tuning of
 :func:`lkdn.optimize.tune_cpu_allocator` changes the whole process and cannot be undone, so the
 same steps are timed again in a second group after it; the headline speed-up is the original
@@ -14,51 +17,65 @@ GPU rows (fp32 / bf16 / fp16 autocast) are added when CUDA is available.
 
 from __future__ import annotations
 
-import os
+import copy
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 
 import lkdn  # noqa: F401 (registers the architectures)
 from lkdn import Upscaler, build_network
+from lkdn.loading import load_network_from_options
 from lkdn.optimize import optimize_network, tune_cpu_allocator
 from lkdn.profiling import peak_memory, time_interleaved
-from lkdn.utils.checkpoint import load_network
+from lkdn.zoo import find_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("LKDN_SHARED", ROOT.parent / "shared"))
 LR_SIZE = (180, 320)  # height, width
 ROUNDS = 5
 MODELS = [
-    ("LKDN x4", {"type": "LKDN", "upscale": 4}, "LKDN_x4.pth"),
+    ("LKDN x4", {"type": "LKDN", "upscale": 4}, "LKDN_x4"),
     (
         "LKDN-S x4, training form",
         {"type": "LKDN_S", "conv": "BSConvU_rep", "upsampler": "pixelshuffle_rep", "upscale": 4},
-        "LKDN-S_x4.pth",
+        "LKDN-S_x4",
     ),
+    ("BSRN x4", {"type": "BSRN", "upscale": 4}, "BSRN_x4"),
 ]
-_OFF = {"reparameterize": False, "pixel_norm": False, "fast_blocks": False, "fast_trunk": False, "channels_last": False}
+INFERENCE_PATH = "network's inference path (in place, no trunk concatenation), NCHW"
 STEPS = [
-    ("+ re-parameterization (and num_in folded)", {"reparameterize": True}),
-    ("+ channels_last", {"reparameterize": True, "channels_last": True}),
-    ("+ PixelNormNHWC (pixel norm on the NHWC view)", {"reparameterize": True, "channels_last": True, "pixel_norm": True}),
-    ("+ FastLKDB (in-place GELU, gate, residual)", {**{k: True for k in _OFF}, "fast_trunk": False}),
-    ("+ FastLKDN (no c1 concatenation) = optimize_network", {k: True for k in _OFF}),
+    ("+ re-parameterization (and num_in folded)", {"reparameterize": True, "channels_last": False}),
+    ("+ channels_last = optimize_network", {"reparameterize": True, "channels_last": True}),
 ]
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
 
 def load(options: dict, weights: str) -> tuple[nn.Module, str]:
-    net = build_network(options).eval()
-    path = SHARED / "pretrained" / "LKDN" / weights
-    if path.is_file():
-        load_network(net, path)
-        return net, f"official `{weights}`"
-    return net, "random weights (../shared absent)"
+    path = find_checkpoint(weights)
+    if path is not None:
+        return load_network_from_options({"network_g": options, "path": {"pretrain_network_g": str(path)}}), \
+            f"official `{weights}.pth`"
+    return build_network(options).eval(), "random weights (no reference copy found)"
+
+
+def reference_ops(net: nn.Module) -> Forward:
+    """The network with its reference operations (autograd on, nothing needing a gradient): the official code's forward."""
+    frozen = copy.deepcopy(net).eval().requires_grad_(False)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            return frozen(x)
+
+    return forward
+
+
+def network_path(net: nn.Module) -> Forward:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return net(x)
+
+    return forward
 
 
 def table(rows: list[tuple[str, dict[str, float], float]], base_ms: float, memory: dict[str, float] | None = None
@@ -88,11 +105,12 @@ def max_diff(forward: Forward, x: torch.Tensor, reference: torch.Tensor) -> floa
 def step_candidates(net: nn.Module, x: torch.Tensor, *, tuned: bool) -> dict[str, tuple[Forward, torch.Tensor]]:
     """The original forward, each rewrite added in turn, and the Upscaler end to end."""
     xc = x.contiguous(memory_format=torch.channels_last)
-    original = "original: eager NCHW, " + ("tuned allocator" if tuned else "as configured")
-    candidates: dict[str, tuple[Forward, torch.Tensor]] = {original: (net, x)}
+    original = "original: eager NCHW, reference ops, " + ("tuned allocator" if tuned else "as configured")
+    candidates: dict[str, tuple[Forward, torch.Tensor]] = {original: (reference_ops(net), x)}
+    candidates[INFERENCE_PATH] = (network_path(net), x)
     for label, flags in STEPS:
-        fast = optimize_network(net, **{**_OFF, **flags})
-        candidates[label] = (fast, xc if flags.get("channels_last") else x)
+        fast = optimize_network(net, **flags)
+        candidates[label] = (network_path(fast), xc if flags.get("channels_last") else x)
     label = "Upscaler(optimize=True), end to end" if tuned else "Upscaler(optimize=True, tune_allocator=False), end to end"
     candidates[label] = (Upscaler(net, device="cpu", tune_allocator=tuned), x)
     return candidates
@@ -126,8 +144,7 @@ def run(ctx: dict) -> str:
     for name, options, weights in MODELS:  # first group of every model before the allocator changes
         net, source = load(options, weights)
         nets[name] = (net, source)
-        with torch.no_grad():
-            references[name] = net(x)
+        references[name] = reference_ops(net)(x).detach()
         first_groups[name] = cpu_group(net, x, references[name], tuned=False)
     tuned = tune_cpu_allocator()
     headline = []
@@ -190,9 +207,8 @@ def gpu_rows(nets: dict, x: torch.Tensor) -> list[str]:
     xg = x.to(device)
     for name, (net, source) in nets.items():
         gnet = net.to(device).eval()
-        with torch.no_grad():
-            reference = gnet(xg).float()
-        candidates: dict[str, tuple[Forward, torch.Tensor]] = {"original: eager NCHW fp32": (gnet, xg)}
+        reference = reference_ops(gnet)(xg).detach().float()
+        candidates: dict[str, tuple[Forward, torch.Tensor]] = {"original: eager NCHW fp32": (reference_ops(gnet), xg)}
         for precision in ("fp32", "bf16", "fp16"):
             candidates[f"Upscaler(optimize=True, precision={precision!r})"] = (
                 Upscaler(gnet, device=device, precision=precision), xg,

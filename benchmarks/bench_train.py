@@ -7,9 +7,8 @@ downscales, a fixed cycle of batches from one seed. Every candidate starts from 
 initial weights. Candidates are written out below as plain code (what ``train.channels_last``,
 ``train.amp`` and ``train.compile`` of lkdn/train.py switch on):
 
-* ``channels_last``: weights and batches in ``channels_last``; PixelNorm replaced by
-  :class:`lkdn.optimize.PixelNormNHWC` (same function, parameters and state-dict keys), without
-  which every block converts back to NCHW;
+* ``channels_last``: weights and batches in ``channels_last``; LKDN's PixelNorm keeps that layout
+  (it normalizes the NHWC view), so no block converts back to NCHW;
 * ``bf16 autocast``: convolutions in bfloat16, loss and optimizer in float32. Combined with
   ``channels_last`` it runs on the GPU only: on the CPU (torch 2.15, oneDNN) the weight gradient
   of a *dilated depthwise* convolution in bfloat16 and channels_last reads uninitialized memory
@@ -38,7 +37,6 @@ from torch import nn
 
 import lkdn  # noqa: F401 (registers the architectures)
 from lkdn import build_network
-from lkdn.optimize import use_nhwc_pixel_norm
 
 OPTIONS = {"type": "LKDN", "num_in_ch": 3, "num_out_ch": 3, "num_feat": 56, "num_atten": 56, "num_block": 8,
            "upscale": 4, "num_in": 4, "conv": "BSConvU", "upsampler": "pixelshuffledirect"}
@@ -65,7 +63,6 @@ def synthetic_batches(count: int, *, device: torch.device) -> list[tuple[torch.T
 class Candidate(NamedTuple):  # not a dataclass: run.py loads benchmarks outside sys.modules
     label: str
     channels_last: bool = False
-    nhwc_norm: bool = False  # PixelNorm -> PixelNormNHWC (only meaningful with channels_last)
     amp: torch.dtype | None = None
     compile: bool = False
 
@@ -90,8 +87,6 @@ def make_step(
     """One training step of ``candidate`` (own copy of ``initial``'s weights and own optimizer)."""
     net = copy.deepcopy(initial).to(device).train()
     fmt = torch.channels_last if candidate.channels_last else torch.contiguous_format
-    if candidate.nhwc_norm:
-        use_nhwc_pixel_norm(net)
     if candidate.channels_last:
         net = net.to(memory_format=torch.channels_last)
     optimizer = adan(list(net.parameters()))
@@ -152,17 +147,12 @@ def run(ctx: dict) -> str:
     batches = synthetic_batches(10, device=device)
     amp = torch.bfloat16
     baseline = Candidate("eager float32 NCHW (baseline)")
-    best_fp32 = Candidate("channels_last + PixelNormNHWC, float32", channels_last=True, nhwc_norm=True)
-    quick = [
-        Candidate("channels_last only (PixelNorm copies back to NCHW), float32", channels_last=True),
-        Candidate("bf16 autocast, NCHW", amp=amp),
-    ]
+    best_fp32 = Candidate("channels_last (train.channels_last), float32", channels_last=True)
+    quick = [Candidate("bf16 autocast, NCHW", amp=amp)]
     if device.type == "cuda":  # on the CPU this combination reads uninitialized memory (module docstring)
-        quick.append(Candidate("channels_last + PixelNormNHWC + bf16 autocast", channels_last=True, nhwc_norm=True,
-                               amp=amp))
+        quick.append(Candidate("channels_last + bf16 autocast", channels_last=True, amp=amp))
     if os.environ.get("LKDN_BENCH_COMPILE", "0") == "1":
-        quick.append(Candidate("channels_last + PixelNormNHWC + torch.compile", channels_last=True, nhwc_norm=True,
-                               compile=True))
+        quick.append(Candidate("channels_last + torch.compile", channels_last=True, compile=True))
     plan = [(baseline, STEPS), (best_fp32, STEPS)] + [(c, QUICK_STEPS) for c in quick]
     results = train_side_by_side(plan, initial, batches, device)
     base = results[0].seconds_per_step

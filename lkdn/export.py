@@ -8,15 +8,15 @@ through onnxruntime (CPU provider) on a random batch and on the given images, an
 with the *original* PyTorch network in float32. Only when every check is within tolerance
 is the file written, atomically (temporary file in the same folder, fsync, ``os.replace``).
 
-Half precision: LKDN's attention stage (``c5`` -> LKA -> ``c6``, before the pixel norm)
-reaches magnitudes around 1e11 with the official weights, far past float16's 65504, so a
-plain ``.half()`` network outputs NaN. ``fp16=True`` therefore exports a mixed-precision
-graph (:func:`half_network`): float16 everywhere except that stage of every LKDB, which runs
-in float32 between two casts. Its output is compared with the float32 PyTorch network within
-:data:`FP16_TOLERANCE`.
+Half precision: some stages overflow float16 (LKDN's attention stage, ``c5`` -> LKA -> ``c6``
+before the pixel norm, reaches magnitudes around 1e11 with the official weights, far past
+float16's 65504), so a plain ``.half()`` network outputs NaN. ``fp16=True`` therefore exports a
+mixed-precision graph (:func:`half_network`): float16 everywhere except the stages the
+architecture's contract lists in ``fp32_stages``, which run in float32 between two casts. Its
+output is compared with the float32 PyTorch network within :data:`FP16_TOLERANCE`.
 
-onnxruntime and onnx are optional dependencies (``pip install lkdn[onnx]``) imported here
-only, never by ``import lkdn``.
+onnxruntime and onnx are optional dependencies (``pip install -e ".[onnx]"`` in the clone)
+imported here only, never by ``import lkdn``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,10 +36,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from lkdn.archs import build_network
-from lkdn.archs.lkdn_arch import LKDB
-from lkdn.reparam import deploy_options, reparameterize_model
-from lkdn.utils.checkpoint import load_network
+from lkdn.archs.contract import contract_of
+from lkdn.reparam import deploy_form, reparameterize_model
+from lkdn.utils.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +51,6 @@ FP16_TOLERANCE = 1e-2
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 EXPORTER = "torch.onnx.export(dynamo=False) (TorchScript-based)"
-FP32_STAGES: dict[type[nn.Module], tuple[str, ...]] = {LKDB: ("c5", "atten", "c6", "pixel_norm")}
-"""Sub-modules kept in float32 by :func:`half_network`, per module class (a chain: the last
-one casts back to float16)."""
 
 
 class ExportError(RuntimeError):
@@ -68,7 +63,7 @@ def _require_onnx() -> tuple[Any, Any]:
         import onnxruntime
     except ImportError as err:
         raise ImportError(
-            f"ONNX export needs onnx and onnxruntime ({err.name} is missing): pip install lkdn[onnx]"
+            f"ONNX export needs onnx and onnxruntime ({err.name} is missing): pip install -e \".[onnx]\" in the clone"
         ) from err
     return onnx, onnxruntime
 
@@ -108,35 +103,8 @@ class ExportReport:
         return "\n".join(lines)
 
 
-def network_from_options(
-    opt: Mapping[str, Any], *, weights: str | os.PathLike[str] | None = None
-) -> tuple[nn.Module, int]:
-    """Build ``opt['network_g']`` and load its weights; return ``(network in eval mode, scale)``.
-
-    Weights come from ``weights`` or else ``path.pretrain_network_g`` (``.pth`` or
-    ``.safetensors``), with ``path.param_key_g`` and ``path.strict_load_g`` honoured.
-    """
-    if "network_g" not in opt:
-        raise ValueError("options: missing key 'network_g'")
-    net = build_network(opt["network_g"])
-    paths = opt.get("path") or {}
-    source = weights if weights is not None else paths.get("pretrain_network_g")
-    if source is None:
-        raise ValueError("no weights: pass --weights or set path.pretrain_network_g in the options")
-    load_network(
-        net, Path(os.path.expanduser(str(source))), param_key=paths.get("param_key_g"),
-        strict=bool(paths.get("strict_load_g", True)),
-    )
-    scale = opt.get("scale", opt["network_g"].get("upscale"))
-    if scale is None:
-        scale = getattr(net, "upscale", None)
-    if scale is None:
-        raise ValueError("options: set 'scale' (or network_g.upscale)")
-    return net.eval(), int(scale)
-
-
 def deploy_network(net: nn.Module) -> nn.Module:
-    """A deep copy of ``net`` with every branch folded and LKDN's ``num_in`` folded, in eval mode."""
+    """A deep copy of ``net`` with every branch folded and its input replication folded, in eval mode."""
     folds_num_in = callable(getattr(net, "fold_num_in", None))
     return reparameterize_model(net, fold_num_in=folds_num_in).eval()
 
@@ -154,10 +122,15 @@ class _Float32Stage(nn.Module):
 
 
 def half_network(net: nn.Module) -> nn.Module:
-    """A float16 copy of ``net`` whose overflow-prone stages (:data:`FP32_STAGES`) stay float32."""
+    """A float16 copy of ``net`` whose overflow-prone stages (the contract's ``fp32_stages``) stay float32.
+
+    ``fp32_stages`` maps a block class to a chain of its sub-modules: the chain runs in float32
+    and its last module casts back to float16.
+    """
+    stages = contract_of(net).fp32_stages
     net = copy.deepcopy(net).half()
     for module in list(net.modules()):
-        names = next((v for k, v in FP32_STAGES.items() if isinstance(module, k)), ())
+        names = next((v for k, v in stages.items() if isinstance(module, k)), ())
         for i, name in enumerate(names):
             out_dtype = torch.float16 if i == len(names) - 1 else torch.float32
             setattr(module, name, _Float32Stage(getattr(module, name), out_dtype=out_dtype))
@@ -196,24 +169,6 @@ class OnnxRuntimeNetwork(nn.Module):
         array = x.detach().cpu().numpy().astype(self.input_dtype)
         out = self.session.run(None, {INPUT_NAME: array})[0]
         return torch.from_numpy(out.astype(np.float32))
-
-
-def _write_atomic(data: bytes, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _check_inputs(
@@ -311,7 +266,7 @@ def export_onnx(
     ]
     if failures:
         raise ExportError(f"refusing to write {path}: onnxruntime does not reproduce PyTorch:\n  " + "\n  ".join(failures))
-    _write_atomic(data, path)
+    write_atomic(path, data)
     logger.info("wrote %s (%d bytes)", path, len(data))
     return report
 
@@ -360,5 +315,5 @@ def onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
 def export_metadata(network_opt: Mapping[str, Any], net: nn.Module, scale: int) -> dict[str, str]:
     """``metadata_props`` describing the exported network: its deploy options as JSON, and the scale."""
     folds_num_in = callable(getattr(net, "fold_num_in", None))
-    options = deploy_options(dict(network_opt), fold_num_in=folds_num_in)
+    _, options = deploy_form(net, network_opt, fold_num_in=folds_num_in)
     return {"network_g": json.dumps(options), "scale": str(scale)}

@@ -1,15 +1,19 @@
-"""Read a BasicSR-style YAML option file into a plain dict, once, with clear errors.
+"""Read a BasicSR-style YAML option file once: validated, derived and frozen into :class:`Options`.
 
 The schema is BasicSR's (``name``, ``model_type``, ``scale``, ``num_gpu``, ``datasets``,
 ``network_g``, ``path``, ``train``, ``val``, ``logger``, ``dist_params``), so configs of the
 official LKDN repository and of BasicSR run after changing data paths only. What this module
 adds to ``basicsr.utils.options.parse_options``: no argparse or distributed set-up inside
 (entry points do that), ``num_gpu: auto`` as the default, ``--force_yml`` overrides parsed
-safely (no ``exec``), and errors that name the file and key.
+safely (no ``exec``), errors that name the file and key, the top-level ``scale`` as the one
+source of the upscaling factor, and a read-only result: every entry point reads a YAML through
+:func:`parse_options` (training, testing) or :func:`load_options` (tools that need the network
+only), and nothing downstream validates again or changes the options.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -19,6 +23,7 @@ import torch
 import yaml
 
 from lkdn.schema import SchemaError, validate_options
+from lkdn.utils.frozen import FrozenDict, freeze, thaw
 
 
 class OptionsError(ValueError):
@@ -81,7 +86,7 @@ def resolve_num_gpu(value: Any) -> int:
     return value
 
 
-def device_of(opt: dict[str, Any]) -> torch.device:
+def device_of(opt: Mapping[str, Any]) -> torch.device:
     """The device the options select: CUDA when ``num_gpu`` > 0, else the CPU."""
     if opt["num_gpu"] == 0:
         return torch.device("cpu")
@@ -95,13 +100,13 @@ Lookups = Mapping[str, Callable[[str], Any]]
 def default_lookups(*, is_train: bool) -> dict[str, Callable[[str], Any]]:
     """The registries :func:`lkdn.schema.validate_options` checks ``type`` keys against.
 
-    ``network`` (basicsr's ``ARCH_REGISTRY``) always; for training also ``optim``
+    ``network`` (this project's architectures, :func:`lkdn.archs.contract.contract`) always; for training also ``optim``
     (:func:`lkdn.training.optim.get_optimizer_class`), ``scheduler``
     (:func:`lkdn.training.schedulers.get_scheduler_class`) and ``loss`` (basicsr's ``LOSS_REGISTRY``).
     """
-    from basicsr.utils.registry import ARCH_REGISTRY  # lkdn's package import registered our architectures
+    from lkdn.archs.contract import contract
 
-    lookups: dict[str, Callable[[str], Any]] = {"network": ARCH_REGISTRY.get}
+    lookups: dict[str, Callable[[str], Any]] = {"network": lambda name: contract(name).factory}
     if is_train:
         from basicsr.utils.registry import LOSS_REGISTRY
 
@@ -112,25 +117,59 @@ def default_lookups(*, is_train: bool) -> dict[str, Callable[[str], Any]]:
     return lookups
 
 
-def parse_options(
-    path: str | os.PathLike[str], *, is_train: bool, overrides: Iterable[str] = (), root_path: str | os.PathLike[str] = ".",
-    debug: bool = False, lookups: Lookups | None = None,
-) -> dict[str, Any]:
-    """Load ``path``, apply overrides, validate, and fill in derived values as BasicSR does.
+class Options(FrozenDict):
+    """Validated, read-only options of one YAML file (a mapping, plus typed accessors).
 
-    Validation (:func:`lkdn.schema.validate_options`) runs on the file with its ``--force_yml``
-    overrides applied, before anything is derived or built: unknown keys (with the nearest valid
-    one), wrong types and impossible values are a :class:`lkdn.schema.SchemaError` naming the
-    file, line and key. ``lookups`` maps ``network``/``optim``/``scheduler``/``loss`` to
-    functions from a ``type`` name to its class (whose signature the section is checked
-    against); ``None`` takes :func:`default_lookups`, ``{}`` checks no ``type``.
-
-    Then adds ``is_train``, resolves ``num_gpu``, gives every dataset its ``phase`` (``train``,
-    ``val``, ``test`` from ``train``/``val_1``/``test_2``...) and the top-level ``scale``, and sets
-    ``path.experiments_root``/``models``/``training_states``/``log``/``visualization`` (training,
-    under ``<root>/experiments/<name>``) or ``path.results_root``/``log``/``visualization`` (test,
-    under ``<root>/results/<name>``).
+    Built only by :func:`load_options` and :func:`parse_options`, after validation; every value
+    below is frozen (:mod:`lkdn.utils.frozen`), so no consumer can change what another reads.
+    Code that needs a mutable copy (basicsr's dataset constructors) takes ``thaw(opt[...])``.
     """
+
+    def __init__(self, data: Mapping[str, Any], *, source: str) -> None:
+        super().__init__(freeze(dict(data)))
+        self.source = source
+
+    def section(self, key: str) -> FrozenDict:
+        """The mapping under ``key`` (empty when absent or ``~``)."""
+        value = self.get(key)
+        return value if isinstance(value, FrozenDict) else FrozenDict()
+
+    @property
+    def name(self) -> str:
+        return str(self["name"])
+
+    @property
+    def scale(self) -> int:
+        """The upscaling factor: the top-level ``scale``, the one source (``network_g.upscale`` agrees)."""
+        return int(self["scale"])
+
+    @property
+    def network_g(self) -> FrozenDict:
+        return self["network_g"]
+
+    @property
+    def is_train(self) -> bool:
+        return bool(self.get("is_train", False))
+
+    @property
+    def num_gpu(self) -> int:
+        return int(self.get("num_gpu", 0))
+
+    @property
+    def path(self) -> FrozenDict:
+        return self.section("path")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Options, (thaw(self),), {"source": self.source})
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Options:
+        return self
+
+
+def _validated(
+    path: str | os.PathLike[str], *, is_train: bool, overrides: Iterable[str], lookups: Lookups | None
+) -> dict[str, Any]:
+    """The options of ``path`` with ``overrides`` applied and validated (a plain dict, not yet derived)."""
     opt = load_yaml(path)
     overrides = list(overrides)
     for entry in overrides:
@@ -143,17 +182,93 @@ def parse_options(
         if not overrides:
             raise
         raise SchemaError(f"{err}\n  (after --force_yml {' '.join(overrides)})") from err
-    for key in ("name", "network_g"):
-        if key not in opt:
-            raise OptionsError(f"{path}: missing required key {key!r}")
+    if "network_g" not in opt:
+        raise OptionsError(f"{path}: missing required key 'network_g'")
+    opt["scale"] = _scale(opt, path)
+    return opt
+
+
+def _scale(opt: dict[str, Any], path: str | os.PathLike[str]) -> int:
+    """The top-level ``scale`` (from ``network_g.upscale`` or the architecture's default when absent).
+
+    The validation already refused a ``scale`` that differs from ``network_g.upscale``. When
+    ``network_g`` does not set ``upscale`` and the architecture takes one, it is set to ``scale``,
+    so the network is built at the scale the options name.
+    """
+    from lkdn.archs.contract import contract
+
+    network = opt["network_g"]
+    try:
+        entry = contract(network.get("type"))
+    except ValueError as err:
+        raise OptionsError(f"{path}: {err}") from err
+    scale = opt.get("scale")
+    if scale is None:
+        scale = network.get("upscale", entry.default("upscale"))
+    if scale is inspect.Parameter.empty or scale is None:
+        raise OptionsError(f"{path}: set the top-level 'scale' (the upscaling factor)")
+    if "upscale" in entry.parameters() and network.get("upscale") is None:
+        network["upscale"] = scale
+    return int(scale)
+
+
+def load_options(
+    path: str | os.PathLike[str], *, overrides: Iterable[str] = (), lookups: Lookups | None = None
+) -> Options:
+    """Load, validate and freeze a YAML that describes a network (any train or test option file).
+
+    For the tools that need ``network_g``, ``scale`` and ``path`` only (export, profiling,
+    re-parameterization, conversion, :class:`lkdn.Upscaler`): the same validation as
+    :func:`parse_options` (unknown keys with line and nearest key, types, impossible values,
+    ``scale`` vs ``network_g.upscale``), without the training and test folders.
+    """
+    opt = _validated(path, is_train=False, overrides=overrides, lookups=lookups)
+    _expand_paths(opt)
+    return Options(opt, source=str(path))
+
+
+def _expand_paths(opt: dict[str, Any]) -> None:
+    paths = opt.get("path") or {}
+    opt["path"] = paths
+    for key, value in paths.items():
+        if value is not None and ("resume_state" in str(key) or "pretrain_network" in str(key)):
+            paths[key] = os.path.expanduser(str(value))
+
+
+def parse_options(
+    path: str | os.PathLike[str], *, is_train: bool, overrides: Iterable[str] = (), root_path: str | os.PathLike[str] = ".",
+    debug: bool = False, lookups: Lookups | None = None,
+) -> Options:
+    """Load ``path``, apply overrides, validate, derive what BasicSR derives, and freeze.
+
+    Validation (:func:`lkdn.schema.validate_options`) runs on the file with its ``--force_yml``
+    overrides applied, before anything is derived or built: unknown keys (with the nearest valid
+    one), wrong types and impossible values are a :class:`lkdn.schema.SchemaError` naming the
+    file, line and key. ``lookups`` maps ``network``/``optim``/``scheduler``/``loss`` to
+    functions from a ``type`` name to its class (whose signature the section is checked
+    against); ``None`` takes :func:`default_lookups`, ``{}`` checks no ``type``.
+
+    Then adds ``is_train`` and ``root_path``, resolves ``num_gpu`` and ``scale``, gives every
+    dataset its ``phase`` (``train``, ``val``, ``test`` from ``train``/``val_1``/``test_2``...) and
+    the scale, applies ``debug`` (BasicSR's: ``debug_`` name prefix, a line per iteration,
+    validation and saving every 8), and sets ``path.experiments_root``/``models``/
+    ``training_states``/``log``/``visualization`` (training, under
+    ``<root>/experiments/<name>``) or ``path.results_root``/``log``/``visualization`` (test,
+    under ``<root>/results/<name>``).
+    """
+    opt = _validated(path, is_train=is_train, overrides=overrides, lookups=lookups)
+    if "name" not in opt:
+        raise OptionsError(f"{path}: missing required key 'name'")
+    root = Path(root_path).resolve()
     opt["is_train"] = is_train
+    opt["root_path"] = str(root)
     if debug and not str(opt["name"]).startswith("debug"):
         opt["name"] = f"debug_{opt['name']}"
+    if "debug" in str(opt["name"]) and is_train:
+        opt["logger"] = {**(opt.get("logger") or {}), "print_freq": 1, "save_checkpoint_freq": 8}
+        if opt.get("val"):
+            opt["val"]["val_freq"] = 8
     opt["num_gpu"] = resolve_num_gpu(opt.get("num_gpu", "auto"))
-    scale = opt.get("scale")
-    upscale = opt["network_g"].get("upscale")
-    if scale is not None and upscale is not None and scale != upscale:
-        raise OptionsError(f"{path}: scale ({scale}) differs from network_g.upscale ({upscale})")
     datasets = opt.get("datasets") or {}
     if not isinstance(datasets, dict):
         raise OptionsError(f"{path}: datasets must be a mapping of phase -> dataset options")
@@ -161,17 +276,12 @@ def parse_options(
         if not isinstance(dataset, dict):
             raise OptionsError(f"{path}: datasets.{phase} must be a mapping")
         dataset["phase"] = str(phase).split("_")[0]
-        if scale is not None:
-            dataset["scale"] = scale
+        dataset["scale"] = opt["scale"]
         for key in ("dataroot_gt", "dataroot_lq"):
             if dataset.get(key) is not None:
                 dataset[key] = os.path.expanduser(str(dataset[key]))
-    paths = opt.setdefault("path", {}) or {}
-    opt["path"] = paths
-    for key, value in paths.items():
-        if value is not None and ("resume_state" in str(key) or "pretrain_network" in str(key)):
-            paths[key] = os.path.expanduser(str(value))
-    root = Path(root_path)
+    _expand_paths(opt)
+    paths = opt["path"]
     if is_train:
         exp = root / "experiments" / str(opt["name"])
         paths.update(
@@ -181,4 +291,4 @@ def parse_options(
     else:
         res = root / "results" / str(opt["name"])
         paths.update(results_root=str(res), log=str(res), visualization=str(res / "visualization"))
-    return opt
+    return Options(opt, source=str(path))

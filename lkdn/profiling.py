@@ -21,7 +21,6 @@ Counting runs on the ``meta`` device (shapes only, no arithmetic), so it is inst
 from __future__ import annotations
 
 import copy
-import math
 import resource
 import statistics
 import threading
@@ -84,8 +83,11 @@ def conv_counts(net: nn.Module, input_shape: tuple[int, ...]) -> ConvCounts:
 
 
 def _count(model: nn.Module, x: torch.Tensor) -> ConvCounts:
+    """Counts of the reference forward: autograd on (nothing requires a gradient), so the network runs
+    its reference operations (the trunk's single fusion conv, not its inference-time accumulation)."""
     outputs = _ConvOutputs()
-    with torch.no_grad(), FlopCounterMode(display=False) as flops, outputs:
+    model.requires_grad_(False)
+    with torch.enable_grad(), FlopCounterMode(display=False) as flops, outputs:
         model(x)
     conv_flops = sum(v for k, v in flops.get_flop_counts()["Global"].items() if "convolution" in str(k))
     return ConvCounts(multi_adds=conv_flops // 2, activations=sum(outputs.elements), convs=len(outputs.elements))
@@ -358,8 +360,3 @@ def markdown_table(profiles: list[Profile], *, lr_size: tuple[int, int], scale: 
             f"{runtime} | {memory} |"
         )
     return "\n".join(lines)
-
-
-def roofline_fraction(multi_adds: int, seconds: float, peak_gflops: float) -> float:
-    """Fraction of ``peak_gflops`` reached by ``multi_adds`` multiply-adds (2 FLOPs each) in ``seconds``."""
-    return (2 * multi_adds / seconds / 1e9) / peak_gflops if seconds > 0 and peak_gflops > 0 else math.nan

@@ -4,34 +4,26 @@ A foldable module exposes ``fuse() -> nn.Module`` (under ``torch.no_grad``) retu
 module that computes exactly the same function with plain convs (RBSB -> BSConvU,
 PixelShuffleRep -> PixelShuffleDirect, ...). :func:`reparameterize_model` walks any network
 and swaps them; with ``fold_num_in=True`` it also folds LKDN's input replication.
-:func:`deploy_options` gives the ``network_g`` options that build the deploy network, and
-:func:`verify_reparameterization` checks the two forms agree (float32 and float64).
+:func:`deploy_form` folds a network and gives the ``network_g`` options that build the deploy
+network (the architecture's explicit deploy options, or the generic ``reparameterized: true``),
+and :func:`verify_reparameterization` checks the two forms agree (float32 and float64).
 """
 
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from lkdn.profiling import count_parameters  # noqa: F401 (part of this module's API)
+
 logger = logging.getLogger(__name__)
-
-DeployRule = Callable[[dict[str, Any]], dict[str, Any]]
-_DEPLOY_RULES: dict[str, DeployRule] = {}
-
-# Option values of the training forms and the deploy forms they fold into (any architecture
-# whose ``network_g`` uses these keys).
-DEPLOY_VALUES: dict[str, dict[str, str]] = {
-    "conv": {"BSConvU_rep": "BSConvU", "RBSB": "BSConvU"},
-    "upsampler": {"pixelshuffle_rep": "pixelshuffledirect"},
-}
 
 
 def is_foldable(module: nn.Module) -> bool:
@@ -56,11 +48,6 @@ def foldable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def fold_summary(model: nn.Module) -> dict[str, int]:
     """How many foldable modules of each class ``model`` holds (e.g. ``{'RBSB': 15}``)."""
     return dict(Counter(type(module).__name__ for _, module in foldable_modules(model)))
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters of ``model`` (buffers excluded)."""
-    return sum(p.numel() for p in model.parameters())
 
 
 def _fused(module: nn.Module) -> nn.Module:
@@ -112,53 +99,47 @@ def reparameterize_model(model: nn.Module, *, fold_num_in: bool = False, inplace
     return model
 
 
-def register_deploy_rule(arch_type: str) -> Callable[[DeployRule], DeployRule]:
-    """Register how the ``network_g`` options of ``arch_type`` change in the deploy form.
-
-    The decorated function takes a copy of the training-form options (after the generic
-    ``conv``/``upsampler`` renaming of :data:`DEPLOY_VALUES`) and returns the deploy options;
-    use it for architectures whose deploy form is selected by other keys (``deploy: true``...).
-    """
-
-    def register(rule: DeployRule) -> DeployRule:
-        _DEPLOY_RULES[arch_type] = rule
-        return rule
-
-    return register
-
-
-def _accepts(arch_type: Any, key: str, *, explicit: bool = False) -> bool:
-    """Whether the registered ``arch_type`` takes the argument ``key`` (``**kwargs`` counts unless ``explicit``)."""
-    from basicsr.utils.registry import ARCH_REGISTRY
-
-    try:
-        factory = ARCH_REGISTRY.get(arch_type)
-    except KeyError:
-        return False
-    params = inspect.signature(factory).parameters
-    return key in params or (not explicit and any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()))
-
-
-def deploy_options(network_opt: Mapping[str, Any], *, fold_num_in: bool = False) -> dict[str, Any]:
+def deploy_options(network_opt: Mapping[str, Any], *, fold_num_in: bool = False, explicit: bool = True) -> dict[str, Any]:
     """The ``network_g`` options of the deploy form of ``network_opt`` (a new dict).
 
-    ``conv: BSConvU_rep``/``RBSB`` becomes ``BSConvU``, ``upsampler: pixelshuffle_rep`` becomes
-    ``pixelshuffledirect``, architectures with a ``deploy`` argument (RepVGG's convention, e.g.
-    RepSR) get ``deploy: true``, then the rule registered for the ``type`` (if any) applies. With
-    ``fold_num_in`` the options get ``num_in: 1`` when the architecture takes ``num_in``.
+    With ``explicit`` and an architecture that declares ``deploy_options`` in its contract
+    (LKDN-S ``conv: BSConvU``, RepSR ``deploy: true``), those; otherwise the generic deploy form
+    ``reparameterized: true`` (built as configured, then folded). With ``fold_num_in`` the options
+    get ``num_in: 1`` when the architecture takes ``num_in``.
     """
+    from lkdn.archs.contract import contract
+
     opt = copy.deepcopy(dict(network_opt))
-    for key, renames in DEPLOY_VALUES.items():
-        if opt.get(key) in renames:
-            opt[key] = renames[opt[key]]
-    if "deploy" in opt or _accepts(opt.get("type"), "deploy", explicit=True):
-        opt["deploy"] = True
-    rule = _DEPLOY_RULES.get(opt.get("type"))
-    if rule is not None:
-        opt = rule(opt)
-    if fold_num_in and ("num_in" in opt or _accepts(opt.get("type"), "num_in")):
+    entry = contract(opt.get("type"))
+    if explicit and entry.deploy_options is not None:
+        opt = entry.deploy_options(opt)
+    else:
+        opt["reparameterized"] = True
+    if fold_num_in and "num_in" in entry.parameters():
         opt["num_in"] = 1
     return opt
+
+
+def deploy_form(
+    net: nn.Module, network_opt: Mapping[str, Any], *, fold_num_in: bool = False
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Fold ``net`` and return ``(folded network, deploy options that build its structure)``.
+
+    The architecture's explicit deploy options are used when the network they build has the
+    folded network's keys and shapes; otherwise the generic ``reparameterized: true`` form,
+    which has them by construction. The folded network is a new module; ``net`` is unchanged.
+    """
+    from lkdn.archs.build import build_network
+    from lkdn.utils.checkpoint import mismatch_report
+
+    folded = reparameterize_model(net, fold_num_in=fold_num_in)
+    if not foldable_modules(net) and not fold_num_in:
+        return folded, copy.deepcopy(dict(network_opt))
+    explicit = deploy_options(network_opt, fold_num_in=fold_num_in)
+    if not explicit.get("reparameterized") and not mismatch_report(build_network(explicit), folded.state_dict()):
+        return folded, explicit
+    generic = deploy_options(network_opt, fold_num_in=fold_num_in, explicit=False)
+    return folded, generic
 
 
 @dataclass(frozen=True)

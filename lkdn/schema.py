@@ -11,8 +11,7 @@ losses) are checked against that class's signature.
 
 from __future__ import annotations
 
-import difflib
-import inspect
+import math
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,9 +19,15 @@ from typing import Any
 
 import yaml
 
+from lkdn.utils.names import did_you_mean, unknown_keywords
+
 NUMBER = (int, float)
-ANY = object()
 SAVE_FORMATS = ("pth", "safetensors")
+AMP_VALUES = ("bf16", "fp16", "fp32", "none", False, None)
+# scheduler arguments that are lists of iteration counts (basicsr's MultiStepRestartLR, CosineAnnealingRestartLR)
+ITERATION_LISTS = ("milestones", "periods", "restarts")
+NAME_HELP = "a single folder name: letters, digits, '.', '_', '-', '+' (no '/', not '.' or '..')"
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_+\-][A-Za-z0-9._+\-]*")
 
 # key -> (allowed types, description). A nested dict spec describes a sub-mapping.
 Spec = Mapping[str, Any]
@@ -66,7 +71,7 @@ DATASET_COMMON: Spec = {
 PATH: Spec = {
     "pretrain_network_g": ((str, type(None)), "weights to start from / to test"),
     "param_key_g": ((str, type(None)), "key inside the checkpoint (params_ema, params)"),
-    "strict_load_g": ((bool,), "require every key to match"),
+    "strict_load_g": ((bool, type(None)), "require every key to match (default true; only false loads non-strictly)"),
     "resume_state": ((str, type(None)), "training state to resume from"),
     "experiments_root": ((str,), "filled in"),
     "models": ((str,), "filled in"),
@@ -99,7 +104,7 @@ LOGGER: Spec = {
     "print_freq": ((int,), "log training lines every this many iterations"),
     "save_checkpoint_freq": (NUMBER, "save network and state every this many iterations"),
     "use_tb_logger": ((bool,), "write TensorBoard scalars"),
-    "wandb": ((dict,), "Weights & Biases settings (unused here)"),
+    "wandb": ((dict,), "Weights & Biases settings: project, entity, resume_id (needs the wandb package)"),
     "save_format": ((str,), "pth (default) or safetensors"),
 }
 
@@ -191,9 +196,7 @@ class _Checker:
         self.errors.append(f"{self.where(path)}: {'.'.join(path)}: {message}")
 
     def unknown(self, path: tuple[str, ...], valid: list[str]) -> None:
-        match = difflib.get_close_matches(path[-1], valid, n=1, cutoff=0.6)
-        hint = f"; did you mean {match[0]!r}?" if match else ""
-        self.error(path, f"unknown key{hint} (valid: {', '.join(sorted(valid))})")
+        self.error(path, f"unknown key{did_you_mean(path[-1], valid, cutoff=0.6)} (valid: {', '.join(sorted(valid))})")
 
     def mapping(self, value: Any, spec: Spec, path: tuple[str, ...]) -> None:
         if not isinstance(value, Mapping):
@@ -230,16 +233,9 @@ class _Checker:
             self.error(path, f"{value!r} is a string{_number_hint(value)}")
 
     def signature(self, value: Any, factory: Callable[..., Any], path: tuple[str, ...], skip: tuple[str, ...]) -> None:
-        try:
-            params = inspect.signature(factory).parameters
-        except (TypeError, ValueError):
-            return
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            return
-        valid = [k for k, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        for key in value:
-            if key not in skip and key not in valid:
-                self.unknown(path + (str(key),), valid + list(skip))
+        for key, problem in unknown_keywords(factory, value, skip=("params", "optimizer", "last_epoch", "verbose"),
+                                             also=skip):
+            self.error(path + (str(key),), problem)
 
 
 def _registry_type(checker: _Checker, section: Any, path: tuple[str, ...], lookup: Callable[[str], Any]) -> Any:
@@ -254,18 +250,72 @@ def _registry_type(checker: _Checker, section: Any, path: tuple[str, ...], looku
     try:
         return lookup(section["type"])
     except (KeyError, ValueError) as err:
-        checker.error(path + ("type",), str(err).strip("'\""))
+        message = str(err).strip("'\"")
+        prefix = ".".join(path + ("type",)) + ": "
+        checker.error(path + ("type",), message.removeprefix(prefix))  # lookups name the key themselves
         return None
 
 
-def _positive(checker: _Checker, opt: Mapping[str, Any], path: tuple[str, ...], *, strict: bool = True) -> None:
+def _value(opt: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at ``path``, or None when a key on the way is absent."""
     node: Any = opt
     for key in path:
         if not isinstance(node, Mapping) or key not in node:
-            return
+            return None
         node = node[key]
-    if isinstance(node, NUMBER) and not isinstance(node, bool) and (node <= 0 if strict else node < 0):
+    return node
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, NUMBER) and not isinstance(value, bool)
+
+
+def _positive(checker: _Checker, opt: Mapping[str, Any], path: tuple[str, ...], *, strict: bool = True,
+              whole: bool = False) -> None:
+    node = _value(opt, path)
+    if not _is_number(node):
+        return
+    if node <= 0 if strict else node < 0:
         checker.error(path, f"must be {'positive' if strict else 'non-negative'}, got {node!r}")
+    elif whole and node != int(node):
+        checker.error(path, f"must be a whole number of iterations, got {node!r}")
+
+
+def _finite(checker: _Checker, value: Any, path: tuple[str, ...]) -> None:
+    """NaN and infinity are never valid option values (``.nan`` would silently poison training)."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _finite(checker, item, path + (str(key),))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _finite(checker, item, path[:-1] + (f"{path[-1]}[{index}]",) if path else (str(index),))
+    elif isinstance(value, float) and not math.isfinite(value):
+        checker.error(path, f"must be a finite number, got {value!r}")
+
+
+def _safe_name(checker: _Checker, value: Any, path: tuple[str, ...]) -> None:
+    """Run and dataset names become folder names: one safe path component, never a path."""
+    if isinstance(value, str) and (not _SAFE_NAME.fullmatch(value) or value in (".", "..")):
+        checker.error(path, f"{value!r} is not a valid name: use {NAME_HELP}")
+
+
+def _scheduler(checker: _Checker, opt: Mapping[str, Any]) -> None:
+    scheduler = _value(opt, ("train", "scheduler"))
+    if not isinstance(scheduler, Mapping):
+        return
+    for key in ITERATION_LISTS:
+        value = scheduler.get(key)
+        if value is None:
+            continue
+        path = ("train", "scheduler", key)
+        if not isinstance(value, list) or not all(_is_number(v) and v == int(v) and v >= 0 for v in value):
+            checker.error(path, f"expected a list of whole numbers of iterations, got {value!r}")
+    periods, total = scheduler.get("periods"), _value(opt, ("train", "total_iter"))
+    if (scheduler.get("type") == "CosineAnnealingRestartLR" and isinstance(periods, list)
+            and all(_is_number(v) for v in periods) and _is_number(total) and sum(periods) < total):
+        checker.error(("train", "scheduler", "periods"),
+                      f"the periods add up to {sum(periods)} iterations, fewer than train.total_iter {total}: "
+                      "CosineAnnealingRestartLR has no learning rate after its last period")
 
 
 def validate_options(
@@ -286,7 +336,7 @@ def validate_options(
     lookups = lookups or {}
     train = opt.get("train") if isinstance(opt.get("train"), Mapping) else {}
     sections = [
-        ("network", opt.get("network_g"), ("network_g",), ("type",)),
+        ("network", opt.get("network_g"), ("network_g",), ("type", "reparameterized")),
         ("optim", train.get("optim_g"), ("train", "optim_g"), ("type",)),
         ("scheduler", train.get("scheduler"), ("train", "scheduler"), ("type",)),
         ("loss", train.get("pixel_opt"), ("train", "pixel_opt"), ("type",)),
@@ -299,9 +349,20 @@ def validate_options(
             factory = _registry_type(checker, section, path, lookups[kind])
             if factory is not None:
                 checker.signature(section, factory, path, skip)
-    for path in (("train", "optim_g", "lr"), ("train", "total_iter"), ("val", "val_freq"), ("logger", "print_freq"),
-                 ("logger", "save_checkpoint_freq"), ("scale",), ("train", "max_bad_steps")):
+    _finite(checker, opt, ())
+    for path in (("train", "total_iter"), ("val", "val_freq"), ("logger", "print_freq"),
+                 ("logger", "save_checkpoint_freq"), ("train", "max_bad_steps")):
+        _positive(checker, opt, path, whole=True)
+    for path in (("train", "optim_g", "lr"), ("scale",), ("val", "tile", "size")):
         _positive(checker, opt, path)
+    if _value(opt, ("train", "warmup_iter")) != -1:  # -1: no warm-up (BasicSR)
+        _positive(checker, opt, ("train", "warmup_iter"), strict=False, whole=True)
+    _positive(checker, opt, ("val", "tile", "pad"), strict=False)
+    _safe_name(checker, opt.get("name"), ("name",))
+    amp = train.get("amp")
+    if "amp" in train and (amp not in AMP_VALUES or amp is True):
+        checker.error(("train", "amp"), f"expected bf16, fp16 or false, got {amp!r}")
+    _scheduler(checker, opt)
     compile_opt = train.get("compile")
     if isinstance(compile_opt, Mapping):
         import torch
@@ -319,9 +380,10 @@ def validate_options(
     for name, dataset in (opt.get("datasets") or {}).items() if isinstance(opt.get("datasets"), Mapping) else ():
         if not isinstance(dataset, Mapping):
             continue
-        queue = dataset.get("num_prefetch_queue")
-        if isinstance(queue, int) and not isinstance(queue, bool) and queue < 1:
-            checker.error(("datasets", str(name), "num_prefetch_queue"), f"must be positive, got {queue!r}")
+        for key in ("num_prefetch_queue", "gt_size", "batch_size_per_gpu", "dataset_enlarge_ratio"):
+            _positive(checker, opt, ("datasets", name, key))
+        _positive(checker, opt, ("datasets", name, "num_worker_per_gpu"), strict=False)
+        _safe_name(checker, dataset.get("name"), ("datasets", str(name), "name"))
         gt_size = dataset.get("gt_size")
         if isinstance(scale, int) and scale > 0 and isinstance(gt_size, int) and gt_size % scale:
             checker.error(("datasets", str(name), "gt_size"), f"{gt_size} is not divisible by scale {scale}")

@@ -8,7 +8,8 @@ and the options of ``val.metrics``, exactly as BasicSR's ``SRModel.validation`` 
 under ``results/<name>/``: the log, SR images when ``val.save_img``
 (``visualization/<dataset>/<image>_<suffix or name>.png``) and ``metrics.json``; prints a
 table with one row per dataset. A dataset whose folder is missing is an error, or is skipped
-with a warning when the dataset says ``optional: true``.
+with a warning when the dataset says ``optional: true``. Scoring is :func:`lkdn.evaluate.evaluate`,
+the same function training validation and the published-number tests use.
 """
 
 from __future__ import annotations
@@ -27,11 +28,8 @@ if str(ROOT) not in sys.path:
 importlib.import_module("lkdn")
 
 import argparse  # noqa: E402
-import copy  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Mapping, Sequence  # noqa: E402
 from typing import Any  # noqa: E402
@@ -39,16 +37,18 @@ from typing import Any  # noqa: E402
 import basicsr.data  # noqa: E402,F401 (registers basicsr's datasets)
 import torch  # noqa: E402
 import yaml  # noqa: E402
-from basicsr.metrics import calculate_metric  # noqa: E402
-from basicsr.utils import imwrite, tensor2img  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 from lkdn.data.safe_dataset import DataError, build_checked_dataset  # noqa: E402
-from lkdn.inference import load_model, tile_options  # noqa: E402
-from lkdn.options import OptionsError, device_of, parse_options  # noqa: E402
+from lkdn.evaluate import evaluate  # noqa: E402
+from lkdn.images import write_image  # noqa: E402
+from lkdn.loading import load_network_from_options  # noqa: E402
+from lkdn.options import Options, OptionsError, device_of, parse_options  # noqa: E402
 from lkdn.schema import SchemaError  # noqa: E402
-from lkdn.upscaler import Upscaler  # noqa: E402
+from lkdn.tiling import InferenceMemoryError  # noqa: E402
+from lkdn.upscaler import Upscaler, resolve_device  # noqa: E402
 from lkdn.utils.checkpoint import CheckpointError  # noqa: E402
+from lkdn.utils.files import write_json_atomic  # noqa: E402
+from lkdn.utils.frozen import thaw  # noqa: E402
 from lkdn.utils.logger import setup_logging  # noqa: E402
 
 logger = logging.getLogger("lkdn.test")
@@ -58,6 +58,11 @@ DATAROOT_KEYS = ("dataroot_gt", "dataroot_lq")
 
 class DatasetMissingError(FileNotFoundError):
     """A test dataset's folder does not exist; the message names the folder and the option key."""
+
+
+#: Errors reported as one ``error: ...`` line (exit status 1) instead of a traceback.
+CLEAR_ERRORS = (OptionsError, SchemaError, DatasetMissingError, DataError, CheckpointError, InferenceMemoryError,
+                ValueError, OSError)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -88,81 +93,28 @@ def check_dataset_folders(key: str, dataset_opt: Mapping[str, Any]) -> str | Non
         if dataset_opt.get("optional", False):
             return message
         raise DatasetMissingError(
-            f"{message}. Prepare it (docs/testing.md), point the option at it (--force_yml "
+            f"{message}. Prepare it (datasets/README.md), point the option at it (--force_yml "
             f"datasets:{key}:{root_key}=<folder>), or mark the dataset 'optional: true' to skip it when absent."
         )
     return None
 
 
-def build_test_dataset(key: str, dataset_opt: Mapping[str, Any]) -> torch.utils.data.Dataset:
-    """Build ``datasets.<key>`` through basicsr's ``DATASET_REGISTRY`` (on a copy of its options).
+def build_test_loader(key: str, dataset_opt: Mapping[str, Any]) -> torch.utils.data.DataLoader:
+    """``datasets.<key>`` through basicsr's ``DATASET_REGISTRY``, checked, in a batch-1 loader in file order.
 
-    The dataset is checked first and wrapped (:func:`lkdn.data.safe_dataset.build_checked_dataset`):
+    The dataset is checked and wrapped (:func:`lkdn.data.safe_dataset.build_checked_dataset`):
     missing folders, empty folders, unreadable images and LR/HR pairs that do not fit the scale are
     :class:`DataError` naming the files.
     """
-    dataset_opt = copy.deepcopy(dict(dataset_opt))
-    dataset_opt.setdefault("io_backend", {"type": "disk"})
-    dataset_opt.setdefault("phase", "test")
-    return build_checked_dataset(dataset_opt, where=f"datasets.{key}")
+    options = {"io_backend": {"type": "disk"}, **thaw(dataset_opt)}
+    dataset = build_checked_dataset(options, where=f"datasets.{key}")
+    return torch.utils.data.DataLoader(dataset, batch_size=1, shuffle=False, num_workers=0)
 
 
 def save_path(opt: Mapping[str, Any], dataset_name: str, image_name: str) -> Path:
     """Where BasicSR saves a test image: ``visualization/<dataset>/<image>_<suffix or name>.png``."""
     suffix = (opt.get("val") or {}).get("suffix") or opt["name"]
     return Path(opt["path"]["visualization"]) / dataset_name / f"{image_name}_{suffix}.png"
-
-
-def evaluate_dataset(
-    net: Upscaler, dataset: torch.utils.data.Dataset, opt: Mapping[str, Any], *, dataset_name: str,
-    device: torch.device,
-) -> dict[str, Any]:
-    """Super-resolve and score every image of ``dataset``; return its ``metrics.json`` entry."""
-    val = opt.get("val") or {}
-    metric_opts: Mapping[str, Mapping[str, Any]] = val.get("metrics") or {}
-    try:
-        tile, tile_pad = tile_options(val)
-    except ValueError as err:
-        raise OptionsError(str(err)) from err
-    self_ensemble = bool(val.get("self_ensemble", False))
-    save_img = bool(val.get("save_img", False))
-    per_image: dict[str, dict[str, float]] = {}
-    for index in tqdm(range(len(dataset)), desc=f"Test {dataset_name}", unit="image", dynamic_ncols=True):
-        data = dataset[index]
-        image_name = Path(data["lq_path"]).stem
-        lq = data["lq"].unsqueeze(0).to(device)
-        output = net(lq, tile=tile, tile_pad=tile_pad, self_ensemble=self_ensemble)
-        sr_img = tensor2img([output.cpu()])
-        if save_img:
-            imwrite(sr_img, str(save_path(opt, dataset_name, image_name)))
-        scores = {}
-        if "gt" in data and metric_opts:
-            metric_data = {"img": sr_img, "img2": tensor2img([data["gt"]])}
-            for metric_name, metric_opt in metric_opts.items():
-                scores[metric_name] = float(calculate_metric(metric_data, metric_opt))
-        per_image[image_name] = scores
-    entry: dict[str, Any] = {}
-    for metric_name in metric_opts:
-        values = [scores[metric_name] for scores in per_image.values() if metric_name in scores]
-        if values:
-            entry[metric_name] = sum(values) / len(values)
-    entry["num_images"] = len(per_image)
-    entry["per_image"] = per_image
-    return entry
-
-
-def write_json_atomic(data: Any, path: Path) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def format_table(results: Mapping[str, Mapping[str, Any]], skipped: Sequence[str], metric_names: Sequence[str]) -> str:
@@ -182,15 +134,11 @@ def format_table(results: Mapping[str, Mapping[str, Any]], skipped: Sequence[str
     return "\n".join(lines)
 
 
-def test_pipeline(opt: dict[str, Any], *, device: torch.device) -> dict[str, Any]:
+def test_pipeline(opt: Options, *, device: torch.device) -> dict[str, Any]:
     """Run every test dataset of ``opt``; write ``metrics.json``; return its content."""
-    datasets = opt.get("datasets") or {}
+    datasets = opt.section("datasets")
     if not datasets:
         raise OptionsError("datasets: no test dataset in the options")
-    for key, dataset_opt in datasets.items():
-        dataset_opt.setdefault("scale", opt.get("scale", opt["network_g"].get("upscale")))
-        if dataset_opt["scale"] is None:
-            raise OptionsError(f"datasets.{key}: no scale: set the top-level 'scale' key")
     # Fail on a missing required folder before spending time on the network.
     to_run, skipped = [], []
     for key, dataset_opt in sorted(datasets.items()):
@@ -201,22 +149,35 @@ def test_pipeline(opt: dict[str, Any], *, device: torch.device) -> dict[str, Any
             skipped.append(name)
         else:
             to_run.append((key, name, dataset_opt))
+    val = opt.section("val")
+    tile = val.get("tile") or {}
     # the Upscaler's exact rewrites (re-parameterization, channels_last, ...): output within 1e-4
-    net = Upscaler(load_model(opt, device=device), device=device, optimize=bool((opt.get("val") or {}).get("optimize", True)))
-    logger.info("network %s on %s: %s", opt["network_g"].get("type"), device, net)
+    net = Upscaler(load_network_from_options(opt, device=device), scale=opt.scale, device=device,
+                   optimize=bool(val.get("optimize", True)), tile=tile.get("size"), tile_pad=tile.get("pad"),
+                   self_ensemble=bool(val.get("self_ensemble", False)))
+    logger.info("network %s on %s: %s", opt.network_g.get("type"), device, net)
+    metrics = val.get("metrics")
     results: dict[str, Any] = {}
     for key, name, dataset_opt in to_run:
-        dataset = build_test_dataset(key, dataset_opt)
-        logger.info("Testing %s: %d images", name, len(dataset))
+        loader = build_test_loader(key, dataset_opt)
+        logger.info("Testing %s: %d images", name, len(loader.dataset))
         start = time.perf_counter()
-        results[name] = evaluate_dataset(net, dataset, opt, dataset_name=name, device=device)
-        summary = ", ".join(f"{k}: {v:.4f}" for k, v in results[name].items() if isinstance(v, float))
-        logger.info("%s: %s (%d images, %.1f s)", name, summary or "no metrics", len(dataset), time.perf_counter() - start)
+        save = None
+        if val.get("save_img", False):
+            def save(image_name: str, image: Any, name: str = name) -> None:
+                write_image(save_path(opt, name, image_name), image)
+        evaluation = evaluate(net, loader, metrics=metrics, device=device, save=save, desc=f"Test {name}",
+                              total=len(loader.dataset))
+        results[name] = evaluation.as_json()
+        if net.tile:
+            results[name]["tiles"] = f"{net.tile} LR pixels, {net.tile_pad} of context: {net.tiling.describe()}"
+        summary = ", ".join(f"{k}: {v:.4f}" for k, v in evaluation.means().items())
+        logger.info("%s: %s (%d images, %.1f s)", name, summary or "no metrics", len(loader.dataset),
+                    time.perf_counter() - start)
     metrics_file = Path(opt["path"]["results_root"]) / "metrics.json"
-    write_json_atomic(results, metrics_file)
+    write_json_atomic(metrics_file, results)
     logger.info("metrics written to %s", metrics_file)
-    metric_names = list(((opt.get("val") or {}).get("metrics") or {}).keys())
-    print(format_table(results, skipped, metric_names))
+    print(format_table(results, skipped, list(metrics or {})))
     return results
 
 
@@ -224,17 +185,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse arguments and options, set up logging under ``results/<name>/`` and run the test."""
     args = parse_args(argv)
     opt = parse_options(args.opt, is_train=False, overrides=args.force_yml, root_path=args.root)  # validates
-    device = torch.device(args.device) if args.device is not None else device_of(opt)
+    device = resolve_device(args.device) if args.device is not None else device_of(opt)
     results_root = Path(opt["path"]["results_root"])
-    results_root.mkdir(parents=True, exist_ok=True)
+    try:
+        results_root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(f"cannot create the results folder {results_root} ({err.strerror or err}); choose another "
+                      "--root or make it writable") from err
     stamp = time.strftime("%Y%m%d_%H%M%S")
-    setup_logging(results_root / f"test_{opt['name']}_{stamp}.log")
-    logger.info("options from %s:\n%s", args.opt, yaml.safe_dump(opt, sort_keys=False))
+    setup_logging(results_root / f"test_{opt.name}_{stamp}.log")
+    logger.info("options from %s:\n%s", args.opt, yaml.safe_dump(thaw(opt), sort_keys=False))
     return test_pipeline(opt, device=device)
 
 
 if __name__ == "__main__":
     try:
         main()
-    except (OptionsError, SchemaError, DatasetMissingError, DataError, CheckpointError) as error:
+    except CLEAR_ERRORS as error:
+        if os.environ.get("LKDN_TRACEBACK"):
+            raise
         sys.exit(f"error: {error}")

@@ -7,10 +7,11 @@
     out = up.upscale_image(cv2.imread("photo.png", cv2.IMREAD_UNCHANGED))  # numpy in, numpy out
 
 ``optimize=True`` (the default) runs :func:`lkdn.optimize.optimize_network` (re-parameterization,
-channels_last, pixel norm on NHWC views, LKDN blocks without copies) whose output equals the
-plain eager network's within 1e-4 in float32; ``compile=True`` adds ``torch.compile``;
-``precision="bf16"``/``"fp16"`` runs under autocast (changes results; ask for it explicitly).
-Tiling and the x8 self-ensemble come from :mod:`lkdn.inference`.
+``channels_last``); in inference the networks themselves run their element-wise operations in
+place and skip the trunk's big concatenation. The output equals the plain eager network's
+within 1e-4 in float32. ``compile=True`` adds ``torch.compile``; ``precision="bf16"``/``"fp16"``
+runs under autocast (changes results; ask for it explicitly). Tiling, the x8 self-ensemble and
+the out-of-memory retry come from :mod:`lkdn.tiling`.
 """
 
 from __future__ import annotations
@@ -18,16 +19,18 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from lkdn.inference import default_tile_pad, load_model, run_network, upscale_image
+from lkdn.images import upscale_image
+from lkdn.loading import load_network_from_options
 from lkdn.optimize import compile_network, optimize_network, tune_cpu_allocator
-from lkdn.options import load_yaml
+from lkdn.options import load_options
+from lkdn.tiling import run_network, tile_context
 from lkdn.utils.checkpoint import CheckpointError, network_from_file, read_metadata
 
 logger = logging.getLogger(__name__)
@@ -36,12 +39,23 @@ PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat1
 
 
 def resolve_device(device: torch.device | str | None) -> torch.device:
-    """``None`` -> CUDA when available, else the CPU; strings are parsed by ``torch.device``."""
+    """``None`` -> CUDA when available, else the CPU; strings are parsed by ``torch.device``.
+
+    A ValueError names a device that does not exist or is not available here.
+    """
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} requested but CUDA is not available; use device='cpu'")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {str(device)!r} is not a device: use cpu, cuda or cuda:N") from err
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device} requested but CUDA is not available here; use cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    elif device.type != "cpu":
+        raise ValueError(f"device {device}: only cpu and cuda are supported")
     return device
 
 
@@ -50,7 +64,7 @@ class Upscaler:
 
     Args:
         net: the network (any registered one, in training or deploy form); it is not modified.
-        scale: the upscaling factor (default: ``net.upscale`` when the network has one).
+        scale: the upscaling factor (default and check: ``net.upscale`` when the network has one).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``None`` (CUDA when available).
         optimize: apply :func:`lkdn.optimize.optimize_network` (same result within 1e-4, float32).
         precision: ``fp32`` (default), or ``bf16`` / ``fp16`` autocast: faster (GPUs with tensor
@@ -59,7 +73,8 @@ class Upscaler:
         compile: ``torch.compile`` the (optimized) network: pays off only for many calls on
             inputs of one size (the first call of each size compiles, tens of seconds on a CPU).
         tile: default tile size in LR pixels for :meth:`__call__` (``None``: whole images).
-        tile_pad: context around tiles (default: the receptive radius, which makes LKDN tiles exact).
+        tile_pad: context around tiles (default: the architecture's receptive radius when it is
+            translation-local, which makes tiles exact; see :attr:`tiling`).
         self_ensemble: default for the x8 geometric self-ensemble.
         tune_allocator: call :func:`lkdn.optimize.tune_cpu_allocator` (process-wide: glibc keeps
             freed memory for reuse, about 15% faster on CPUs; the process keeps its peak memory).
@@ -76,9 +91,12 @@ class Upscaler:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.device = resolve_device(device)
         self.precision = precision
-        self.scale = scale if scale is not None else getattr(net, "upscale", None)
+        self.scale = self._check_scale(scale, getattr(net, "upscale", None))
+        self.tiling = tile_context(net)
         self.tile, self.self_ensemble = tile, self_ensemble
-        self.tile_pad = default_tile_pad(net) if tile_pad is None else tile_pad
+        self.tile_pad = self.tiling.pad if tile_pad is None else tile_pad
+        if tile and not self.tiling.exact:
+            logger.warning("Upscaler: tiles are %s", self.tiling.describe())
         net = copy.deepcopy(net).to(self.device).eval()  # the caller's network keeps its device and mode
         self.optimizations: list[str] = []
         if optimize:
@@ -97,25 +115,33 @@ class Upscaler:
             ", ".join(self.optimizations) or "none",
         )
 
+    @staticmethod
+    def _check_scale(scale: Any, upscale: Any) -> int | None:
+        if scale is None:
+            return upscale
+        if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+            raise ValueError(f"scale must be a positive integer, got {scale!r}")
+        if upscale is not None and scale != upscale:
+            raise ValueError(f"scale {scale} but the network upscales by {upscale}")
+        return scale
+
     # --- construction ------------------------------------------------------------------------
 
     @classmethod
     def from_config(
-        cls, path: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None, **kwargs: Any
+        cls, path: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None, *,
+        overrides: Iterable[str] = (), **kwargs: Any,
     ) -> Upscaler:
         """Build ``network_g`` of a test/train YAML and load ``weights`` or ``path.pretrain_network_g``.
 
-        ``path.param_key_g`` (default: ``params_ema``, then ``params``) and ``path.strict_load_g``
-        apply as in BasicSR. Other keyword arguments are those of :class:`Upscaler`.
+        The YAML is validated as every entry point validates it (:func:`lkdn.options.load_options`;
+        ``overrides`` are ``--force_yml`` entries) and the weights load as everywhere
+        (:func:`lkdn.loading.load_network_from_options`). Other keyword arguments are those of
+        :class:`Upscaler`.
         """
-        opt = load_yaml(path)
-        if "network_g" not in opt:
-            raise ValueError(f"{path}: no network_g section")
-        try:
-            net = load_model(opt, weights=None if weights is None else str(weights), device="cpu")
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from err
-        kwargs.setdefault("scale", opt.get("scale") or opt["network_g"].get("upscale"))
+        opt = load_options(path, overrides=overrides)
+        net = load_network_from_options(opt, weights=weights)
+        kwargs.setdefault("scale", opt.scale)
         return cls(net, **kwargs)
 
     @classmethod
@@ -124,7 +150,8 @@ class Upscaler:
 
         The file's metadata must hold ``lkdn_format``, ``network_g`` (the options as JSON) and
         ``scale``, as written by ``scripts/reparameterize.py``, ``scripts/convert_checkpoint.py``
-        and training. Other keyword arguments are those of :class:`Upscaler`.
+        and training; it is checked against the tensors before anything is built. Other keyword
+        arguments are those of :class:`Upscaler`.
         """
         metadata = read_metadata(path)
         if "network_g" not in metadata:
@@ -164,16 +191,25 @@ class Upscaler:
         self_ensemble = self.self_ensemble if self_ensemble is None else self_ensemble
         lr = lr.to(self.device, torch.float32)
         with torch.inference_mode():
-            out = run_network(self._forward, lr, tile=tile, tile_pad=tile_pad, self_ensemble=self_ensemble)
+            out = run_network(self._forward, lr, tile=tile, tile_pad=tile_pad, self_ensemble=self_ensemble,
+                              scale=self.scale)
         # clamp outside inference mode: the caller gets an ordinary tensor it may modify in place
         return out.float().clamp(0, 1).contiguous()
 
-    def upscale_image(self, image: np.ndarray, *, bgr: bool = True, alpha: str = "bicubic") -> np.ndarray:
+    def upscale_image(
+        self, image: np.ndarray, *, bgr: bool = True, alpha: str = "bicubic", tile: int | None = None,
+        tile_pad: int | None = None, self_ensemble: bool | None = None,
+    ) -> np.ndarray:
         """Super-resolve a numpy image (uint8/uint16/float, grey/colour, with or without alpha).
 
         The result has the input's dtype, channels and channel order (``bgr=True``: OpenCV's).
+        ``tile``, ``tile_pad`` and ``self_ensemble`` are as in :meth:`__call__`.
         """
-        return upscale_image(self, image, device=self.device, bgr=bgr, alpha=alpha)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            return self(x, tile=tile, tile_pad=tile_pad, self_ensemble=self_ensemble)
+
+        return upscale_image(forward, image, device=self.device, bgr=bgr, alpha=alpha)
 
     def __repr__(self) -> str:
         name = type(getattr(self.network, "_orig_mod", self.network)).__name__

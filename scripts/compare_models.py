@@ -29,6 +29,10 @@ from typing import Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from lkdn.options import load_options  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS_PREFIX = "experiments/pretrained_models"
 README_START, README_END = "<!-- comparison:start -->", "<!-- comparison:end -->"
@@ -38,8 +42,8 @@ def prepare_options(
     path: Path, *, datasets: Sequence[str] | None, benchmark_root: Path | None, weights_root: Path | None
 ) -> dict[str, Any]:
     """The option file with test sets filtered and folders/weights redirected (a new dict)."""
+    scale = load_options(path).scale  # validated as every entry point validates it
     opt = yaml.safe_load(path.read_text(encoding="utf-8"))
-    scale = opt.get("scale") or opt["network_g"].get("upscale")
     kept = {}
     for key, dataset in (opt.get("datasets") or {}).items():
         if datasets and dataset.get("name") not in datasets:
@@ -144,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows = compare(args.opt, workdir=workdir, datasets=args.datasets, benchmark_root=args.benchmark_root,
                            weights_root=args.weights_root, output_size=args.output_size, runs=args.runs,
                            device=args.device)
-        except (RuntimeError, ValueError, FileNotFoundError) as err:
+        except (RuntimeError, ValueError, OSError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
     table = markdown(rows, output_size=args.output_size)

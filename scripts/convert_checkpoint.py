@@ -23,11 +23,15 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lkdn, installed or not
+
 import lkdn  # noqa: F401  (registers the architectures; first, before basicsr)
 from lkdn import build_network
-from lkdn.options import OptionsError, load_yaml
+from lkdn.options import OptionsError, load_options
+from lkdn.schema import SchemaError
 from lkdn.utils.checkpoint import (
     CheckpointError,
+    does_not_fit,
     load_state_dict,
     mismatch_report,
     read_metadata,
@@ -50,10 +54,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def network_options(args: argparse.Namespace) -> tuple[dict, int | None]:
     """``(network_g, scale)`` from -opt, --network-json or the input's own metadata."""
     if args.opt is not None:
-        opt = load_yaml(args.opt)
-        if "network_g" not in opt:
-            raise OptionsError(f"{args.opt}: missing key 'network_g'")
-        return opt["network_g"], args.scale or opt.get("scale")
+        opt = load_options(args.opt)
+        if args.scale is not None and args.scale != opt.scale:
+            raise OptionsError(f"--scale {args.scale} differs from the scale {opt.scale} of {args.opt}")
+        return dict(opt.network_g), opt.scale
     if args.network_json is not None:
         try:
             network_g = json.loads(args.network_json)
@@ -72,10 +76,15 @@ def convert(args: argparse.Namespace) -> int:
     """Convert, verify, and return the number of tensors written."""
     network_g, scale = network_options(args)
     state = load_state_dict(args.input, param_key=args.param_key)
-    report = mismatch_report(build_network(network_g), state)
+    with torch.device("meta"):  # shapes only: options that describe a huge network allocate nothing
+        skeleton = build_network(network_g)
+    report = mismatch_report(skeleton, state)
     if report:
-        raise CheckpointError(f"{args.input} does not fit network_g {network_g}:\n{report}")
-    save_network_file(state, args.output, network_g, scale=scale)
+        raise does_not_fit(args.input, skeleton, report)
+    upscale = getattr(skeleton, "upscale", None)
+    if scale is not None and upscale is not None and scale != upscale:
+        raise CheckpointError(f"scale {scale} but network_g (which fits the weights) upscales by {upscale}")
+    save_network_file(state, args.output, network_g, scale=scale or upscale)
     written = load_state_dict(args.output)
     if written.keys() != state.keys() or not all(torch.equal(written[k], state[k]) for k in state):
         raise CheckpointError(f"{args.output}: read back differs from {args.input}")
@@ -87,9 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.input.resolve() == args.output.resolve():
         print("error: --input and --output are the same file", file=sys.stderr)
         return 1
+    if args.output.is_dir():
+        print(f"error: --output {args.output} is a folder; give the file to write", file=sys.stderr)
+        return 1
     try:
         count = convert(args)
-    except (CheckpointError, OptionsError, ValueError) as err:
+    except (CheckpointError, OptionsError, SchemaError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"wrote {args.output}: {count} tensors, identical to {args.input}")

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lkdn, installed or not
+
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_OPT = "options/demo/train_LKDN-S_demo_x4.yml"
 TEST_OPT = "options/demo/test_LKDN-S_demo_x4.yml"
@@ -65,13 +67,11 @@ def bicubic_metrics(hr_dir: Path, lr_dir: Path) -> dict[str, float]:
 
 def seconds_per_image(test_opt: Path, weights: Path, lr_dir: Path) -> tuple[int, float]:
     """Parameters and median CPU seconds per held-out image of the network of ``test_opt``."""
-    from lkdn import build_network
     from lkdn.evaluate import read_image, super_resolve
-    from lkdn.options import load_yaml
-    from lkdn.utils.checkpoint import load_network
+    from lkdn.loading import load_network_from_options
+    from lkdn.options import load_options
 
-    opt = load_yaml(test_opt)
-    net = load_network(build_network(opt["network_g"]), weights, param_key=opt["path"].get("param_key_g")).eval()
+    net = load_network_from_options(load_options(test_opt), weights=weights)
     images = [read_image(p) for p in sorted(lr_dir.iterdir())]
     times = []
     super_resolve(net, images[0])  # warm-up

@@ -6,8 +6,8 @@
 The network is built from ``network_g`` of the YAML, weights come from ``--weights`` or
 ``path.pretrain_network_g`` (``.pth`` or ``.safetensors``), re-parameterizable branches and
 ``num_in`` are folded, and the ONNX graph (dynamic batch/height/width by default) is run by
-onnxruntime (CPU) on a random batch and on a Set5 image (``--check-image``, or
-``../shared/benchmarks/Set5/x<scale>/LR/baby.png`` when present). The file is written only
+onnxruntime (CPU) on a random batch and on a Set5 image (``--check-image``, or Set5's
+``baby.png`` at the options' scale when Set5 is found, README "Data and weights"). The file is written only
 when onnxruntime matches PyTorch within 1e-4 (float32) or 1e-2 (``--fp16``, mixed precision)
 max abs difference; otherwise the script exits with status 1 and writes nothing.
 """
@@ -15,31 +15,29 @@ max abs difference; otherwise the script exits with status 1 and writes nothing.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lkdn, installed or not
+
 import lkdn  # noqa: F401  (registers the architectures; first, before basicsr)
 from lkdn.evaluate import read_image
-from lkdn.export import (
-    DEFAULT_OPSET,
-    ExportError,
-    export_metadata,
-    export_onnx,
-    network_from_options,
-)
-from lkdn.options import OptionsError, load_yaml
+from lkdn.export import DEFAULT_OPSET, ExportError, export_metadata, export_onnx
+from lkdn.loading import load_network_from_options
+from lkdn.options import OptionsError, load_options
+from lkdn.schema import SchemaError
 from lkdn.utils.checkpoint import CheckpointError
 from lkdn.utils.logger import setup_logging
-
-ROOT = Path(__file__).resolve().parents[1]
+from lkdn.zoo import find_benchmark
 
 
 def default_check_image(scale: int) -> Path | None:
-    """``<shared>/benchmarks/Set5/x<scale>/LR/baby.png`` when it exists (shared = $LKDN_SHARED or ../shared)."""
-    shared = Path(os.environ.get("LKDN_SHARED", ROOT.parent / "shared"))
-    path = shared / "benchmarks" / "Set5" / f"x{scale}" / "LR" / "baby.png"
-    return path if path.is_file() else None
+    """Set5's ``baby.png`` LR image at ``scale`` from the reference lookup order (README "Data and weights")."""
+    found = find_benchmark("Set5", scale)
+    if found is None:
+        return None
+    path = next((p for p in sorted(found[1].iterdir()) if p.stem.startswith("baby")), None)
+    return path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,8 +67,12 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     try:
-        opt = load_yaml(args.opt)
-        net, scale = network_from_options(opt, weights=args.weights)
+        if args.output.is_dir():
+            raise OptionsError(f"--output {args.output} is a folder; give the .onnx file to write")
+        if args.size and min(args.size) < 1:
+            raise OptionsError(f"--size must be positive, got {args.size[0]} {args.size[1]}")
+        opt = load_options(args.opt)
+        net, scale = load_network_from_options(opt, weights=args.weights), opt.scale
         image_path = args.check_image or default_check_image(scale)
         images = [(image_path.name, read_image(image_path))] if image_path is not None else []
         if not images:
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             net, args.output, opset=args.opset, dynamic=args.dynamic, fp16=args.fp16, size=size,
             check_images=images, tolerance=args.tolerance, metadata=export_metadata(opt["network_g"], net, scale),
         )
-    except (ExportError, OptionsError, CheckpointError, ValueError, ImportError) as err:
+    except (ExportError, OptionsError, SchemaError, CheckpointError, ValueError, ImportError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(report.summary())

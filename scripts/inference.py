@@ -19,17 +19,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
-import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from lkdn.evaluate import IMAGE_SUFFIXES
-from lkdn.inference import load_model, tile_options, upscale_image
+from lkdn.images import read_image_unchanged, write_image
+from lkdn.loading import load_network_from_options
 from lkdn.options import OptionsError, device_of, parse_options
-from lkdn.upscaler import Upscaler
+from lkdn.schema import SchemaError
+from lkdn.tiling import InferenceMemoryError
+from lkdn.upscaler import Upscaler, resolve_device
 from lkdn.utils.checkpoint import CheckpointError
 
 
@@ -63,49 +64,48 @@ def list_inputs(path: Path) -> list[Path]:
     raise FileNotFoundError(f"--input: no such file or folder: {path}")
 
 
-def read_any(path: Path) -> np.ndarray:
-    """Read an image unchanged (bit depth, grey, alpha kept); a ValueError names the file."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ValueError(f"cannot read image {path} (empty, corrupt or not an image OpenCV can decode)")
-    return image
+def build_upscaler(args: argparse.Namespace) -> Upscaler:
+    opt = parse_options(args.opt, is_train=False, overrides=args.force_yml)
+    device = resolve_device(args.device) if args.device else device_of(opt)
+    val = opt.section("val")
+    tile = val.get("tile") or {}
+    for name, value in (("--tile", args.tile), ("--tile-pad", args.tile_pad)):
+        if value is not None and value < 0:
+            raise OptionsError(f"{name} must be a non-negative number of LR pixels, got {value}")
+    net = load_network_from_options(opt, weights=args.weights, device=device)
+    return Upscaler(
+        net, scale=opt.scale, device=device, optimize=bool(val.get("optimize", True)),
+        tile=args.tile if args.tile is not None else tile.get("size"),
+        tile_pad=args.tile_pad if args.tile_pad is not None else tile.get("pad"),
+        self_ensemble=args.self_ensemble or bool(val.get("self_ensemble", False)),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        opt = parse_options(args.opt, is_train=False, overrides=args.force_yml)
-        device = torch.device(args.device) if args.device else device_of(opt)
         inputs = list_inputs(Path(args.input))
-        val = opt.get("val") or {}
-        tile, tile_pad = tile_options(val)
-        net = load_model(opt, weights=args.weights, device=device)
-        upscaler = Upscaler(net, device=device, optimize=bool(val.get("optimize", True)))
-    except (OptionsError, CheckpointError, FileNotFoundError, ValueError) as error:
+        upscaler = build_upscaler(args)
+        output = Path(args.output)
+        output.mkdir(parents=True, exist_ok=True)
+    except (OptionsError, SchemaError, CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    tile = args.tile if args.tile is not None else tile
-    tile_pad = args.tile_pad if args.tile_pad is not None else tile_pad
-    self_ensemble = args.self_ensemble or bool(val.get("self_ensemble", False))
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(f"error: cannot create the output folder {args.output} ({error.strerror or error})", file=sys.stderr)
+        return 2
     failures = []
     for path in tqdm(inputs, desc="Super-resolve", unit="image", dynamic_ncols=True):
+        target = output / f"{path.stem}.png"
         try:
-            image = read_any(path)
-            result = upscale_image(
-                upscaler, image, device=device, tile=tile or None,
-                tile_pad=upscaler.tile_pad if tile_pad is None else tile_pad, self_ensemble=self_ensemble,
-                alpha=args.alpha,
-            )
-        except ValueError as error:
+            result: np.ndarray = upscaler.upscale_image(read_image_unchanged(path), alpha=args.alpha)
+            write_image(target, result)
+        except (ValueError, InferenceMemoryError) as error:
             failures.append(f"{path}: {error}")
             tqdm.write(f"error: {path}: {error}", file=sys.stderr)
-            continue
-        target = output / f"{path.stem}.png"
-        if not cv2.imwrite(str(target), result):
-            failures.append(f"{path}: could not write {target}")
-            tqdm.write(f"error: could not write {target}", file=sys.stderr)
+        except OSError as error:
+            failures.append(f"{path}: could not write {target} ({error.strerror or error})")
+            tqdm.write(f"error: could not write {target} ({error.strerror or error})", file=sys.stderr)
     print(f"{len(inputs) - len(failures)} of {len(inputs)} image(s) written to {output}")
     if failures:
         print("failed:\n  " + "\n  ".join(failures), file=sys.stderr)

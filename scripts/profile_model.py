@@ -28,9 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from lkdn import build_network
 from lkdn.optimize import optimize_network
-from lkdn.options import OptionsError, load_yaml
+from lkdn.options import OptionsError, load_options
 from lkdn.profiling import lr_size_for_output, markdown_table, parse_size, profile_network
 from lkdn.reparam import reparameterize_model
+from lkdn.schema import SchemaError
+from lkdn.upscaler import resolve_device
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -53,28 +55,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        opt = load_yaml(args.opt)
-        if "network_g" not in opt:
-            raise OptionsError(f"{args.opt}: no network_g section")
-        net = build_network(opt["network_g"]).eval()
-        scale = int(opt.get("scale") or opt["network_g"].get("upscale") or getattr(net, "upscale", 0)) or None
+        opt = load_options(args.opt)
+        net = build_network(opt.network_g).eval()
+        scale = opt.scale
         if args.lr_size:
             lr_size = parse_size(args.lr_size)
         else:
-            if scale is None:
-                raise OptionsError(f"{args.opt}: no scale; give --lr-size instead of --output-size")
             lr_size = lr_size_for_output(parse_size(args.output_size or "1280x720"), scale)
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise OptionsError("--device cuda requested but CUDA is not available")
+        device = resolve_device(args.device)
         if args.runs < 1:
             raise OptionsError(f"--runs must be at least 1, got {args.runs}")
-    except (OptionsError, ValueError) as err:
+    except (OptionsError, SchemaError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    in_channels = int(opt["network_g"].get("num_in_ch", 3))
+    in_channels = int(opt.network_g.get("num_in_ch", 3))
     common = {
         "lr_size": lr_size, "device": device, "runs": args.runs, "warmup": args.warmup, "ntire": args.ntire,
         "timing": not args.no_timing, "in_channels": in_channels,

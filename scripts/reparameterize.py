@@ -1,58 +1,48 @@
 """Fold a trained network into its deploy form, verify it, and write the deploy checkpoint.
 
-    python scripts/reparameterize.py -opt options/train/LKDN/train_LKDN-S_x4.yml \\
-        --input experiments/train_LKDN-S_x4/models/net_g_latest.pth \\
+    python scripts/reparameterize.py -opt options/train/LKDN/train_LKDN-S_x4_from_scratch.yml \\
+        --input experiments/train_LKDN-S_x4_from_scratch/models/net_g_latest.pth \\
         --output experiments/pretrained_models/LKDN-S_deploy_x4.pth --fold-num-in \\
         --output-opt options/test/LKDN/test_LKDN-S_deploy_x4.yml
 
-``-opt`` is any YAML (train or test) whose ``network_g`` is the training form. The weights are
-taken from ``--param-key`` (``params_ema`` by default, falling back to ``params``; bare state
-dicts too), every foldable module is replaced by its deploy module (``fuse()``), and the network
-built from the deploy options is loaded strictly with the folded weights and compared with the
-original on a random input (eval mode, float32 and float64). Only when both agree within the
-tolerances is anything written: ``{'params': state_dict}`` for ``.pth``, or the flat state dict
-with ``lkdn_format``/``network_g``/``scale`` metadata for ``.safetensors``. ``--output-opt`` writes
-the matching deploy test YAML. Exit status: 0 written, 1 verification failed, 2 bad input.
+``-opt`` is any YAML (train or test) whose ``network_g`` is the training form; it is validated
+as every entry point validates it. The weights are taken from ``--param-key`` (``params_ema`` by
+default, falling back to ``params``; bare state dicts too), every foldable module (any module
+with ``fuse()``) is replaced by its deploy module, and the network built from the deploy options
+is loaded strictly with the folded weights and compared with the original on a random input
+(eval mode, float32 and float64). The deploy options are the architecture's explicit ones when
+its contract declares them (LKDN-S ``conv: BSConvU``, RepSR ``deploy: true``), else the generic
+``reparameterized: true``. Only when both checks agree within the tolerances is anything
+written: ``{'params': state_dict}`` for ``.pth``, or the flat state dict with
+``lkdn_format``/``network_g``/``scale`` metadata for ``.safetensors``. ``--output-opt`` writes the
+matching deploy test YAML. Exit status: 0 written, 1 verification failed, 2 bad input.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lkdn, installed or not
+
 import lkdn  # noqa: F401 (registers the architectures before basicsr is used)
 from lkdn import build_network
-from lkdn.options import OptionsError, load_yaml
-from lkdn.reparam import (
-    count_parameters,
-    deploy_options,
-    fold_summary,
-    reparameterize_model,
-    verify_reparameterization,
-)
-from lkdn.utils.checkpoint import (
-    CONFIG_HINT,
-    PREFERRED_KEYS,
-    SAFETENSORS_SUFFIX,
-    CheckpointError,
-    extract_state_dict,
-    load_file,
-    mismatch_report,
-    save_file,
-)
+from lkdn.loading import load_weights_from_options
+from lkdn.options import Options, OptionsError, load_options
+from lkdn.reparam import count_parameters, deploy_form, fold_summary, verify_reparameterization
+from lkdn.schema import SchemaError
+from lkdn.utils.checkpoint import PREFERRED_KEYS, CheckpointError, load_file, save_network_file
+from lkdn.utils.files import write_text_atomic
+from lkdn.utils.frozen import thaw
 from lkdn.utils.logger import setup_logging
 
-LKDN_FORMAT = "1"
 VERIFY_SIZE = (29, 23)  # odd, not square: catches padding and transposition mistakes
 TEST_KEYS = ("name", "model_type", "scale", "num_gpu", "manual_seed")
 
@@ -90,28 +80,16 @@ def chosen_key(ckpt: Any, param_key: str | None) -> str:
     return "?"
 
 
-def network_options(opt: Mapping[str, Any], source: Path) -> dict[str, Any]:
-    network_opt = opt.get("network_g")
-    if not isinstance(network_opt, Mapping):
-        raise OptionsError(f"{source}: missing or invalid network_g (the training-form network options)")
-    scale, upscale = opt.get("scale"), network_opt.get("upscale")
-    if scale is not None and upscale is not None and scale != upscale:
-        raise OptionsError(f"{source}: scale ({scale}) differs from network_g.upscale ({upscale})")
-    return dict(network_opt)
-
-
 def input_channels(network_opt: Mapping[str, Any]) -> int:
-    for key in ("num_in_ch", "in_nc", "in_channels", "num_in_chans"):
-        if isinstance(network_opt.get(key), int):
-            return network_opt[key]
-    return 3
+    value = network_opt.get("num_in_ch")
+    return value if isinstance(value, int) else 3
 
 
 def deploy_test_options(
     opt: Mapping[str, Any], *, network_opt: Mapping[str, Any], weights: Path, scale: int
 ) -> dict[str, Any]:
     """The input options with the deploy network and weights; a train config becomes a test one."""
-    opt = copy.deepcopy(dict(opt))
+    opt = thaw(opt)
     datasets = opt.get("datasets") or {}
     is_train = "train" in opt or any(str(k).startswith("train") for k in datasets)
     if is_train:
@@ -135,41 +113,26 @@ def deploy_test_options(
     return {k: out[k] for k in order if k in out} | {k: v for k, v in out.items() if k not in order}
 
 
-def write_text_atomic(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def summary(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{n} {name}" for name, n in sorted(counts.items())) or "nothing"
 
 
-def reparameterize(args: argparse.Namespace) -> int:
+def load_input(args: argparse.Namespace) -> tuple[Options, Any, str]:
+    """The validated options, the network with the input weights, and the checkpoint key they came from."""
     for given, name in ((args.output, "--output"), (args.output_opt, "--output-opt")):
         if given is not None and given.resolve() in (args.input.resolve(), args.opt.resolve()):
             raise ReparamError(f"{name} {given} would overwrite an input file; choose another path")
-    opt = load_yaml(args.opt)
-    network_opt = network_options(opt, args.opt)
-    net = build_network(network_opt).eval()
+        if given is not None and given.is_dir():
+            raise ReparamError(f"{name} {given} is a folder; give a file name")
+    opt = load_options(args.opt)
+    key = chosen_key(load_file(args.input), args.param_key)
+    net = load_weights_from_options(build_network(opt.network_g), opt, weights=args.input, param_key=args.param_key)
+    return opt, net.eval(), key
 
-    ckpt = load_file(args.input)
-    key = chosen_key(ckpt, args.param_key)
-    state = extract_state_dict(ckpt, param_key=args.param_key, source=str(args.input))
-    report = mismatch_report(net, state)
-    if report:
-        raise CheckpointError(
-            f"{args.input} ({key}) does not fit network_g of {args.opt}:\n{report}\nHint: {CONFIG_HINT}"
-        )
-    net.load_state_dict(state)
+
+def reparameterize(args: argparse.Namespace) -> int:
+    opt, net, key = load_input(args)
+    network_opt = opt.network_g
     if args.fold_num_in and not callable(getattr(net, "fold_num_in", None)):
         raise ReparamError(f"--fold-num-in: {network_opt.get('type')} has no input replication to fold")
     folds = fold_summary(net)
@@ -177,21 +140,13 @@ def reparameterize(args: argparse.Namespace) -> int:
     if not folds and not args.fold_num_in:
         print(f"warning: {network_opt.get('type')} has no foldable module; the weights are copied unchanged")
 
-    folded = reparameterize_model(net, fold_num_in=args.fold_num_in)
-    deploy_opt = deploy_options(network_opt, fold_num_in=args.fold_num_in)
+    folded, deploy_opt = deploy_form(net, network_opt, fold_num_in=args.fold_num_in)
     deploy = build_network(deploy_opt, where="deploy network_g").eval()
-    report = mismatch_report(deploy, folded.state_dict())
-    if report:
-        raise ReparamError(
-            f"the deploy options {deploy_opt} do not describe the folded network:\n{report}\n"
-            "register a deploy rule for this architecture (lkdn.reparam.register_deploy_rule)"
-        )
     deploy.load_state_dict(folded.state_dict())
 
-    in_ch = input_channels(network_opt)
     check = verify_reparameterization(
-        net, deploy, fold_num_in=args.fold_num_in, input_shape=(1, in_ch, *VERIFY_SIZE), atol=args.atol,
-        atol64=args.atol64,
+        net, deploy, fold_num_in=args.fold_num_in, input_shape=(1, input_channels(network_opt), *VERIFY_SIZE),
+        atol=args.atol, atol64=args.atol64,
     )
     print(check.describe())
     if not check.ok:
@@ -203,27 +158,25 @@ def reparameterize(args: argparse.Namespace) -> int:
         )
         return 1
     measured = check.output_shape[-1] // VERIFY_SIZE[-1]
-    scale = opt.get("scale") or network_opt.get("upscale") or measured
-    if measured not in (1, scale):  # 1: networks that take a pre-upsampled input (VDSR)
-        raise OptionsError(f"{args.opt}: scale {scale} but the network upscales by {measured}")
+    if measured not in (1, opt.scale):  # 1: networks that take a pre-upsampled input (VDSR)
+        raise OptionsError(f"{args.opt}: scale {opt.scale} but the network upscales by {measured}")
 
-    deploy_state = deploy.state_dict()
-    if args.output.suffix == SAFETENSORS_SUFFIX:
-        metadata = {"lkdn_format": LKDN_FORMAT, "network_g": json.dumps(deploy_opt), "scale": str(scale)}
-        save_file(deploy_state, args.output, metadata=metadata)
-    else:
-        save_file({"params": deploy_state}, args.output)
+    save_network_file(deploy.state_dict(), args.output, deploy_opt, scale=opt.scale)
     before, after = count_parameters(net), count_parameters(deploy)
     print(f"folded: {summary(folds)}" + (f"; num_in {getattr(net, 'num_in', '?')} -> 1" if args.fold_num_in else ""))
     print(f"parameters: {before:,d} -> {after:,d} ({after - before:+,d}, {100 * (after - before) / before:+.1f}%)")
     print(f"wrote {args.output} (deploy network_g: {json.dumps(deploy_opt)})")
     if args.output_opt is not None:
-        test_opt = deploy_test_options(opt, network_opt=deploy_opt, weights=args.output, scale=scale)
+        test_opt = deploy_test_options(opt, network_opt=deploy_opt, weights=args.output, scale=opt.scale)
         header = (
             f"# Deploy form written by scripts/reparameterize.py from {args.opt} and {args.input} ({key}).\n"
             f"# Verified against the training form: {check.describe()}.\n"
         )
-        write_text_atomic(header + yaml.safe_dump(test_opt, sort_keys=False), args.output_opt)
+        try:
+            write_text_atomic(args.output_opt, header + yaml.safe_dump(test_opt, sort_keys=False))
+        except OSError as err:
+            raise ReparamError(f"cannot write --output-opt {args.output_opt}: {err.strerror or err} (the deploy "
+                               f"checkpoint {args.output} was written)") from err
         print(f"wrote {args.output_opt}")
     return 0
 
@@ -232,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return reparameterize(args)
-    except (ReparamError, CheckpointError, OptionsError, ValueError) as err:
+    except (ReparamError, CheckpointError, OptionsError, SchemaError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lkdn, installed or not
+
 from lkdn.utils.checkpoint import (
     PREFERRED_KEYS,
     SAFETENSORS_SUFFIX,
@@ -42,6 +44,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--param-key", choices=CHOICES, default="params_ema",
         help="weights to keep (default params_ema, or params when the file has no params_ema)",
     )
+    parser.add_argument("--in-place", action="store_true", help="allow --output to be --input (replaced atomically)")
     return parser.parse_args(argv)
 
 
@@ -85,6 +88,10 @@ def describe(obj: Mapping[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.output.resolve() == args.input.resolve() and not args.in_place:
+        print(f"error: --output is --input ({args.input}); write another file, or add --in-place to replace it",
+              file=sys.stderr)
+        return 2
     try:
         ckpt = load_file(args.input)
         kept = strip(ckpt, param_key=args.param_key, source=str(args.input))

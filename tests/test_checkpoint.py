@@ -41,7 +41,7 @@ def test_mismatch_lists_keys_shapes_and_config_hint(tmp_path: Path) -> None:
     assert "unexpected keys (1):\n  B1.c1_r.rep1x1.weight" in text or "unexpected keys" in text
     assert "B1.c1_r.rep1x1.bias" in text
     assert "fea_conv.pw.weight: checkpoint (8, 12, 1, 1) vs network (10, 12, 1, 1)" in text
-    assert "conv (BSConvU / BSConvU_rep)" in text
+    assert "check network_g (LKDN: " in text and "conv, upsampler" in text  # the architecture's own options
 
 
 class _RunsCode:

@@ -88,6 +88,7 @@ def _run(url: str, dest: Path) -> int:
 def test_registry_has_every_official_checkpoint_with_its_hash() -> None:
     assert set(download.CHECKPOINTS) == {
         "LKDN_x2", "LKDN_x3", "LKDN_x4", "LKDN-S_x4", "LKDN-S_del_rep_x4", "RFDN_AIM", "BSRN_x2", "BSRN_x3", "BSRN_x4",
+        "SPAN_NTIRE_ESR_c28_x4",
     }
     assert download.CHECKPOINTS["BSRN_x3"].path == "BSRN/BSRN_x3.pth"
     assert download.CHECKPOINTS["BSRN_x3"].url.endswith("/net_g_BSRN_x3.pth")

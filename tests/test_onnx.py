@@ -83,7 +83,7 @@ def test_lkdn_s_training_form_exported_by_the_script(tmp_path: Path) -> None:
     assert _script().main(["-opt", str(yml), "--output", str(output), "--check-image", str(image)]) == 0
     meta = onnx_metadata(output)
     assert json.loads(meta["network_g"]) == {
-        "type": "LKDN_S", "conv": "BSConvU", "upsampler": "pixelshuffledirect", "num_in": 1,
+        "type": "LKDN_S", "conv": "BSConvU", "upsampler": "pixelshuffledirect", "num_in": 1, "upscale": 4,
     }
     assert meta["scale"] == "4" and meta["precision"] == "float32"
     train_form = load_network(build_network(opt), weights).eval()  # RBSB + pixelshuffle_rep, num_in 4

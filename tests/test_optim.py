@@ -11,6 +11,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 import lkdn  # noqa: F401 (registers)
+from lkdn.archs.contract import register_architecture
 from lkdn.models.sr_model import SRModel
 from lkdn.training.batchnorm import set_train_mode
 from lkdn.training.dist import DistInfo
@@ -138,7 +139,7 @@ def test_optimizer_errors_name_the_key() -> None:
     param = [nn.Parameter(torch.zeros(2))]
     with pytest.raises(ValueError, match=r"train.optim_g.type: unknown optimizer 'Adna'; did you mean 'Adan'"):
         build_optimizer(param, {"type": "Adna", "lr": 1e-3})
-    with pytest.raises(ValueError, match=r"train.optim_g.weight_decya: unknown argument of Adan; did you mean 'weight_decay'"):
+    with pytest.raises(ValueError, match=r"train.optim_g.weight_decya: unknown key; did you mean 'weight_decay'"):
         build_optimizer(param, {"type": "Adan", "lr": 1e-3, "weight_decya": 0})
     with pytest.raises(ValueError, match=r"max_grad_norm.*train.grad_clip"):
         build_optimizer(param, {"type": "Adan", "lr": 1e-3, "max_grad_norm": 1.0})
@@ -154,7 +155,7 @@ def test_scheduler_names_follow_basicsr() -> None:
     with pytest.raises(ValueError, match="did you mean 'CosineAnnealingLR'"):
         get_scheduler_class("CosineAnealingLR")
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-    with pytest.raises(ValueError, match=r"train.scheduler.milestone: unknown argument of MultiStepLR; did you mean 'milestones'"):
+    with pytest.raises(ValueError, match=r"train.scheduler.milestone: unknown key; did you mean 'milestones'"):
         build_scheduler(optimizer, {"type": "MultiStepLR", "milestone": [2]})
     scheduler = build_scheduler(optimizer, {"type": "CosineAnnealingLR", "T_max": 4.0, "eta_min": 0.0})
     values = []
@@ -197,7 +198,7 @@ class TinyBNNetForTests(nn.Module):
 
 
 if "TinyBNNetForTests" not in ARCH_REGISTRY:
-    ARCH_REGISTRY.register(TinyBNNetForTests)
+    register_architecture(TinyBNNetForTests)
 
 
 def test_bn_population_after_freezes_batch_statistics_but_not_weights() -> None:

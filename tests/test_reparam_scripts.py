@@ -245,7 +245,7 @@ def test_checkpoint_that_does_not_fit_is_refused(tiny: dict, tmp_path: Path, cap
     out = tmp_path / "deploy.pth"
     assert run_reparameterize("-opt", opt, "--input", tiny["ckpt"], "--output", out) == 2
     err = capsys.readouterr().err
-    assert "does not fit network_g" in err and "shape mismatches" in err and "num_feat" in err
+    assert "does not fit LKDN" in err and "shape mismatches" in err and "num_feat" in err
     assert not out.exists()
 
 
@@ -259,7 +259,7 @@ def test_output_over_an_input_is_refused(tiny: dict, capsys: pytest.CaptureFixtu
 def test_scale_that_contradicts_upscale_is_refused(tiny: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     opt = write_yaml(train_options(TINY_TRAIN) | {"scale": 3}, tmp_path / "bad_scale.yml")
     assert run_reparameterize("-opt", opt, "--input", tiny["ckpt"], "--output", tmp_path / "d.pth") == 2
-    assert "scale (3) differs from network_g.upscale (2)" in capsys.readouterr().err
+    assert "network_g.upscale: 2 differs from the top-level scale 3" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- strip_checkpoint.py

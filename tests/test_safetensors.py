@@ -96,7 +96,7 @@ def test_script_refuses_options_that_do_not_fit(tmp_path: Path, capsys: pytest.C
     out = tmp_path / "rep.safetensors"
     assert _script().main(["--input", str(tmp_path / "rep.pth"), "--output", str(out), "--network-json", json.dumps(deploy)]) == 1
     err = capsys.readouterr().err
-    assert "rep.pth does not fit network_g" in err and "unexpected keys" in err and "B1.c1_r.rep1x1.weight" in err
+    assert "rep.pth does not fit LKDN" in err and "unexpected keys" in err and "B1.c1_r.rep1x1.weight" in err
     assert not out.exists()
     assert _script().main(["--input", str(tmp_path / "rep.pth"), "--output", str(out)]) == 1
     assert "rep.pth does not describe its network: pass -opt or --network-json" in capsys.readouterr().err

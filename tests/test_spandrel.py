@@ -1,5 +1,6 @@
-"""spandrel integration: official LKDN and RFDN checkpoints load through spandrel's ModelLoader
-with the right scale and our outputs; hyperparameters are read back from shapes for many
+"""spandrel integration: every architecture of ours that declares a detection in its contract loads
+through spandrel's ModelLoader with the right scale and our outputs (official checkpoints where
+they exist, checkpoints of ours otherwise); hyperparameters are read back from shapes for many
 variants; install() is idempotent and wins detection; spandrel stays optional."""
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ spandrel = pytest.importorskip("spandrel")
 
 import lkdn.integrations.spandrel as lkdn_spandrel  # noqa: E402
 from lkdn import build_network  # noqa: E402
-from lkdn.utils.checkpoint import load_network  # noqa: E402
+from lkdn.archs import our_architectures  # noqa: E402
+from lkdn.archs.lkdn_arch import lkdn_options_from_state  # noqa: E402
+from lkdn.archs.rfdn_arch import rfdn_options_from_state  # noqa: E402
+from lkdn.utils.checkpoint import load_network, save_file  # noqa: E402
 
 OFFICIAL_RFDN = ({"type": "RFDN", "num_feat": 50, "num_block": 4, "attention": "esa", "img_range": 255}, 4)
+LKDN_ID, RFDN_ID = "lkdn:LKDN", "lkdn:RFDN"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -39,7 +44,7 @@ def test_official_lkdn_checkpoints_load_through_spandrel(name: str) -> None:
     opt, scale, _, _ = OFFICIAL_LKDN[name]
     path = shared_file("pretrained", "LKDN", f"{name}.pth")
     descriptor = spandrel.ModelLoader().load_from_file(path)
-    assert descriptor.architecture.id == lkdn_spandrel.LKDN_ID
+    assert descriptor.architecture.id == LKDN_ID
     assert descriptor.scale == scale and descriptor.purpose == "SR"
     assert (descriptor.input_channels, descriptor.output_channels) == (3, 3)
     _assert_same_output(descriptor, load_network(build_network(opt), path))  # ours prefers params_ema too
@@ -49,7 +54,7 @@ def test_official_rfdn_aim_loads_with_img_range_255() -> None:
     opt, scale = OFFICIAL_RFDN
     path = shared_file("pretrained", "RFDN", "RFDN_AIM.pth")
     descriptor = spandrel.ModelLoader().load_from_file(path)
-    assert descriptor.architecture.id == lkdn_spandrel.RFDN_ID
+    assert descriptor.architecture.id == RFDN_ID
     assert descriptor.scale == scale and descriptor.model.img_range == 255.0
     assert descriptor.size_requirements.minimum == 15
     _assert_same_output(descriptor, load_network(build_network(opt), path))
@@ -78,7 +83,7 @@ def test_lkdn_hyperparameters_read_from_shapes(variant: dict) -> None:
     for p in net.parameters():  # non-trivial weights everywhere (LayerNorm weights would be ones)
         torch.nn.init.normal_(p, std=0.1)
     expected = {k: v for k, v in options.items() if v != "lka"}
-    assert lkdn_spandrel.LKDNArch.options(net.state_dict()) == expected
+    assert lkdn_options_from_state(net.state_dict()) == expected
     descriptor = spandrel.ModelLoader().load_from_state_dict(net.state_dict())
     assert descriptor.scale == options["upscale"]
     assert descriptor.purpose == ("Restoration" if options["upscale"] == 1 else "SR")
@@ -96,7 +101,7 @@ def test_lkdn_hyperparameters_read_from_shapes(variant: dict) -> None:
 )
 def test_rfdn_hyperparameters_read_from_shapes(variant: dict) -> None:
     state = build_network({"type": "RFDN", **variant}).state_dict()
-    options = lkdn_spandrel.RFDNArch.options(state)
+    options = rfdn_options_from_state(state)
     assert options["img_range"] in (1.0, 255.0)  # random weights: either may fit the probe
     net = build_network({"type": "RFDN", **variant, "img_range": options["img_range"]})
     net.load_state_dict(state)
@@ -105,17 +110,55 @@ def test_rfdn_hyperparameters_read_from_shapes(variant: dict) -> None:
         expected.pop("cca_reduction")
     assert {k: v for k, v in options.items() if k != "img_range"} == expected
     descriptor = spandrel.ModelLoader().load_from_state_dict(net.state_dict())
-    assert descriptor.architecture.id == lkdn_spandrel.RFDN_ID and descriptor.scale == variant["upscale"]
+    assert descriptor.architecture.id == RFDN_ID and descriptor.scale == variant["upscale"]
     assert descriptor.model.img_range == options["img_range"]
     _assert_same_output(descriptor, net)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+@pytest.mark.parametrize("name", ["BSRN"])
+def test_official_bsrn_checkpoints_load_through_spandrel(name: str, scale: int) -> None:
+    path = shared_file("pretrained", name, f"{name}_x{scale}.pth")
+    descriptor = spandrel.ModelLoader().load_from_file(path)
+    assert descriptor.architecture.id == f"lkdn:{name}" and descriptor.scale == scale
+    _assert_same_output(descriptor, load_network(build_network({"type": name, "upscale": scale}), path), size=24)
+
+
+DETECTED = sorted(name for name, entry in our_architectures().items() if entry.spandrel is not None)
+FAMILY_CASES = [  # BSConvU_idt has the parameters of BSConvU: its weights read (and load) as BSConvU
+    (name, {**our_architectures()[name].test_options, **variant})
+    for name in DETECTED for variant in ({}, *our_architectures()[name].test_variants)
+    if variant.get("conv") != "BSConvU_idt"
+]
+
+
+@pytest.mark.parametrize("case", FAMILY_CASES, ids=lambda c: c[0] + "".join(f"-{k}={v}" for k, v in c[1].items()))
+def test_every_family_loads_a_checkpoint_of_ours(case: tuple[str, dict], tmp_path) -> None:
+    """A .pth written by our save_file, for every architecture and variant that declares a detection."""
+    name, options = case
+    net = build_network({"type": name, **options, "upscale": 3 if name != "VDSR" else 4})
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    path = save_file({"params": net.state_dict()}, tmp_path / f"{name}.pth")
+    descriptor = spandrel.ModelLoader().load_from_file(path)
+    assert descriptor.architecture.id == f"lkdn:{type(net).__name__}"
+    assert descriptor.scale == net.upscale
+    if name == "RFDN":  # img_range is not in the weights: the probe's choice (random weights fit either)
+        net.img_range = descriptor.model.img_range
+    _assert_same_output(descriptor, net, size=24)
+
+
+def test_every_family_of_the_project_declares_a_detection() -> None:
+    assert set(DETECTED) >= {"LKDN", "BSRN", "RFDN", "IMDN", "RepSR", "VDSR"}
 
 
 def test_install_is_idempotent_and_wins_detection() -> None:
     registry = spandrel.MAIN_REGISTRY
     count = len(registry)
     assert lkdn_spandrel.install() == [] and len(registry) == count
-    first_two = [a.architecture.id for a in registry.architectures("detection")[:2]]
-    assert sorted(first_two) == sorted([lkdn_spandrel.LKDN_ID, lkdn_spandrel.RFDN_ID])
+    ours = [a.architecture.id for a in registry.architectures("detection")[: len(lkdn_spandrel.architectures())]]
+    assert sorted(ours) == sorted(a.id for a in lkdn_spandrel.architectures())
 
     class Greedy(spandrel.Architecture[torch.nn.Module]):  # a built-in that claims every state dict
         def __init__(self) -> None:
@@ -126,9 +169,9 @@ def test_install_is_idempotent_and_wins_detection() -> None:
 
     own = spandrel.ArchRegistry()
     own.add(spandrel.ArchSupport.from_architecture(Greedy()))
-    assert lkdn_spandrel.install(own) == [lkdn_spandrel.LKDN_ID, lkdn_spandrel.RFDN_ID]
+    assert lkdn_spandrel.install(own) == [a.id for a in lkdn_spandrel.architectures()]
     net = build_network({"type": "LKDN_S", "num_feat": 8, "num_atten": 8, "num_block": 1})
-    assert own.load(net.state_dict()).architecture.id == lkdn_spandrel.LKDN_ID
+    assert own.load(net.state_dict()).architecture.id == LKDN_ID
 
 
 def test_import_lkdn_does_not_import_spandrel() -> None:
@@ -140,5 +183,5 @@ def test_import_lkdn_does_not_import_spandrel() -> None:
 def test_missing_spandrel_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "spandrel", None)  # what `import spandrel` sees when it is not installed
     monkeypatch.delitem(sys.modules, "lkdn.integrations.spandrel")
-    with pytest.raises(ImportError, match=r"pip install lkdn\[spandrel\]"):
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[spandrel\]"'):
         importlib.import_module("lkdn.integrations.spandrel")

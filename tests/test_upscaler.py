@@ -1,51 +1,44 @@
-"""lkdn.Upscaler and lkdn.optimize: optimized output equals the plain eager network (1e-4) for every
-registered architecture of ours, official checkpoints through from_config, self-describing
-safetensors through from_checkpoint, tiling / self-ensemble passthrough, and the safety net that
-drops a rewrite which changes the output."""
+"""lkdn.Upscaler, lkdn.optimize and the networks' own inference paths: the optimized output equals
+the reference forward (autograd on: out-of-place ops, concatenated trunk; what the official code
+runs) within 1e-4 for every registered architecture of ours, official checkpoints through
+from_config, self-describing safetensors through from_checkpoint, tiling / self-ensemble
+passthrough, and the safety net that drops a fold which changes the output."""
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
 import pytest
 import torch
-from basicsr.utils.registry import ARCH_REGISTRY
 from conftest import ROOT, shared_file
 
 import lkdn
 from lkdn import Upscaler, build_network
 from lkdn import optimize as lkdn_optimize
-from lkdn.inference import load_model, run_network
-from lkdn.optimize import FastLKDB, FastLKDN, PixelNormNHWC, optimize_network, use_nhwc_pixel_norm
-from lkdn.options import load_yaml
+from lkdn.archs import our_architectures
+from lkdn.loading import load_network_from_options
+from lkdn.optimize import optimize_network
+from lkdn.options import load_options
+from lkdn.tiling import run_network
 from lkdn.utils.checkpoint import CheckpointError, save_file, save_network_file
 
 TOLERANCE = 1e-4
-
-# Small options per registered network; the registry test keeps the authoritative table (every
-# network of ours has an entry there), this one is the fallback when it is not importable.
-try:
-    from test_archs_registry import SMALL, VARIANTS
-except ImportError:  # pragma: no cover (the registry test was renamed)
-    SMALL, VARIANTS = {"LKDN": {"num_feat": 8, "num_atten": 8, "num_block": 2}}, []
 EXTRA_VARIANTS = [
     ("LKDN_S", {"conv": "BSConvU_rep", "upsampler": "pixelshuffle_rep", "num_in": 4}),  # LKDN-S training form
 ]
-
-
-def our_networks() -> list[str]:
-    return sorted(name for name, obj in ARCH_REGISTRY._obj_map.items() if obj.__module__.startswith("lkdn."))
-
-
-CASES = [(name, SMALL.get(name, {})) for name in our_networks()] + [
-    (name, {**SMALL.get(name, {}), **extra}) for name, extra in VARIANTS + EXTRA_VARIANTS if name in our_networks()
-]
+# Every architecture of ours in its contract's test configuration and variants.
+CASES = [
+    (name, {**entry.test_options, **variant})
+    for name, entry in our_architectures().items() for variant in ({}, *entry.test_variants)
+] + [(name, {**our_architectures()[name].test_options, **extra}) for name, extra in EXTRA_VARIANTS]
 
 
 def case_id(case: tuple[str, dict]) -> str:
     name, extra = case
-    return name + "".join(f"-{k}={v}" for k, v in extra.items() if k not in SMALL.get(name, {}))
+    small = our_architectures()[name].test_options
+    return name + "".join(f"-{k}={v}" for k, v in extra.items() if k not in small)
 
 
 @torch.no_grad()
@@ -63,8 +56,9 @@ def randomize(net: torch.nn.Module) -> torch.nn.Module:
 
 
 def eager(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return net.eval()(x)
+    """The reference forward: autograd on, so every block runs its out-of-place ops (the official code's)."""
+    with torch.enable_grad():
+        return net.eval()(x.clone().requires_grad_(True)).detach()
 
 
 def test_upscaler_is_exported() -> None:
@@ -72,7 +66,18 @@ def test_upscaler_is_exported() -> None:
 
 
 def test_every_network_of_ours_has_a_case() -> None:
-    assert {name for name, _ in CASES} == set(our_networks())
+    assert {name for name, _ in CASES} == set(our_architectures())
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_inference_path_of_every_network_equals_its_reference(case: tuple[str, dict]) -> None:
+    """In inference the networks write their element-wise ops in place and skip the trunk concatenation."""
+    name, options = case
+    net = randomize(build_network({"type": name, **options, "upscale": 2})).eval()
+    x = torch.rand(1, options.get("num_in_ch", 3), 17, 15)
+    with torch.no_grad():
+        fast = net(x)
+    torch.testing.assert_close(fast, eager(net, x), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
@@ -95,53 +100,80 @@ def test_optimized_equals_eager(case: tuple[str, dict]) -> None:
     assert "channels_last" in up.optimizations
 
 
-def test_lkdn_gets_every_rewrite() -> None:
+def test_optimize_network_folds_and_sets_channels_last() -> None:
     net = build_network({"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 2, "conv": "BSConvU_rep",
                          "upsampler": "pixelshuffle_rep"})
     applied: list[str] = []
     fast = optimize_network(net, applied=applied)
-    assert applied == ["re-parameterization", "PixelNormNHWC", "FastLKDB blocks", "FastLKDN trunk", "channels_last"]
-    assert isinstance(fast, FastLKDN) and fast.num_in == 1
-    assert all(isinstance(b, FastLKDB) and isinstance(b.pixel_norm, PixelNormNHWC) for b in fast.blocks)
+    assert applied == ["re-parameterization", "channels_last"]
+    assert type(fast) is type(net) and fast.num_in == 1 and not fast.training
     assert not any(hasattr(m, "rep1x1") for m in fast.modules())  # RBSB folded
+    assert fast.B1.c1_r.dw.weight.is_contiguous(memory_format=torch.channels_last)
     assert net.num_in == 4 and type(net.B1.c1_r).__name__ == "RBSB"  # the input network is untouched
 
 
-def test_rewrites_keep_autograd_working() -> None:
-    """Outside inference the fast modules use out-of-place ops: same output, gradients flow."""
-    net = randomize(build_network({"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 2})).eval()
-    fast = optimize_network(net, channels_last=False)
+@pytest.mark.parametrize("name", ["LKDN", "BSRN"])
+def test_inference_trunk_never_builds_the_block_concatenation(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    options = {"type": name, **our_architectures()[name].test_options, "num_block": 4}
+    net = build_network(options).eval()
+    widths: list[int] = []
+    cat = torch.cat
+
+    def recording_cat(tensors, dim=0, **kwargs):
+        out = cat(tensors, dim, **kwargs)
+        widths.append(out.shape[1] if out.ndim == 4 else 0)
+        return out
+
+    monkeypatch.setattr(torch, "cat", recording_cat)
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        net(x)
+    feat = options["num_feat"]
+    assert widths and max(widths) < 4 * feat  # the blocks' own concatenations (2 * feat) only; num_in 4 is 12 channels
+    widths.clear()
+    with torch.enable_grad():
+        net(x.requires_grad_(True))
+    assert 4 * feat in widths  # with autograd on: the reference concatenation
+
+
+def test_training_keeps_autograd_working() -> None:
+    """With autograd on the blocks use out-of-place ops: gradients flow to the input and every parameter."""
+    net = randomize(build_network({"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 2})).train()
     x = torch.rand(1, 3, 11, 13, requires_grad=True)
-    out = fast(x)
-    out.mean().backward()
-    assert (out.detach() - eager(net, x.detach())).abs().max().item() <= TOLERANCE
+    net(x).mean().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert all(p.grad is not None for p in net.parameters())
 
 
-def test_a_rewrite_that_changes_the_output_is_dropped(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
-    def broken(self: FastLKDN, x: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(x.shape[0], 3, x.shape[2] * self.upscale, x.shape[3] * self.upscale)
+def test_a_fold_that_changes_the_output_is_dropped(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    def broken(net: torch.nn.Module, **kwargs) -> torch.nn.Module:
+        wrong = copy.deepcopy(net)
+        with torch.no_grad():
+            wrong.c2.dw.bias.add_(1.0)
+        return wrong
 
-    monkeypatch.setattr(lkdn_optimize.FastLKDN, "forward", broken)
-    net = randomize(build_network({"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1}))
+    monkeypatch.setattr(lkdn_optimize, "reparameterize_model", broken)
+    net = randomize(build_network({"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1,
+                                   "conv": "BSConvU_rep"}))
     applied: list[str] = []
     with caplog.at_level(logging.WARNING, logger="lkdn.optimize"):
         fast = optimize_network(net, applied=applied)
-    assert "FastLKDN trunk" not in applied and not isinstance(fast, FastLKDN)
-    assert "FastLKDN trunk dropped" in caplog.text
+    assert "re-parameterization" not in applied and "re-parameterization dropped" in caplog.text
     x = torch.rand(1, 3, 9, 10)
     with torch.inference_mode():
         assert (fast(x) - eager(net, x)).abs().max().item() <= TOLERANCE
 
 
-def test_nhwc_pixel_norm_for_training_keeps_keys_and_function() -> None:
+def test_pixel_norm_keeps_the_memory_format_and_trains() -> None:
     net = randomize(build_network({"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 2}))
-    keys = list(net.state_dict())
+    norm = net.B1.pixel_norm
+    x = torch.rand(2, 8, 9, 11)
+    nchw, nhwc = norm(x), norm(x.contiguous(memory_format=torch.channels_last))
+    assert nchw.is_contiguous() and nhwc.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(nchw, nhwc, atol=1e-6, rtol=0)
     x = torch.rand(2, 3, 9, 11)
     expected = eager(net, x)
-    assert use_nhwc_pixel_norm(net) == 2
-    assert list(net.state_dict()) == keys and isinstance(net.B2.pixel_norm, PixelNormNHWC)
-    net = net.to(memory_format=torch.channels_last).train()
+    net = net.to(memory_format=torch.channels_last).train()  # train.channels_last: no extra call needed
     out = net(x.contiguous(memory_format=torch.channels_last))
     out.mean().backward()
     assert net.B1.pixel_norm.weight.grad is not None
@@ -210,7 +242,7 @@ def test_from_config_with_official_weights_reproduces_eager(config: str, weights
     yml = ROOT / "options" / "test" / "LKDN" / config
     up = Upscaler.from_config(yml, weights=path, device="cpu")
     assert up.scale == 4
-    reference = load_model(load_yaml(yml), weights=str(path))
+    reference = load_network_from_options(load_options(yml), weights=path)
     x = torch.rand(1, 3, 40, 36)
     expected = eager(reference, x).clamp(0, 1)
     assert (up(x) - expected).abs().max().item() <= TOLERANCE

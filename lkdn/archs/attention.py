@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lkdn.archs import ops
 from lkdn.archs.bsconv import BSConvU
 
 
@@ -30,7 +31,7 @@ class LKA(nn.Module):
         self.depthwise_dilated = nn.Conv2d(channels, channels, 5, padding=6, dilation=3, groups=channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.depthwise_dilated(self.depthwise(self.pointwise(x)))
+        return ops.mul(self.depthwise_dilated(self.depthwise(self.pointwise(x))), x)
 
 
 def _std_mean(x: torch.Tensor) -> torch.Tensor:
@@ -49,6 +50,8 @@ class CCA(nn.Module):
         channels: input and output channels.
         reduction: channel reduction of the squeeze step.
     """
+
+    translation_local = False  # the gate depends on statistics of the whole image
 
     def __init__(self, channels: int, *, reduction: int = 16) -> None:
         super().__init__()
@@ -78,6 +81,8 @@ class ESA(nn.Module):
         act: activation class.
         reduction: ``f = channels // reduction`` inner channels.
     """
+
+    translation_local = False  # strided conv, pooling and resampling back: no finite tile context is exact
 
     def __init__(
         self, channels: int, *, conv: type[nn.Module] = nn.Conv2d, act: type[nn.Module] = nn.ReLU, reduction: int = 4

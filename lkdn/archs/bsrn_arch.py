@@ -8,14 +8,19 @@ keys match the official checkpoints: ``fea_conv``, ``B1..Bn`` (ESDB), ``c1``, ``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
-from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from lkdn.archs import ops
 from lkdn.archs.attention import CCA, ESA
 from lkdn.archs.bsconv import BSConvU, conv_type
+from lkdn.archs.contract import StateDictDetection, register_architecture
 from lkdn.archs.distillation import DistillationBody
-from lkdn.archs.trunk import BlueprintTrunk
+from lkdn.archs.shapes import count_blocks, scale_and_channels, shape
+from lkdn.archs.trunk import BlueprintTrunk, blueprint_deploy_options
 from lkdn.archs.upsamplers import PixelShuffleDirect
 
 
@@ -37,7 +42,7 @@ class ESDB(DistillationBody):
         self.cca = CCA(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cca(self.esa(self.distill(x))) + x
+        return ops.add(self.cca(self.esa(self.distill(x))), x)
 
 
 class UpsampleOneStep(nn.Module):
@@ -58,7 +63,27 @@ class UpsampleOneStep(nn.Module):
         return self.upsampleOneStep(x)
 
 
-@ARCH_REGISTRY.register()
+def bsrn_options_from_state(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The ``network_g`` options (``type: BSRN``) of a BSRN state dict (any size, ``num_in``, ``conv``)."""
+    num_feat, in_total = shape(state, "fea_conv.pw.weight")[:2]
+    upscale, channels, num_in = scale_and_channels(shape(state, "upsampler.upsampleOneStep.0.weight")[0], in_total)
+    return {
+        "type": "BSRN", "num_in_ch": channels, "num_feat": num_feat, "num_block": count_blocks(state, "B{}.c1_d.weight"),
+        "num_out_ch": channels, "upscale": upscale, "num_in": num_in,
+        "conv": "BSConvU_rep" if "B1.c1_r.rep1x1.weight" in state else "BSConvU",
+    }
+
+
+# CCA squeezes to channels // 16 behind a ReLU: 64 channels keep every squeezed channel alive in tests.
+@register_architecture(
+    test_options={"num_feat": 64, "num_block": 2}, test_variants=({"conv": "BSConvU_rep", "num_in": 1},),
+    deploy_options=blueprint_deploy_options,
+    spandrel=StateDictDetection(
+        keys=("fea_conv.pw.weight", "B1.c1_d.weight", "B1.c1_r.pw.weight", "B1.esa.conv1.weight",
+              "B1.cca.conv_du.0.weight", "c1.weight", "c2.pw.weight", "upsampler.upsampleOneStep.0.weight"),
+        options=bsrn_options_from_state, min_size=15,
+    ),
+)
 class BSRN(BlueprintTrunk):
     """Blueprint Separable Residual Network.
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lkdn.archs import ops
+
 
 class DistillationBody(nn.Module):
     """``c1_d .. c5`` of a residual feature-distillation block (official key names).
@@ -40,11 +42,12 @@ class DistillationBody(nn.Module):
 
     def distill(self, x: torch.Tensor) -> torch.Tensor:
         """The fused distilled features ``c5(cat(d1, d2, d3, r4))``."""
-        d1 = self.act(self.c1_d(x))
-        r1 = self.act(self.c1_r(x) + x)
-        d2 = self.act(self.c2_d(r1))
-        r2 = self.act(self.c2_r(r1) + r1)
-        d3 = self.act(self.c3_d(r2))
-        r3 = self.act(self.c3_r(r2) + r2)
-        r4 = self.act(self.c4(r3))
+        act = self.act
+        d1 = ops.activate(act, self.c1_d(x))
+        r1 = ops.activate(act, ops.add(self.c1_r(x), x))
+        d2 = ops.activate(act, self.c2_d(r1))
+        r2 = ops.activate(act, ops.add(self.c2_r(r1), r1))
+        d3 = ops.activate(act, self.c3_d(r2))
+        r3 = ops.activate(act, ops.add(self.c3_r(r2), r2))
+        r4 = ops.activate(act, self.c4(r3))
         return self.c5(torch.cat([d1, d2, d3, r4], dim=1))

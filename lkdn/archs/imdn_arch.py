@@ -8,11 +8,15 @@ follow the official code (``fea_conv``, ``IMDB1..IMDBn``, ``c.0``, ``LR_conv``,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
-from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from lkdn.archs.attention import CCA
+from lkdn.archs.contract import StateDictDetection, register_architecture
+from lkdn.archs.shapes import count_blocks, scale_and_channels, shape
 from lkdn.archs.upsamplers import PixelShuffleDirect
 
 
@@ -52,7 +56,29 @@ class IMDB(nn.Module):
         return self.c5(self.cca(torch.cat([d1, d2, d3, d4], dim=1))) + x
 
 
-@ARCH_REGISTRY.register()
+def imdn_options_from_state(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The ``network_g`` options (``type: IMDN``) of an IMDN state dict."""
+    num_feat, num_in_ch = shape(state, "fea_conv.weight")[:2]
+    upscale, num_out_ch, _ = scale_and_channels(shape(state, "upsampler.0.weight")[0], num_in_ch)
+    distilled = shape(state, "IMDB1.c4.weight")[0]
+    rate = distilled / num_feat
+    if int(num_feat * rate) != distilled:  # float rounding: any rate in [dc, dc + 1) / num_feat builds the same block
+        rate = (distilled + 0.5) / num_feat
+    return {
+        "type": "IMDN", "num_in_ch": num_in_ch, "num_feat": num_feat, "num_block": count_blocks(state, "IMDB{}.c1.weight"),
+        "num_out_ch": num_out_ch, "upscale": upscale, "distillation_rate": rate,
+    }
+
+
+# CCA squeezes to channels // 16 behind a ReLU: 32 channels keep every squeezed channel alive in tests.
+@register_architecture(
+    test_options={"num_feat": 32, "num_block": 2},
+    spandrel=StateDictDetection(
+        keys=("fea_conv.weight", "IMDB1.c1.weight", "IMDB1.c4.weight", "IMDB1.c5.weight", "IMDB1.cca.conv_du.0.weight",
+              "c.0.weight", "LR_conv.weight", "upsampler.0.weight"),
+        options=imdn_options_from_state,
+    ),
+)
 class IMDN(nn.Module):
     """Information Multi-Distillation Network.
 

@@ -12,13 +12,19 @@ Ablation switches (defaults are the official network): ``attention`` (``lka``, `
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
-from basicsr.utils.registry import ARCH_REGISTRY
+import torch.nn.functional as F
 from torch import nn
 
+from lkdn.archs import ops
 from lkdn.archs.attention import ESACCA, LKA
 from lkdn.archs.bsconv import BSConvU, conv_type
-from lkdn.archs.trunk import BlueprintTrunk
+from lkdn.archs.contract import StateDictDetection, conv_receptive_radius, register_architecture
+from lkdn.archs.shapes import count_blocks, scale_and_channels, shape
+from lkdn.archs.trunk import BlueprintTrunk, blueprint_deploy_options
 from lkdn.archs.upsamplers import build_upsampler
 
 ATTENTIONS: dict[str, type[nn.Module] | None] = {"lka": LKA, "none": None, "esa_cca": ESACCA}
@@ -38,10 +44,18 @@ def build_attention(name: str, channels: int) -> nn.Module:
 
 
 class PixelNorm(nn.LayerNorm):
-    """LayerNorm over the channels of each pixel of an NCHW tensor (official ``pixel_norm``)."""
+    """LayerNorm over the channels of each pixel of an NCHW tensor (official ``pixel_norm``).
+
+    The result keeps the input's memory format: for a ``channels_last`` input the NHWC
+    permutation is already contiguous, so it is normalized and returned as it is, without the
+    two layout copies a plain permute-normalize-permute costs (and that would make every
+    following convolution reorder its input back).
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
+        y = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
+        y = y.permute(0, 3, 1, 2)
+        return y.contiguous() if x.is_contiguous() else y
 
 
 class LKDB(nn.Module):
@@ -78,18 +92,66 @@ class LKDB(nn.Module):
         self.pixel_norm = PixelNorm(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d1 = self.act(self.c1_d(x))
-        r1 = self.act(self.c1_r(x))
-        d2 = self.act(self.c2_d(r1))
-        r2 = self.act(self.c2_r(r1))
-        d3 = self.act(self.c3_d(r2))
-        r3 = self.act(self.c3_r(r2))
-        r4 = self.act(self.c4(r3))
+        act = self.act
+        d1 = ops.activate(act, self.c1_d(x))
+        r1 = ops.activate(act, self.c1_r(x))
+        d2 = ops.activate(act, self.c2_d(r1))
+        r2 = ops.activate(act, self.c2_r(r1))
+        d3 = ops.activate(act, self.c3_d(r2))
+        r3 = ops.activate(act, self.c3_r(r2))
+        r4 = ops.activate(act, self.c4(r3))
         out = self.c6(self.atten(self.c5(torch.cat([d1, d2, d3, r4], dim=1))))
-        return self.pixel_norm(out) + x
+        return ops.add(self.pixel_norm(out), x)
 
 
-@ARCH_REGISTRY.register()
+def lkdn_options_from_state(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The ``network_g`` options (``type: LKDN``) of an LKDN state dict: training or deploy form, any size.
+
+    ``BSConvU_idt`` has the parameters of ``BSConvU`` and cannot be told apart: it reads as ``BSConvU``.
+    """
+    num_feat, in_total = shape(state, "fea_conv.pw.weight")[:2]
+    rep_upsampler = "upsampler.conv1.weight" in state
+    out_total = shape(state, "upsampler.conv1.weight" if rep_upsampler else "upsampler.0.weight")[0]
+    upscale, channels, num_in = scale_and_channels(out_total, in_total)
+    if "B1.atten.pointwise.weight" in state:
+        attention = "lka"
+    elif any(k.startswith("B1.atten.esa.") for k in state):
+        attention = "esa_cca"
+    else:
+        attention = "none"
+    options: dict[str, Any] = {
+        "type": "LKDN", "num_in_ch": channels, "num_out_ch": channels, "num_feat": num_feat,
+        "num_atten": shape(state, "B1.c5.weight")[0], "num_block": count_blocks(state, "B{}.c1_d.weight"),
+        "upscale": upscale, "num_in": num_in,
+        "conv": "BSConvU_rep" if "B1.c1_r.rep1x1.weight" in state else "BSConvU",
+        "upsampler": "pixelshuffle_rep" if rep_upsampler else "pixelshuffledirect",
+    }
+    if attention != "lka":
+        options["attention"] = attention
+    return options
+
+
+SMALL = {"num_feat": 8, "num_atten": 8, "num_block": 2}
+VARIANTS = (
+    {"conv": "BSConvU_rep", "upsampler": "pixelshuffle_rep"},
+    {"conv": "BSConvU_idt", "attention": "esa_cca", "num_atten": 16},
+    {"attention": "none", "num_in": 1},
+)
+# The attention stage (c5 -> LKA -> c6, before the pixel norm) reaches ~1e11 with the official
+# weights, far past float16's 65504: a float16 export keeps it float32.
+FP32_STAGES = {LKDB: ("c5", "atten", "c6", "pixel_norm")}
+DETECTION = StateDictDetection(
+    keys=("fea_conv.pw.weight", "fea_conv.dw.weight", "B1.c1_d.weight", "B1.c1_r.pw.weight", "B1.c4.pw.weight",
+          "B1.c5.weight", "B1.c6.weight", "B1.pixel_norm.weight", "c1.weight", "c2.pw.weight"),
+    any_of=(("upsampler.0.weight", "upsampler.conv1.weight"),),
+    options=lkdn_options_from_state,
+)
+
+
+@register_architecture(
+    test_options=SMALL, test_variants=VARIANTS, receptive_radius=conv_receptive_radius,
+    deploy_options=blueprint_deploy_options, fp32_stages=FP32_STAGES, spandrel=DETECTION,
+)
 class LKDN(BlueprintTrunk):
     """Large Kernel Distillation Network.
 
@@ -123,7 +185,6 @@ class LKDN(BlueprintTrunk):
         self.upsampler = build_upsampler(upsampler, num_feat=num_feat, num_out_ch=num_out_ch, scale=upscale)
 
 
-@ARCH_REGISTRY.register()
 def LKDN_S(  # noqa: N802 (registered name used in YAML)
     *, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 42, num_atten: int = 42, num_block: int = 5,
     upscale: int = 4, num_in: int = 4, conv: str = "BSConvU", upsampler: str = "pixelshuffledirect",
@@ -134,3 +195,9 @@ def LKDN_S(  # noqa: N802 (registered name used in YAML)
         num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat, num_atten=num_atten, num_block=num_block,
         upscale=upscale, num_in=num_in, conv=conv, upsampler=upsampler, attention=attention,
     )
+
+
+register_architecture(
+    LKDN_S, test_options=SMALL, test_variants=({"attention": "none", "num_in": 1},),
+    receptive_radius=conv_receptive_radius, deploy_options=blueprint_deploy_options, fp32_stages=FP32_STAGES,
+)

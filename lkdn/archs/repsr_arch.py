@@ -10,18 +10,21 @@ expand * C channels -> BatchNorm -> 1x1 conv back to C``. BN trains on batch sta
 and on population statistics late in training (``train.bn_population_after`` in the training
 options); :meth:`RepSRBlock.fuse` folds a block, using the BN running statistics, into one
 plain 3x3 conv, so the deploy network is a plain stack of 3x3 convs and PReLUs. The deploy
-form is built directly with ``deploy: true`` (same keys as the fused training form), which
-:func:`lkdn.reparam.deploy_options` sets.
+form is built directly with ``deploy: true`` (same keys as the fused training form), which the
+architecture's contract declares as its deploy options.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
-from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from lkdn.reparam import register_deploy_rule
+from lkdn.archs.contract import StateDictDetection, conv_receptive_radius, register_architecture
+from lkdn.archs.shapes import ShapeError, scale_and_channels, shape
 
 
 class ExpandSqueeze(nn.Module):
@@ -87,7 +90,36 @@ class RepSRBlock(nn.Module):
         return conv
 
 
-@ARCH_REGISTRY.register()
+def repsr_options_from_state(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The ``network_g`` options (``type: RepSR``) of a RepSR state dict, training or deploy form."""
+    num_feat, num_in_ch = shape(state, "head.0.weight")[:2]
+    deploy = "body.0.path1.expand.weight" not in state
+    block_key = "body.{}.weight" if deploy else "body.{}.path1.expand.weight"
+    num_block = 0
+    while block_key.format(2 * num_block) in state:
+        num_block += 1
+    upscale, channels, _ = scale_and_channels(shape(state, "tail.0.weight")[0], num_in_ch)
+    if channels != num_in_ch:
+        raise ShapeError(f"RepSR needs as many output as input channels, got {num_in_ch} in and {channels} out")
+    options: dict[str, Any] = {"type": "RepSR", "num_in_ch": num_in_ch, "num_out_ch": channels, "num_feat": num_feat,
+                               "num_block": num_block, "upscale": upscale}
+    if deploy:
+        options["deploy"] = True
+    else:
+        options["expand"] = shape(state, "body.0.path1.expand.weight")[0] // num_feat
+    return options
+
+
+@register_architecture(
+    test_options={"num_feat": 8, "num_block": 2}, test_variants=({"deploy": True},),
+    receptive_radius=conv_receptive_radius,  # convs, PReLU and a nearest-neighbour skip: all local
+    deploy_options=lambda opt: opt | {"deploy": True},
+    spandrel=StateDictDetection(
+        keys=("head.0.weight", "head.1.weight", "tail.0.weight"),
+        any_of=(("body.0.weight", "body.0.path1.expand.weight"),),
+        options=repsr_options_from_state,
+    ),
+)
 class RepSR(nn.Module):
     """RepSR network (training form, or the plain deploy form with ``deploy=True``).
 
@@ -125,8 +157,3 @@ class RepSR(nn.Module):
         out = self.tail(self.body(self.head(x)))
         return out + F.interpolate(x, scale_factor=self.upscale, mode="nearest")
 
-
-@register_deploy_rule("RepSR")
-def _deploy_options(opt: dict) -> dict:
-    """The deploy form of RepSR is selected by ``deploy: true``."""
-    return opt | {"deploy": True}

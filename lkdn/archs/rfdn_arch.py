@@ -11,13 +11,22 @@ checkpoint was trained on pixel values in [0, 255]: ``img_range: 255``).
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
 import torch
-from basicsr.utils.registry import ARCH_REGISTRY
+import torch.nn.functional as F
 from torch import nn
 
 from lkdn.archs.attention import CCA, ESA
+from lkdn.archs.contract import StateDictDetection, register_architecture
 from lkdn.archs.distillation import DistillationBody
+from lkdn.archs.shapes import count_blocks, scale_and_channels, shape
 from lkdn.archs.upsamplers import PixelShuffleDirect
+
+logger = logging.getLogger(__name__)
 
 ATTENTIONS = ("esa", "cca")
 
@@ -48,7 +57,58 @@ class RFDB(DistillationBody):
         return getattr(self, self.attention)(self.distill(x))
 
 
-@ARCH_REGISTRY.register()
+def _probe_image(channels: int, size: int = 32) -> torch.Tensor:
+    """A smooth 1 x channels x size x size test image in [0.1, 0.9] (sinusoids, no noise)."""
+    y = torch.linspace(0, 1, size)[:, None]
+    x = torch.linspace(0, 1, size)[None]
+    planes = [0.5 + 0.4 * torch.sin(2 * math.pi * (x * (k + 1) + y * (2 - k) / 2)) for k in range(channels)]
+    return torch.stack(planes)[None]
+
+
+@torch.no_grad()
+def infer_img_range(kwargs: Mapping[str, Any], state: Mapping[str, torch.Tensor],
+                    candidates: tuple[float, ...] = (1.0, 255.0)) -> float:
+    """The ``img_range`` (not stored in the weights) whose output on a smooth probe image is closest
+    to its bicubic upscale: 255 for the official ``RFDN_AIM.pth``."""
+    image = _probe_image(int(kwargs["num_in_ch"]))
+    target = F.interpolate(image, scale_factor=int(kwargs["upscale"]), mode="bicubic", align_corners=False)
+    errors = {}
+    for img_range in candidates:
+        model = RFDN(**kwargs, img_range=img_range)
+        model.load_state_dict(state)
+        errors[img_range] = float((model.eval()(image).float() - target).abs().mean())
+    best = min(errors, key=errors.__getitem__)
+    logger.info("RFDN img_range probe (mean |output - bicubic| per range): %s -> %s", errors, best)
+    return best
+
+
+def rfdn_options_from_state(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The ``network_g`` options (``type: RFDN``) of an RFDN state dict; ``img_range`` is probed."""
+    num_feat, num_in_ch = shape(state, "fea_conv.weight")[:2]
+    upscale, num_out_ch, _ = scale_and_channels(shape(state, "upsampler.0.weight")[0], num_in_ch)
+    kwargs: dict[str, Any] = {
+        "num_in_ch": num_in_ch, "num_feat": num_feat, "num_block": count_blocks(state, "B{}.c1_d.weight"),
+        "num_out_ch": num_out_ch, "upscale": upscale,
+    }
+    if "B1.cca.conv_du.0.weight" in state:
+        kwargs["attention"] = "cca"
+        kwargs["cca_reduction"] = num_feat // shape(state, "B1.cca.conv_du.0.weight")[0]
+    else:
+        kwargs["attention"] = "esa"
+    kwargs["img_range"] = infer_img_range(kwargs, state)
+    return {"type": "RFDN", **kwargs}
+
+
+# CCA squeezes to channels // 4 behind a ReLU: 32 channels keep every squeezed channel alive in tests.
+@register_architecture(
+    test_options={"num_feat": 32, "num_block": 2}, test_variants=({"attention": "cca", "img_range": 255.0},),
+    spandrel=StateDictDetection(
+        keys=("fea_conv.weight", "B1.c1_d.weight", "B1.c1_r.weight", "B1.c4.weight", "B1.c5.weight", "c.0.weight",
+              "LR_conv.weight", "upsampler.0.weight"),
+        any_of=(("B1.esa.conv1.weight", "B1.cca.conv_du.0.weight"),),
+        options=rfdn_options_from_state, min_size=15,
+    ),
+)
 class RFDN(nn.Module):
     """Residual Feature Distillation Network; E-RFDN with the defaults.
 

@@ -3,16 +3,41 @@
 ``x`` replicated ``num_in`` times along channels, ``fea_conv`` (BSConvU 3x3), blocks
 ``B1..Bn``, then ``c2(GELU(c1(cat(B1..Bn)))) + fea`` and the upsampler. The networks differ
 only in their block (ESDB or LKDB) and upsampler.
+
+In inference (:func:`lkdn.archs.ops.inplace_ok`) the ``n * num_feat``-channel concatenation,
+the largest tensor of the network (103 MB for LKDN at 320x180), is never built: ``c1`` is
+applied as the sum of ``n`` 1x1 convolutions of each block output with its slice of ``c1``'s
+weight, accumulated in place while the blocks run, so each block output is freed as soon as the
+next block and its share of ``c1`` have read it. The result equals the concatenated form up to
+float rounding of the sum.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from lkdn.archs import ops
 from lkdn.archs.bsconv import BSConvU
+
+# Option values of the re-parameterizable training forms and the deploy forms they fold into.
+DEPLOY_VALUES: dict[str, dict[str, str]] = {
+    "conv": {"BSConvU_rep": "BSConvU", "RBSB": "BSConvU"},
+    "upsampler": {"pixelshuffle_rep": "pixelshuffledirect"},
+}
+
+
+def blueprint_deploy_options(opt: dict[str, Any]) -> dict[str, Any]:
+    """LKDN's and BSRN's deploy options: ``conv: BSConvU_rep`` -> ``BSConvU``, ``pixelshuffle_rep`` -> ``pixelshuffledirect``."""
+    out = dict(opt)
+    for key, renames in DEPLOY_VALUES.items():
+        if out.get(key) in renames:
+            out[key] = renames[out[key]]
+    return out
 
 
 class BlueprintTrunk(nn.Module):
@@ -38,12 +63,30 @@ class BlueprintTrunk(nn.Module):
         if self.num_in > 1:
             x = torch.cat([x] * self.num_in, dim=1)
         fea = self.fea_conv(x)
-        outs, out = [], fea
-        for i in range(1, self.num_block + 1):
-            out = getattr(self, f"B{i}")(out)
-            outs.append(out)
-        trunk = self.c2(self.GELU(self.c1(torch.cat(outs, dim=1)))) + fea
+        fused = self._fuse_accumulated(fea) if ops.inplace_ok() else self._fuse_concatenated(fea)
+        trunk = ops.add(self.c2(ops.activate(self.GELU, fused)), fea)
         return self.upsampler(trunk)
+
+    def _blocks(self) -> list[nn.Module]:
+        return [getattr(self, f"B{i}") for i in range(1, self.num_block + 1)]
+
+    def _fuse_concatenated(self, fea: torch.Tensor) -> torch.Tensor:
+        outs, out = [], fea
+        for block in self._blocks():
+            out = block(out)
+            outs.append(out)
+        return self.c1(torch.cat(outs, dim=1))
+
+    def _fuse_accumulated(self, fea: torch.Tensor) -> torch.Tensor:
+        """``c1(cat(B1..Bn))`` without the concatenation (inference only: accumulated in place)."""
+        weights = self.c1.weight.split(self.c1.in_channels // self.num_block, dim=1)
+        out, acc = fea, None
+        for i, (block, weight) in enumerate(zip(self._blocks(), weights, strict=True)):
+            out = block(out)
+            part = F.conv2d(out, weight, self.c1.bias if i == 0 else None)
+            acc = part if acc is None else acc.add_(part)
+        assert acc is not None  # num_block >= 1
+        return acc
 
     @torch.no_grad()
     def fold_num_in(self) -> None:

@@ -15,10 +15,15 @@ scales is tested at any scale by building it with that ``upscale`` (or by passin
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
-from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
+
+from lkdn.archs.contract import StateDictDetection, conv_receptive_radius, register_architecture
+from lkdn.archs.shapes import ShapeError, shape
 
 
 def upsample_bicubic(x: torch.Tensor, scale: int) -> torch.Tensor:
@@ -28,7 +33,32 @@ def upsample_bicubic(x: torch.Tensor, scale: int) -> torch.Tensor:
     return F.interpolate(x, size=(x.shape[-2] * scale, x.shape[-1] * scale), mode="bicubic", align_corners=False)
 
 
-@ARCH_REGISTRY.register()
+def vdsr_receptive_radius(net: nn.Module) -> int | None:
+    """LR pixels of context: the convolutions' radius (in output pixels, an upper bound in LR pixels)
+    plus 2 for the bicubic upsampling's four taps."""
+    radius = conv_receptive_radius(net)
+    return None if radius is None else radius + (2 if getattr(net, "upscale", 1) > 1 else 0)
+
+
+def vdsr_options_from_state(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The ``network_g`` options (``type: VDSR``) of a VDSR state dict. The weights do not fix a scale: x4."""
+    num_feat, num_in_ch = shape(state, "body.0.weight")[:2]
+    num_layer = 0
+    while f"body.{2 * num_layer}.weight" in state:
+        num_layer += 1
+    if shape(state, f"body.{2 * (num_layer - 1)}.weight")[0] != num_in_ch:
+        raise ShapeError("the last VDSR conv must give as many channels as the input has")
+    return {"type": "VDSR", "num_in_ch": num_in_ch, "num_feat": num_feat, "num_layer": num_layer, "upscale": 4}
+
+
+@register_architecture(
+    test_options={"num_in_ch": 3, "num_feat": 8, "num_layer": 4}, test_variants=({"num_in_ch": 1},),
+    receptive_radius=vdsr_receptive_radius,
+    spandrel=StateDictDetection(
+        keys=("body.0.weight", "body.0.bias", "body.2.weight"), only=r"body\.\d*[02468]\.(weight|bias)",
+        options=vdsr_options_from_state,
+    ),
+)
 class VDSR(nn.Module):
     """Very deep residual network on the bicubic-upsampled input.
 

@@ -207,14 +207,14 @@ def build_checked_dataset(opt: Mapping[str, Any], *, where: str) -> CheckedDatas
 
     ``skip_bad_images`` of a training section turns on skipping (see :class:`CheckedDataset`).
     """
-    import copy
+    from lkdn.utils.frozen import thaw
 
     check_dataset_options(opt, where=where)
     type_name = opt.get("type")
     if not isinstance(type_name, str) or type_name not in DATASET_REGISTRY:
         known = ", ".join(sorted(DATASET_REGISTRY._obj_map))  # basicsr's Registry keeps its map here
         raise DataError(f"{where}.type: unknown dataset type {type_name!r} (known: {known})")
-    dataset_opt = copy.deepcopy(dict(opt))
+    dataset_opt = thaw(opt)
     dataset_opt.pop("optional", None)
     skip = bool(dataset_opt.pop("skip_bad_images", False))
     try:

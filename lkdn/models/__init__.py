@@ -4,12 +4,12 @@ which registers its classes in :data:`MODEL_REGISTRY` (BasicSR's convention);
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from pathlib import Path
 from typing import Any
 
 from lkdn.models.registry import MODEL_REGISTRY
+from lkdn.utils.names import unknown_name
 
 for _file in sorted(Path(__file__).parent.glob("*_model.py")):
     importlib.import_module(f"lkdn.models.{_file.stem}")
@@ -18,11 +18,8 @@ for _file in sorted(Path(__file__).parent.glob("*_model.py")):
 def build_model(opt: dict[str, Any], **kwargs: Any) -> Any:
     """Build ``MODEL_REGISTRY[opt['model_type']]`` (default ``SRModel``) with ``opt`` and ``kwargs``."""
     name = opt.get("model_type", "SRModel")
-    names = sorted(MODEL_REGISTRY.keys())
     if name not in MODEL_REGISTRY:
-        match = difflib.get_close_matches(str(name), names, n=1, cutoff=0.5)
-        hint = f"; did you mean {match[0]!r}?" if match else ""
-        raise ValueError(f"model_type: unknown model {name!r}{hint} (known: {', '.join(names)})")
+        raise ValueError(unknown_name("model", name, MODEL_REGISTRY.keys(), where="model_type"))
     return MODEL_REGISTRY.get(name)(opt, **kwargs)
 
 

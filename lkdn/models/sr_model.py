@@ -26,13 +26,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from lkdn.archs import build_network
+from lkdn.evaluate import evaluate
+from lkdn.images import write_image
+from lkdn.loading import load_weights_from_options
 from lkdn.models.registry import MODEL_REGISTRY
 from lkdn.training.batchnorm import batchnorm_modules, set_train_mode
 from lkdn.training.dist import DistInfo, any_process
 from lkdn.training.ema import WeightEMA
 from lkdn.training.optim import build_optimizer
 from lkdn.training.schedulers import build_scheduler, warmup_factor
-from lkdn.training.validation import validate
 from lkdn.utils.checkpoint import (
     SAFETENSORS_SUFFIX,
     extract_state_dict,
@@ -41,18 +43,17 @@ from lkdn.utils.checkpoint import (
     save_file,
     save_network_file,
 )
+from lkdn.utils.frozen import thaw
 
 logger = logging.getLogger(__name__)
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-SAVE_FORMATS = ("pth", "safetensors")
 
 
 def _amp_dtype(value: Any, device: torch.device) -> torch.dtype | None:
-    if value in (None, False, "none", "fp32"):
-        return None
+    """``train.amp`` (validated by the schema: bf16, fp16 or off) on ``device``."""
     if value not in AMP_DTYPES:
-        raise ValueError(f"train.amp: expected bf16, fp16 or false, got {value!r}")
+        return None
     if value == "fp16" and device.type != "cuda":
         raise ValueError(
             f"train.amp: fp16 mixed precision needs a CUDA device (training on {device}); use bf16 on the CPU"
@@ -61,13 +62,10 @@ def _amp_dtype(value: Any, device: torch.device) -> torch.dtype | None:
 
 
 def _compile_options(value: Any) -> dict[str, Any] | None:
-    if value in (None, False):
+    """``train.compile`` (validated by the schema: a bool or a mapping of torch.compile arguments)."""
+    if not value:
         return None
-    if value is True:
-        return {}
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise ValueError(f"train.compile: expected true, false or a mapping of torch.compile arguments, got {value!r}")
+    return {} if value is True else thaw(value)
 
 
 def _set_lrs(optimizer: torch.optim.Optimizer, lrs: list[float]) -> None:
@@ -91,20 +89,18 @@ class SRModel:
         train_opt = opt.get("train") or {}
         path_opt = opt.get("path") or {}
 
-        self.net_g = build_network(opt["network_g"]).to(self.device)
+        self.net_g = build_network(opt["network_g"])
         n_params = sum(p.numel() for p in self.net_g.parameters())
         logger.info("Network %s with %s parameters", type(self.net_g).__name__, f"{n_params:,d}")
         logger.debug("%s", self.net_g)
         pretrain = path_opt.get("pretrain_network_g")
-        strict = bool(path_opt.get("strict_load_g", True))
-        if pretrain:
-            key = path_opt.get("param_key_g", "params")
-            logger.info("Loading %s (key %s, strict %s)", pretrain, key, strict)
-            load_network(self.net_g, pretrain, param_key=key, strict=strict)
+        if pretrain:  # fine-tuning: the one loading rule (lkdn.loading)
+            load_weights_from_options(self.net_g, opt)
+        self.net_g.to(self.device)
 
-        self.cri_pix = build_loss(dict(train_opt["pixel_opt"])).to(self.device) if train_opt.get("pixel_opt") else None
+        self.cri_pix = build_loss(thaw(train_opt["pixel_opt"])).to(self.device) if train_opt.get("pixel_opt") else None
         self.cri_perceptual = (
-            build_loss(dict(train_opt["perceptual_opt"])).to(self.device) if train_opt.get("perceptual_opt") else None
+            build_loss(thaw(train_opt["perceptual_opt"])).to(self.device) if train_opt.get("perceptual_opt") else None
         )
         if self.cri_pix is None and self.cri_perceptual is None:
             raise ValueError("train: set pixel_opt (e.g. type: L1Loss) or perceptual_opt")
@@ -149,15 +145,13 @@ class SRModel:
             self.ema = WeightEMA(build_network(opt["network_g"]).to(self.device), decay=decay)
             self.ema.copy_from(self.net_g)
             if pretrain:  # BasicSR: the EMA starts from the file's params_ema (params when absent)
-                load_network(self.ema.net, pretrain, param_key="params_ema", strict=strict)
+                load_weights_from_options(self.ema.net, opt, param_key="params_ema")
         compile_opt = _compile_options(train_opt.get("compile"))
         if compile_opt is not None:
             logger.info("torch.compile of the training network (%s)", compile_opt or "defaults")
             self.train_net = torch.compile(self.train_net, **compile_opt)
         self.log_dict: dict[str, torch.Tensor] = {}
         self.save_format = (opt.get("logger") or {}).get("save_format", "pth")
-        if self.save_format not in SAVE_FORMATS:
-            raise ValueError(f"logger.save_format: expected pth or safetensors, got {self.save_format!r}")
         self.bad_steps = 0  # consecutive steps skipped for a non-finite loss or gradient norm
         self.step_skipped = False
         self._flat_network_file = False
@@ -279,14 +273,23 @@ class SRModel:
                 self._bn_population = None  # re-apply BatchNorm population mode at the next step
 
     def validation(self, loader: Any, *, current_iter: int, save_img: bool = False) -> dict[str, float]:
-        """Metrics of :meth:`test` on one validation loader (``val.metrics``)."""
-        val_opt = self.opt.get("val") or {}
-        save_dir = Path(self.opt["path"]["visualization"]) if save_img else None
-        values = validate(self.test, loader, metrics=val_opt.get("metrics"), device=self.device,
-                          current_iter=current_iter, save_dir=save_dir, pbar=bool(val_opt.get("pbar", False)))
+        """Mean metrics of :meth:`test` on one validation loader (``val.metrics``), as ``lkdn/test.py`` scores.
+
+        With ``save_img`` the SR images go to ``visualization/<image>/<image>_<iter>.png`` (BasicSR's layout).
+        """
+        val_opt = self.opt.section("val")
+        save = None
+        if save_img:
+            folder = Path(self.opt.path["visualization"])
+
+            def save(name: str, image: Any) -> None:
+                write_image(folder / name / f"{name}_{current_iter}.png", image)
+
+        evaluation = evaluate(self.test, loader, metrics=val_opt.get("metrics"), device=self.device, save=save,
+                              pbar=bool(val_opt.get("pbar", False)), desc="validation")
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        return values
+        return evaluation.means()
 
     # ------------------------------------------------------------------ saving and resuming
     def network_checkpoint(self) -> dict[str, dict[str, torch.Tensor]]:

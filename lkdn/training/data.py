@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 
 from lkdn.data.safe_dataset import DataError, build_checked_dataset
 from lkdn.training.dist import DistInfo
+from lkdn.utils.frozen import thaw
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class PositionSeededDataset(Dataset):
 
 def _loader_options(dataset_opt: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
     """A copy of the dataset options adjusted to the device (CUDA prefetch and pinned memory need CUDA)."""
-    opt = dict(dataset_opt)
+    opt = thaw(dataset_opt)
     mode = opt.get("prefetch_mode")
     if mode not in PREFETCH_MODES:
         raise ValueError(f"datasets.{opt.get('phase', 'train')}.prefetch_mode: expected cpu, cuda or ~, got {mode!r}")

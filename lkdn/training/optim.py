@@ -10,12 +10,13 @@ official YAML keys ``lr, betas, eps, weight_decay, no_prox, foreach``. The packa
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
+
+from lkdn.utils.names import unknown_keywords, unknown_name
 
 _EXTRA: dict[str, Callable[[], type[torch.optim.Optimizer]]] = {}
 
@@ -49,21 +50,14 @@ def get_optimizer_class(name: str) -> type[torch.optim.Optimizer]:
         return _EXTRA[name]()
     optimizers = _torch_optimizers()
     if name not in optimizers:
-        match = difflib.get_close_matches(str(name), optimizer_names(), n=1, cutoff=0.5)
-        hint = f"; did you mean {match[0]!r}?" if match else ""
-        raise ValueError(f"train.optim_g.type: unknown optimizer {name!r}{hint} (known: {', '.join(optimizer_names())})")
+        raise ValueError(unknown_name("optimizer", name, optimizer_names(), where="train.optim_g.type"))
     return optimizers[name]
 
 
 def _check_arguments(cls: type, kwargs: Mapping[str, Any], where: str) -> None:
-    params = inspect.signature(cls).parameters
-    valid = [k for k, p in params.items() if k != "params" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    for key in kwargs:
-        if key not in valid:
-            match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-            hint = f"; did you mean {match[0]!r}?" if match else ""
-            extra = "; clip gradients with train.grad_clip" if key == "max_grad_norm" else ""
-            raise ValueError(f"{where}.{key}: unknown argument of {cls.__name__}{hint}{extra} (valid: {', '.join(valid)})")
+    for key, problem in unknown_keywords(cls, kwargs, skip=("params",)):
+        extra = " (clip gradients with train.grad_clip)" if key == "max_grad_norm" else ""
+        raise ValueError(f"{where}.{key}: {problem}{extra}")
 
 
 def build_optimizer(

@@ -18,7 +18,7 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from lkdn.training.state import (
 )
 from lkdn.training.validation import BestMetrics
 from lkdn.utils.checkpoint import CheckpointError, save_file
+from lkdn.utils.files import write_text_atomic
 from lkdn.utils.logger import setup_logging
 
 logger = logging.getLogger("lkdn.train")
@@ -77,26 +78,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _int_option(section: dict[str, Any], key: str, default: Any, where: str) -> int | None:
+def _iterations(section: Mapping[str, Any], key: str, default: int | None) -> int | None:
+    """A count of iterations the schema validated (a whole positive number, possibly written as a float)."""
     value = section.get(key, default)
-    if value is None:
-        return None
-    try:
-        number = int(value)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}.{key}: expected a number, got {value!r}") from err
-    if number != value:
-        raise ValueError(f"{where}.{key}: expected a whole number, got {value!r}")
-    return number
-
-
-def _apply_debug(opt: dict[str, Any]) -> None:
-    """BasicSR's debug mode: every line logged, validation and saving every 8 iterations."""
-    if "debug" in opt["name"]:
-        opt.setdefault("logger", {})
-        opt["logger"].update(print_freq=1, save_checkpoint_freq=8)
-        if opt.get("val"):
-            opt["val"]["val_freq"] = 8
+    return None if value is None else int(value)
 
 
 def _write_options(opt_path: str, overrides: Sequence[str], target: Path, argv: Sequence[str]) -> None:
@@ -104,9 +89,7 @@ def _write_options(opt_path: str, overrides: Sequence[str], target: Path, argv: 
     for entry in overrides:
         apply_override(raw, entry)
     header = f"# written by lkdn/train.py on {time_str()}\n# command: {shlex.join(['lkdn/train.py', *argv])}\n"
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    os.replace(tmp, target)
+    write_text_atomic(target, header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
 
 
 def _environment() -> str:
@@ -120,48 +103,40 @@ class Trainer:
     def __init__(self, args: argparse.Namespace, argv: Sequence[str], root_path: Path) -> None:
         self.args = args
         opt = parse_options(args.opt, is_train=True, overrides=args.force_yml, root_path=root_path, debug=args.debug)
-        opt["root_path"] = str(root_path)
-        opt["auto_resume"] = bool(args.auto_resume)
-        dist_params = opt.get("dist_params") or {}
-        self.info: DistInfo = init_distributed(args.launcher, use_cuda=opt["num_gpu"] > 0,
+        dist_params = opt.section("dist_params")
+        self.info: DistInfo = init_distributed(args.launcher, use_cuda=opt.num_gpu > 0,
                                                backend=dist_params.get("backend"), port=dist_params.get("port"))
-        opt.update(dist=self.info.dist, rank=self.info.rank, world_size=self.info.world_size)
         if self.info.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # as BasicSR: fixed patch sizes, fastest kernels
         if not self.info.dist and opt["num_gpu"] > 1:
             logging.getLogger("lkdn").warning(
                 "%d GPUs visible; one process uses one. Launch with torchrun --nproc_per_node=%d ... --launcher pytorch",
                 opt["num_gpu"], opt["num_gpu"])
-        _apply_debug(opt)
         self.opt = opt
-        self.paths = opt["path"]
-        train_opt = opt.get("train") or {}
-        self.total_iter = _int_option(train_opt, "total_iter", None, "train")
-        if not self.total_iter or self.total_iter <= 0:
-            raise ValueError(f"{args.opt}: train.total_iter must be a positive number of iterations")
-        log_opt = opt.get("logger") or {}
-        self.print_freq = _int_option(log_opt, "print_freq", 100, "logger")
-        if not self.print_freq or self.print_freq < 1:
-            raise ValueError(f"{args.opt}: logger.print_freq must be a positive number of iterations")
-        self.save_freq = _int_option(log_opt, "save_checkpoint_freq", 5000, "logger")
-        self.max_bad_steps = _int_option(train_opt, "max_bad_steps", DEFAULT_MAX_BAD_STEPS, "train")
-        if not self.max_bad_steps or self.max_bad_steps < 1:
-            raise ValueError(f"{args.opt}: train.max_bad_steps must be a positive number of steps")
+        self.paths = opt.path
+        train_opt = opt.section("train")
+        self.total_iter = _iterations(train_opt, "total_iter", None)
+        if self.total_iter is None:
+            raise ValueError(f"{args.opt}: train.total_iter is missing (the number of training iterations)")
+        log_opt = opt.section("logger")
+        self.print_freq = _iterations(log_opt, "print_freq", 100)
+        self.save_freq = _iterations(log_opt, "save_checkpoint_freq", 5000)
+        self.max_bad_steps = _iterations(train_opt, "max_bad_steps", DEFAULT_MAX_BAD_STEPS)
         self.skipped_images = 0
-        val_opt = opt.get("val") or {}
-        self.val_freq = _int_option(val_opt, "val_freq", None, "val") if opt.get("val") else None
+        val_opt = opt.section("val")
+        self.val_freq = _iterations(val_opt, "val_freq", None) if val_opt else None
         self.save_img = bool(val_opt.get("save_img", False))
 
         self.state_path, self.state = self._find_resume_state()
         seed = opt.get("manual_seed")
         if seed is None:
             seed = self.state.get("manual_seed") if self.state else random.randint(1, 10000)
-        opt["manual_seed"] = int(seed)
-        seed_everything(opt["manual_seed"] + self.info.rank)
+        self.seed = int(seed)
+        seed_everything(self.seed + self.info.rank)
 
         self.experiment_dir = Path(self.paths["experiments_root"])
-        use_tb = bool(log_opt.get("use_tb_logger", False)) and "debug" not in opt["name"]
-        self.tb_dir = Path(root_path) / "tb_logger" / opt["name"] if use_tb else None
+        use_tb = bool(log_opt.get("use_tb_logger", False)) and "debug" not in opt.name
+        self.tb_dir = Path(root_path) / "tb_logger" / opt.name if use_tb else None
         if self.info.is_main:
             make_experiment_dirs(self.paths, fresh=self.state is None)
             if self.state is not None:
@@ -189,7 +164,7 @@ class Trainer:
                 raise ValueError(f"{args.opt}: datasets.{phase}: expected train, val or val_<n>")
         if "train" not in datasets:
             raise ValueError(f"{args.opt}: datasets.train is missing")
-        self.data = TrainData(datasets["train"], dist_info=self.info, seed=opt["manual_seed"])
+        self.data = TrainData(datasets["train"], dist_info=self.info, seed=self.seed)
         self.val_loaders = build_val_loaders(datasets, device=self.info.device) if self.info.is_main else []
         total_epochs = math.ceil(self.total_iter / self.data.batches_per_epoch)
         logger.info(
@@ -256,7 +231,7 @@ class Trainer:
         state = {
             "epoch": self.epoch, "iter": current_iter, "batch_in_epoch": self.batch_in_epoch,
             **self.model.training_state(),
-            "rng": get_rng_state(), "manual_seed": self.opt["manual_seed"],
+            "rng": get_rng_state(), "manual_seed": self.seed,
             "best_metric_results": self.best.state_dict(), "skipped_images": self.skipped_images,
         }
         try:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from lkdn.utils.files import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +41,7 @@ def truncate_jsonl(path: Path, *, after_iter: int) -> None:
             continue
         if int(record.get("iter", 0)) <= after_iter:
             kept.append(line)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(f"{line}\n" for line in kept))
 
 
 class IterationTimer:

@@ -11,7 +11,6 @@ Schedulers step once per iteration (BasicSR's convention: the learning rate of i
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +18,8 @@ from typing import Any
 import torch
 from basicsr.models import lr_scheduler as basicsr_schedulers
 from torch.optim import lr_scheduler as torch_schedulers
+
+from lkdn.utils.names import unknown_keywords, unknown_name
 
 # torch schedulers that need callables, other schedulers or a metric: not expressible in YAML.
 _UNSUPPORTED = {"LambdaLR", "MultiplicativeLR", "SequentialLR", "ChainedScheduler", "ReduceLROnPlateau", "LRScheduler"}
@@ -37,18 +38,11 @@ def _registry() -> dict[str, type]:
     return found
 
 
-def scheduler_names() -> list[str]:
-    """Every name ``train.scheduler.type`` accepts."""
-    return sorted(_registry())
-
-
 def get_scheduler_class(name: str) -> type:
     """The scheduler class registered as ``name``; a ValueError suggests the nearest name."""
     registry = _registry()
     if name not in registry:
-        match = difflib.get_close_matches(str(name), list(registry), n=1, cutoff=0.5)
-        hint = f"; did you mean {match[0]!r}?" if match else ""
-        raise ValueError(f"train.scheduler.type: unknown scheduler {name!r}{hint} (known: {', '.join(sorted(registry))})")
+        raise ValueError(unknown_name("scheduler", name, registry, where="train.scheduler.type"))
     return registry[name]
 
 
@@ -60,13 +54,8 @@ def build_scheduler(
         raise ValueError(f"{where}: missing key 'type' (e.g. MultiStepLR or CosineAnnealingRestartLR)")
     cls = get_scheduler_class(opt["type"])
     kwargs = {k: v for k, v in opt.items() if k != "type"}
-    params = inspect.signature(cls).parameters
-    valid = [k for k, p in params.items() if k not in ("optimizer", "last_epoch", "verbose")]
-    for key in kwargs:
-        if key not in valid:
-            match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-            hint = f"; did you mean {match[0]!r}?" if match else ""
-            raise ValueError(f"{where}.{key}: unknown argument of {opt['type']}{hint} (valid: {', '.join(valid)})")
+    for key, problem in unknown_keywords(cls, kwargs, skip=("optimizer", "last_epoch", "verbose")):
+        raise ValueError(f"{where}.{key}: {problem}")
     for key in ("milestones", "periods", "restarts", "restart_weights"):
         if key in kwargs and isinstance(kwargs[key], list | tuple):
             kwargs[key] = [int(v) if key != "restart_weights" else float(v) for v in kwargs[key]]

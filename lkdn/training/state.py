@@ -24,7 +24,6 @@ from lkdn.utils.checkpoint import CheckpointError, load_file, partial_saves
 
 logger = logging.getLogger(__name__)
 
-STATE_SUFFIX = ".state"
 REQUIRED_STATE_KEYS = ("epoch", "iter", "optimizers", "schedulers")
 
 

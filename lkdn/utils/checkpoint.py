@@ -5,16 +5,19 @@
   ``.safetensors``. A file that would need arbitrary code to unpickle is refused.
 * :func:`extract_state_dict` canonicalizes BasicSR dicts (``params_ema`` preferred over
   ``params``, or a named key) and bare state dicts, and strips ``module.`` prefixes.
+  Keys must be strings and tensors real (not ``meta``), finite numbers.
 * :func:`load_network` loads into a network and, on a mismatch, lists missing and
-  unexpected keys and differing shapes, and names the config keys to check.
-* :func:`save_file` writes atomically: temporary file in the same folder, flush, fsync,
-  rename, fsync of the folder; an interrupted save (SIGKILL, power loss) leaves the previous
-  file intact, and a failed one (disk full) is a :class:`CheckpointError` that says so.
+  unexpected keys and differing shapes, and names the network options to check.
+* :func:`save_file` writes atomically (:func:`lkdn.utils.files.write_atomic`); an interrupted
+  save (SIGKILL, power loss) leaves the previous file intact, and a failed one (disk full) is a
+  :class:`CheckpointError` that says so.
 * Importing this module requires ``torch>=2.10``: ``weights_only`` loading could be bypassed
   up to torch 2.5.1 (CVE-2025-32434) and up to 2.9.1 (CVE-2026-24747).
 * :func:`save_network_file` writes self-describing ``.safetensors`` files (metadata
   ``{"lkdn_format": "1", "network_g": <JSON options>, "scale": "<int>"}``), read back by
-  :func:`read_metadata` and :func:`network_from_file`.
+  :func:`read_metadata` and :func:`network_from_file`. Metadata is data from the file, so it
+  may name only this project's architectures, and their arguments are checked against the
+  tensors' shapes on the ``meta`` device (nothing allocated) before the network is built.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,15 +35,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from lkdn.utils.files import partial_writes, write_atomic
+
 logger = logging.getLogger(__name__)
 
 SAFETENSORS_SUFFIX = ".safetensors"
-TMP_SUFFIX = ".tmp"  # temporary files of save_file: .<name>.<random>.tmp beside the target
 PREFERRED_KEYS = ("params_ema", "params")
-CONFIG_HINT = (
-    "check the network options against the checkpoint: num_feat, num_block, num_atten, num_in, upscale, "
-    "conv (BSConvU / BSConvU_rep) and upsampler (pixelshuffledirect / pixelshuffle_rep)"
-)
 
 
 class CheckpointError(RuntimeError):
@@ -123,7 +122,21 @@ def extract_state_dict(
         if param_key and found[0] != param_key:
             logger.warning("%s: key %r not found, loading %r instead", source, param_key, found[0])
         state = ckpt[found[0]]
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    bad_keys = [repr(k) for k in state if not isinstance(k, str)]
+    if bad_keys:
+        raise CheckpointError(f"{source}: state dict keys must be parameter names (strings), got {', '.join(bad_keys[:5])}")
+    meta = [k for k, v in state.items() if v.is_meta]
+    if meta:
+        raise CheckpointError(f"{source}: tensors without data (meta device): {', '.join(meta[:5])}; save real weights")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    non_finite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if non_finite:
+        shown = ", ".join(non_finite[:10]) + (f" and {len(non_finite) - 10} more" if len(non_finite) > 10 else "")
+        raise CheckpointError(
+            f"{source}: refused: {len(non_finite)} tensor(s) hold NaN or infinity ({shown}); the weights are broken "
+            "(a diverged run?): load an earlier checkpoint"
+        )
+    return state
 
 
 def load_state_dict(path: str | os.PathLike[str], *, param_key: str | None = None) -> dict[str, torch.Tensor]:
@@ -149,6 +162,21 @@ def mismatch_report(net: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
     return "\n".join(lines)
 
 
+def options_hint(net: nn.Module) -> str:
+    """What to check when weights do not fit ``net``: the options of its architecture."""
+    from lkdn.archs.contract import contract_of
+
+    entry = contract_of(net)
+    options = ", ".join(entry.parameters())
+    return (f"check network_g ({entry.name}: {options}) against the checkpoint; a training-form checkpoint needs "
+            "the training-form options, a deploy-form one the options scripts/reparameterize.py wrote")
+
+
+def does_not_fit(path: str | os.PathLike[str], net: nn.Module, report: str) -> CheckpointError:
+    """The one message for weights that do not fit a network: what differs and which options to check."""
+    return CheckpointError(f"{path} does not fit {type(net).__name__}:\n{report}\nHint: {options_hint(net)}")
+
+
 def load_network(
     net: nn.Module, path: str | os.PathLike[str], *, param_key: str | None = None, strict: bool = True
 ) -> nn.Module:
@@ -161,7 +189,7 @@ def load_network(
     state = load_state_dict(path, param_key=param_key)
     report = mismatch_report(net, state)
     if report and strict:
-        raise CheckpointError(f"{path} does not fit {type(net).__name__}:\n{report}\nHint: {CONFIG_HINT}")
+        raise does_not_fit(path, net, report)
     if report:
         logger.warning("loading %s non-strictly:\n%s", path, report)
         own = net.state_dict()
@@ -170,79 +198,47 @@ def load_network(
     return net
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some platforms cannot open folders
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_file(obj: Any, path: str | os.PathLike[str], *, metadata: Mapping[str, str] | None = None) -> Path:
     """Write ``obj`` to ``path`` atomically (``.safetensors`` for a flat state dict, else torch).
 
-    The data goes to a temporary file in the same folder, is flushed and fsynced, renamed over
-    ``path`` and the folder is fsynced, so a crash at any moment leaves either the old file or
-    the new one, never a partial one. On error (disk full, say) the temporary file is removed,
-    the previous file is untouched, and the error is raised.
+    A crash at any moment leaves either the old file or the new one, never a partial one. On
+    error (disk full, read-only folder) the previous file is untouched and a
+    :class:`CheckpointError` says what happened and what to do.
     """
     path = Path(path)
-    tmp: Path | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
-        tmp = Path(tmp_name)
-        with os.fdopen(fd, "wb") as handle:
-            if path.suffix == SAFETENSORS_SUFFIX:
-                from safetensors.torch import save
 
-                tensors = {k: v.detach().contiguous().cpu() for k, v in obj.items()}
-                handle.write(save(tensors, metadata=dict(metadata) if metadata else None))
-            else:
-                torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException as err:
-        if tmp is not None:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                logger.warning("could not remove the partial file %s", tmp)
-        if isinstance(err, OSError):
-            raise CheckpointError(_save_failure(path, err)) from err
-        raise
-    return path
+    def write(handle: Any) -> None:
+        if path.suffix == SAFETENSORS_SUFFIX:
+            from safetensors.torch import save
+
+            tensors = {k: v.detach().contiguous().cpu() for k, v in obj.items()}
+            handle.write(save(tensors, metadata=dict(metadata) if metadata else None))
+        else:
+            torch.save(obj, handle)
+
+    try:
+        return write_atomic(path, write)
+    except OSError as err:
+        raise CheckpointError(_save_failure(path, err)) from err
 
 
 def _save_failure(path: Path, err: OSError) -> str:
-    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG):
         reason = f"no space left on the device of {path.parent} ({err.strerror or err})"
         fix = "free some space (or point the experiment elsewhere) and run again"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        reason = f"{path.parent} is not writable ({err.strerror or err})"
+        fix = "make it writable or choose another folder"
     else:
         reason = err.strerror or str(err)
-        fix = f"check that {path.parent} is writable"
+        fix = f"check that {path.parent} is a writable folder"
     kept = f"the previous {path.name} is unchanged" if path.exists() else "nothing was written"
     return f"cannot save {path}: {reason}; {kept}; {fix}"
 
 
 def partial_saves(folder: str | os.PathLike[str]) -> list[Path]:
     """Temporary files :func:`save_file` left in ``folder`` when its process was killed mid-save."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX) and p.is_file())
+    return partial_writes(folder)
 
 
 # --- self-describing network files (safetensors metadata) -------------------------------------
@@ -317,19 +313,31 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         )
     if "network_g" in metadata:
         try:
-            metadata["network_g"] = json.loads(metadata["network_g"])
-        except json.JSONDecodeError as err:
-            raise CheckpointError(f"{path}: metadata 'network_g' is not valid JSON ({err})") from err
+            network_g = json.loads(metadata["network_g"])
+        except (json.JSONDecodeError, RecursionError) as err:
+            raise CheckpointError(f"{path}: metadata 'network_g' is not valid JSON options ({str(err)[:200]})") from err
+        if not isinstance(network_g, dict) or not all(
+            isinstance(v, str | int | float | bool | type(None)) for v in network_g.values()
+        ):
+            raise CheckpointError(f"{path}: metadata 'network_g' must be a flat mapping of network options")
+        metadata["network_g"] = network_g
     if "scale" in metadata:
         try:
             metadata["scale"] = int(metadata["scale"])
         except ValueError as err:
             raise CheckpointError(f"{path}: metadata 'scale' is not an integer: {metadata['scale']!r}") from err
+        if metadata["scale"] < 1:
+            raise CheckpointError(f"{path}: metadata 'scale' must be a positive integer, got {metadata['scale']}")
     return metadata
 
 
 def network_from_file(path: str | os.PathLike[str]) -> nn.Module:
-    """Build the network a self-describing ``.safetensors`` file names in its metadata and load it (strict)."""
+    """Build the network a self-describing ``.safetensors`` file names in its metadata and load it (strict).
+
+    The metadata is checked before anything is allocated: ``network_g.type`` must be one of this
+    project's architectures, the network is first built on the ``meta`` device (shapes only) and
+    compared with the file's tensors, and ``scale`` must be the network's. Only then is it built.
+    """
     metadata = read_metadata(path)
     if "network_g" not in metadata:
         raise CheckpointError(
@@ -337,4 +345,19 @@ def network_from_file(path: str | os.PathLike[str]) -> nn.Module:
         )
     from lkdn.archs import build_network
 
-    return load_network(build_network(metadata["network_g"]), path)
+    network_g = metadata["network_g"]
+    state = load_state_dict(path)
+    try:
+        with torch.device("meta"):
+            skeleton = build_network(network_g, where=f"{path}: metadata network_g")
+    except ValueError as err:
+        raise CheckpointError(str(err)) from err
+    report = mismatch_report(skeleton, state)
+    if report:
+        raise does_not_fit(f"{path} (with its metadata's network_g {network_g})", skeleton, report)
+    scale = getattr(skeleton, "upscale", None)
+    if "scale" in metadata and scale is not None and metadata["scale"] != scale:
+        raise CheckpointError(f"{path}: metadata scale {metadata['scale']} but network_g builds an x{scale} network")
+    net = build_network(network_g)
+    net.load_state_dict(state)
+    return net

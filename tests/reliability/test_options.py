@@ -40,7 +40,7 @@ def _parse(tmp_path: Path, opt: dict, *overrides: str, is_train: bool = True) ->
 @pytest.mark.parametrize(("change", "expected"), [
     ({"train__optim_g": {"type": "Adam", "lr": 1e-3, "betas": [0.9, 0.99], "weight_decy": 0}},
      "train.optim_g.weight_decy: unknown key; did you mean 'weight_decay'?"),
-    ({"train__optim_g": {"type": "Adamm", "lr": 1e-3}}, "train.optim_g.type: train.optim_g.type: unknown optimizer 'Adamm'; did you mean 'Adam'?"),
+    ({"train__optim_g": {"type": "Adamm", "lr": 1e-3}}, "train.optim_g.type: unknown optimizer 'Adamm'; did you mean 'Adam'?"),
     ({"train__scheduler": {"type": "MultiStepLR", "milestone": [10]}}, "train.scheduler.milestone: unknown key; did you mean 'milestones'?"),
     ({"train__pixel_opt": {"type": "L1Loss", "los_weight": 1.0}}, "train.pixel_opt.los_weight: unknown key; did you mean 'loss_weight'?"),
     ({"train__compile": {"backend": "aot_eager", "mdoe": "default"}}, "train.compile.mdoe: unknown key; did you mean 'mode'?"),

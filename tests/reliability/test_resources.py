@@ -13,7 +13,8 @@ from torch import nn
 
 from lkdn import build_network
 from lkdn import test as test_entry
-from lkdn.inference import FALLBACK_TILE_PAD, InferenceMemoryError, receptive_radius, run_network
+from lkdn.tiling import APPROXIMATE_TILE_PAD, InferenceMemoryError, run_network, tile_context
+from lkdn.upscaler import Upscaler
 from lkdn.utils.checkpoint import save_file
 
 TINY_NET = {"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscale": 2, "num_in": 1}
@@ -55,9 +56,9 @@ class _Messages(logging.Handler):
 
 @pytest.fixture
 def warnings() -> Iterator[_Messages]:
-    """Warnings of lkdn.inference, caught by a handler of its own (entry points stop lkdn's propagation)."""
+    """Warnings of lkdn.tiling, caught by a handler of its own (entry points stop lkdn's propagation)."""
     handler = _Messages()
-    log = logging.getLogger("lkdn.inference")
+    log = logging.getLogger("lkdn.tiling")
     log.addHandler(handler)
     yield handler
     log.removeHandler(handler)
@@ -73,9 +74,9 @@ def net() -> nn.Module:
 def test_out_of_memory_falls_back_to_exact_tiles(net: nn.Module, error: str, warnings: _Messages) -> None:
     x = torch.rand(1, 3, 70, 90)
     expected = run_network(net, x)
-    out = run_network(MemoryLimited(net, limit=50 * 50, error=error), x)
+    radius = tile_context(net).pad  # LKDN is translation-local: its receptive radius makes tiles exact
+    out = run_network(MemoryLimited(net, limit=50 * 50, error=error), x, tile_pad=radius)
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)  # tiles padded by the receptive radius: exact
-    radius = receptive_radius(net)
     # the whole image, then tiles of 45 and 23 (with 15 pixels of context on each side) are too big; 16 fit
     assert len(warnings.messages) == 3
     assert warnings.messages[0].startswith(f"out of memory on a 70x90 input ({type(ERRORS[error]()).__name__}")
@@ -112,7 +113,7 @@ def test_callables_fall_back_with_the_default_context(net: nn.Module, warnings: 
     out = run_network(lambda x: limited(x), torch.rand(1, 3, 200, 200))
     assert out.shape == (1, 3, 400, 400)
     assert [w.rsplit("retrying with ", 1)[1] for w in warnings.messages] == [
-        f"{t}x{t} tiles and {FALLBACK_TILE_PAD} pixels of context" for t in (100, 50, 25)]
+        f"{t}x{t} tiles and {APPROXIMATE_TILE_PAD} pixels of context" for t in (100, 50, 25)]
 
 
 def test_the_test_pipeline_survives_an_image_too_large_for_memory(tmp_path: Path, net: nn.Module,
@@ -127,9 +128,14 @@ def test_the_test_pipeline_survives_an_image_too_large_for_memory(tmp_path: Path
            "val": {"metrics": {"psnr": {"type": "calculate_psnr", "crop_border": 2, "test_y_channel": True}}}}
     argv = ["-opt", str(write_yaml(tmp_path, opt)), "--root", str(tmp_path)]
     plain = test_entry.main(argv)
-    load_model = test_entry.load_model
-    monkeypatch.setattr(test_entry, "load_model",
-                        lambda *args, **kwargs: MemoryLimited(load_model(*args, **kwargs), limit=50 * 50))
+    forward = Upscaler._forward
+
+    def limited(self: Upscaler, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2] * x.shape[-1] > 50 * 50:
+            raise ERRORS["cuda"]()
+        return forward(self, x)
+
+    monkeypatch.setattr(Upscaler, "_forward", limited)
     assert test_entry.main(argv) == plain  # LR images are 64x64: each one falls back to tiles, exactly
     assert warnings.messages == ["out of memory on a 64x64 input (OutOfMemoryError: CUDA out of memory. Tried to allocate "
                         "2.00 GiB); retrying with 32x32 tiles and 15 pixels of context"] * 4

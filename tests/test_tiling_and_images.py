@@ -1,4 +1,4 @@
-"""lkdn/inference.py (tiling, self-ensemble, numpy images) and scripts/inference.py on users' images."""
+"""lkdn.tiling (tiles, self-ensemble), lkdn.images (numpy images) and scripts/inference.py on users' images."""
 
 from __future__ import annotations
 
@@ -14,16 +14,11 @@ from conftest import ROOT, shared_file
 
 from lkdn import build_network
 from lkdn.evaluate import super_resolve
-from lkdn.inference import (
-    default_tile_pad,
-    is_translation_local,
-    load_model,
-    receptive_radius,
-    run_network,
-    tile_options,
-    tiled_forward,
-    upscale_image,
-)
+from lkdn.images import upscale_image, write_image
+from lkdn.loading import load_network_from_options
+from lkdn.options import load_options
+from lkdn.schema import SchemaError
+from lkdn.tiling import minimum_tile, run_network, tile_context, tiled_forward
 
 TINY = {"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscale": 2}
 
@@ -57,8 +52,9 @@ def test_receptive_radius_is_exact_for_lkdn() -> None:
     """The analytic radius 3 + 12 * num_block equals the extent of the measured input gradient."""
     opt = {**TINY, "num_block": 2}
     net = tiny_net(opt)
-    radius = receptive_radius(net)
-    assert radius == 3 + 12 * 2
+    context = tile_context(net)
+    radius = context.pad
+    assert radius == 3 + 12 * 2 and context.exact
     size = 2 * radius + 11
     x = torch.rand(1, 3, size, size, requires_grad=True)
     centre = size // 2
@@ -66,9 +62,8 @@ def test_receptive_radius_is_exact_for_lkdn() -> None:
     rows, cols = (x.grad.abs().sum(dim=(0, 1)) > 0).nonzero(as_tuple=True)
     assert (rows.min().item(), rows.max().item()) == (centre - radius, centre + radius)
     assert (cols.min().item(), cols.max().item()) == (centre - radius, centre + radius)
-    assert is_translation_local(net)
-    assert receptive_radius(build_network({"type": "LKDN"})) == 99  # LKDN: 8 blocks
-    assert default_tile_pad(build_network({"type": "LKDN_S", "conv": "BSConvU_rep", "upsampler": "pixelshuffle_rep"})) == 64
+    assert tile_context(build_network({"type": "LKDN"})).pad == 99  # LKDN: 8 blocks
+    assert tile_context(build_network({"type": "LKDN_S", "conv": "BSConvU_rep", "upsampler": "pixelshuffle_rep"})).pad == 64
 
 
 def test_tiled_equals_untiled_when_pad_covers_the_receptive_field() -> None:
@@ -92,29 +87,32 @@ def test_tiled_forward_checks_its_arguments() -> None:
         tiled_forward(resize, torch.rand(1, 3, 8, 8), tile=4, tile_pad=0)
 
 
-def test_tile_options_from_yaml() -> None:
-    assert tile_options({}) == (None, None)
-    assert tile_options({"tile": None}) == (None, None)
-    assert tile_options({"tile": {"size": 256}}) == (256, None)
-    assert tile_options({"tile": {"size": 128, "pad": 40}}) == (128, 40)
-    with pytest.raises(ValueError, match="val.tile"):
-        tile_options({"tile": {"size": 128, "padding": 40}})
-    with pytest.raises(ValueError, match="val.tile.pad"):
-        tile_options({"tile": {"size": 128, "pad": -1}})
+def test_tile_options_are_validated_with_the_options(tmp_path: Path) -> None:
+    path = tmp_path / "t.yml"
+    path.write_text("name: t\nscale: 2\nnetwork_g: {type: LKDN, upscale: 2}\nval:\n  tile: {size: 128, pad: -1}\n")
+    with pytest.raises(SchemaError, match=r"val\.tile\.pad: must be non-negative, got -1"):
+        load_options(path)
+    path.write_text("name: t\nscale: 2\nnetwork_g: {type: LKDN, upscale: 2}\nval:\n  tile: {size: 128, padding: 4}\n")
+    with pytest.raises(SchemaError, match=r"val\.tile\.padding: unknown key; did you mean 'pad'"):
+        load_options(path)
 
 
-def test_non_local_networks_fall_back_to_a_fixed_pad() -> None:
-    rfdn = build_network({"type": "RFDN"}) if "RFDN" in _registered() else None
-    if rfdn is None:
-        pytest.skip("RFDN is not registered")
-    assert not is_translation_local(rfdn)
-    assert default_tile_pad(rfdn) == 32
+def test_tiny_tiles_are_raised_to_the_minimum(caplog: pytest.LogCaptureFixture) -> None:
+    """--tile 1 on an LKDN would run thousands of 199x199 tiles: it is raised, with a warning."""
+    net = tiny_net()
+    x = torch.rand(1, 3, 45, 64)
+    with caplog.at_level("WARNING", logger="lkdn.tiling"):
+        out = run_network(net, x, tile=1)
+    assert minimum_tile(15) == 16 and "tile 1 is below the minimum 16 for 15 pixels of context; using 16" in caplog.text
+    torch.testing.assert_close(out, run_network(net, x), atol=1e-5, rtol=0)
+    assert minimum_tile(99) == 49  # LKDN x4
 
 
-def _registered() -> list[str]:
-    from basicsr.utils.registry import ARCH_REGISTRY
-
-    return list(ARCH_REGISTRY._obj_map)
+def test_non_local_networks_get_approximate_tiles() -> None:
+    context = tile_context(build_network({"type": "RFDN"}))
+    assert not context.exact and context.pad == 32 and "approximate" in context.describe()
+    assert not tile_context(build_network({"type": "LKDN", "attention": "esa_cca"})).exact  # ESA/CCA: not local
+    assert tile_context(build_network({"type": "LKDN", "attention": "none", "num_block": 2})).exact
 
 
 # --- library: self-ensemble -----------------------------------------------------------------
@@ -145,11 +143,15 @@ def test_self_ensemble_of_an_equivariant_function_is_the_function() -> None:
 
 
 def test_upscale_image_kinds() -> None:
-    net = tiny_net()
+    tiny = tiny_net()
+
+    def net(x: torch.Tensor) -> torch.Tensor:
+        return run_network(tiny, x)
+
     rng = np.random.default_rng(0)
     bgr = rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)
     out = upscale_image(net, bgr)
-    np.testing.assert_array_equal(out, super_resolve(net, bgr))  # same rounding as the test pipeline
+    np.testing.assert_array_equal(out, super_resolve(tiny, bgr))  # same rounding as the test pipeline
     rgb_out = upscale_image(net, np.ascontiguousarray(bgr[..., ::-1]), bgr=False)
     np.testing.assert_array_equal(rgb_out, out[..., ::-1])
     grey = bgr[..., 0]
@@ -171,9 +173,25 @@ def test_upscale_image_kinds() -> None:
         upscale_image(net, bgr.astype(np.int32))
 
 
-def test_load_model_needs_weights() -> None:
+def test_loading_needs_weights() -> None:
     with pytest.raises(ValueError, match="pretrain_network_g"):
-        load_model({"network_g": TINY, "path": {}})
+        load_network_from_options({"network_g": TINY, "path": {}})
+
+
+def test_images_are_written_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that fails halfway leaves the previous image intact and no temporary file."""
+    target = tmp_path / "sr.png"
+    good = np.full((8, 8, 3), 7, np.uint8)
+    write_image(target, good)
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", fail)
+    with pytest.raises(OSError, match="No space left"):
+        write_image(target, np.zeros((8, 8, 3), np.uint8))
+    np.testing.assert_array_equal(cv2.imread(str(target)), good)
+    assert [p.name for p in tmp_path.iterdir()] == ["sr.png"]
 
 
 # --- scripts/inference.py -------------------------------------------------------------------
@@ -207,7 +225,7 @@ def test_script_writes_every_kind_of_image(tmp_path: Path, deploy_yaml: Path, ca
     assert code == 1  # broken.png failed, the rest was written
     assert "broken.png" in captured.err and "4 of 5 image(s)" in captured.out
     read = lambda name: cv2.imread(str(tmp_path / "out" / name), cv2.IMREAD_UNCHANGED)  # noqa: E731
-    net = load_model({"network_g": {"type": "LKDN_S"}, "path": {"pretrain_network_g": str(shared_file("pretrained", "LKDN", "LKDN-S_del_rep_x4.pth"))}})
+    net = load_network_from_options({"network_g": {"type": "LKDN_S"}, "path": {"pretrain_network_g": str(shared_file("pretrained", "LKDN", "LKDN-S_del_rep_x4.pth"))}})
     sr = super_resolve(net, colour)
     np.testing.assert_array_equal(read("colour.png"), sr)
     assert read("grey.png").shape == (48, 40)
@@ -223,11 +241,11 @@ def test_script_writes_every_kind_of_image(tmp_path: Path, deploy_yaml: Path, ca
 
 def test_script_tiles_self_ensemble_and_refuses_alpha(tmp_path: Path, deploy_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rng = np.random.default_rng(2)
-    image = rng.integers(0, 256, (20, 18, 3), dtype=np.uint8)
+    image = rng.integers(0, 256, (70, 66, 3), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "img.png"), image)
     base = ["-opt", str(deploy_yaml), "--input", str(tmp_path / "img.png")]
     assert inference_script.main([*base, "--output", str(tmp_path / "plain")]) == 0
-    assert inference_script.main([*base, "--output", str(tmp_path / "tiled"), "--tile", "8"]) == 0
+    assert inference_script.main([*base, "--output", str(tmp_path / "tiled"), "--tile", "32"]) == 0  # 3x3 tiles
     plain = cv2.imread(str(tmp_path / "plain" / "img.png"))
     tiled = cv2.imread(str(tmp_path / "tiled" / "img.png"))
     assert np.abs(plain.astype(int) - tiled.astype(int)).max() <= 1  # exact up to float rounding at .5

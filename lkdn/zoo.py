@@ -1,0 +1,282 @@
+"""The published checkpoints and benchmark sets: where they come from, where they are looked for, how they are fetched.
+
+Reference files are looked for in one documented order (README "Data and weights"), by the
+scripts and the tests alike:
+
+1. ``$LKDN_SHARED`` (a folder laid out as below: ``pretrained/<Family>/<file>`` and
+   ``benchmarks/<Set>/x<scale>/{HR,LR}``), when the variable is set;
+2. this checkout's ``experiments/pretrained_models/<Family>/<file>`` (where
+   ``scripts/download.py`` and the first-use download put weights) and
+   ``datasets/<Set>/x<scale>/{HR,LR}`` or ``datasets/<Set>/{GTmod<s>,LRbicx<s>}``;
+3. ``../shared`` beside the checkout (the project's development machines).
+
+A published checkpoint that is found nowhere is downloaded on first use into
+``experiments/pretrained_models`` (as BasicSR's ``load_file_from_url`` does), resumable and
+verified by its SHA-256 and size. Without a network, one line says what to download and where
+to put it. ``LKDN_OFFLINE=1`` turns the download off (the test suite sets it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_ENV = "LKDN_SHARED"
+OFFLINE_ENV = "LKDN_OFFLINE"
+CACHE = ROOT / "experiments" / "pretrained_models"
+CHUNK = 1 << 16
+
+LKDN_URL = "https://github.com/stella-von/LKDN/raw/main/experiments/pretrained_models/LKDN/{}.pth"
+RFDN_URL = "https://github.com/njulj/RFDN/raw/master/trained_model/{}.pth"
+BSRN_URL = "https://github.com/xiaom233/BSRN/raw/main/experiments/pretrained_models/net_g_{}.pth"
+SPAN_URL = "https://github.com/Amazingren/NTIRE2026_ESR/raw/main/model_zoo/team00_SPAN.pth"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One published checkpoint: where it is kept (relative to a weights root), its public URL, SHA-256 and size."""
+
+    path: str
+    url: str
+    sha256: str
+    size: int
+
+
+CHECKPOINTS: dict[str, Checkpoint] = {
+    "LKDN_x2": Checkpoint("LKDN/LKDN_x2.pth", LKDN_URL.format("LKDN_x2"),
+                          "02b429e795ad0863fdf21c6924c79344e30a39d637c44442d13124193b012e6b", 2579929),
+    "LKDN_x3": Checkpoint("LKDN/LKDN_x3.pth", LKDN_URL.format("LKDN_x3"),
+                          "52835d49d402683ea2085c13e4afc3aca49f6b806ea29d6ed29b2238cd7874c5", 2640473),
+    "LKDN_x4": Checkpoint("LKDN/LKDN_x4.pth", LKDN_URL.format("LKDN_x4"),
+                          "f534422583c99dad994fd7df897f6f872637218430cfedf6c2d2a072ea86dbd7", 2725465),
+    "LKDN-S_x4": Checkpoint("LKDN/LKDN-S_x4.pth", LKDN_URL.format("LKDN-S_x4"),
+                            "39ff2c69cdeb40f842c9f93368caee3323a4309c350373edeb2dc9ef3cc05851", 1494129),
+    "LKDN-S_del_rep_x4": Checkpoint("LKDN/LKDN-S_del_rep_x4.pth", LKDN_URL.format("LKDN-S_del_rep_x4"),
+                                    "b802a3945d7d4f22f836668a78448b37fe5da90d7b08afc564fbddfa594a8cf1", 559105),
+    "RFDN_AIM": Checkpoint("RFDN/RFDN_AIM.pth", RFDN_URL.format("RFDN_AIM"),
+                           "11af8ec8ebd68689e90ef1e29044f9804c72d3bd9f7573820b7b26035782760c", 1754927),
+    "BSRN_x2": Checkpoint("BSRN/BSRN_x2.pth", BSRN_URL.format("BSRN_x2"),
+                          "09bd1f85e017c7902e65a9c9770ee592efe3d013f6b5cf1fe7de8cabac4ba37d", 1441677),
+    "BSRN_x3": Checkpoint("BSRN/BSRN_x3.pth", BSRN_URL.format("BSRN_x3"),
+                          "6eb73a300aaec5029bc0de7f5ae85c02b8dcd8fdaf438c77f90272939fecca7e", 1476301),
+    "BSRN_x4": Checkpoint("BSRN/BSRN_x4.pth", BSRN_URL.format("BSRN_x4"),
+                          "47518e0f549f5696da0c84ca2d65bf50d789c7ac20e621909f5fd6c8c8d70bcb", 1524813),
+    "SPAN_NTIRE_ESR_c28_x4": Checkpoint("SPAN/SPAN_NTIRE_ESR_c28_x4.pth", SPAN_URL,
+                                        "6c80f05048313289c6526e5fc9726688d7bb3dfdd6ae3c8b1e7dd09f601e5971", 618658),
+}
+
+
+class DownloadError(RuntimeError):
+    """A download failed or its file does not match the published hash or size; the message says which."""
+
+
+# ---------------------------------------------------------------------------------------------
+# the lookup order
+
+
+def shared_root() -> Path:
+    """``$LKDN_SHARED`` when set, else ``../shared`` beside the checkout."""
+    env = os.environ.get(SHARED_ENV)
+    return Path(env) if env else ROOT.parent / "shared"
+
+
+def weights_roots() -> list[Path]:
+    """The folders published checkpoints are looked for in, in order."""
+    roots = []
+    if os.environ.get(SHARED_ENV):
+        roots.append(Path(os.environ[SHARED_ENV]) / "pretrained")
+    roots.append(CACHE)
+    roots.append(ROOT.parent / "shared" / "pretrained")
+    return list(dict.fromkeys(roots))
+
+
+def find_checkpoint(name: str) -> Path | None:
+    """The first copy of checkpoint ``name`` in :func:`weights_roots`, or None."""
+    checkpoint = CHECKPOINTS[name]
+    for root in weights_roots():
+        candidate = root / checkpoint.path
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def checkpoint_for_path(path: str | os.PathLike[str]) -> str | None:
+    """The name of the published checkpoint a weights path refers to (``.../LKDN/LKDN_x4.pth``), or None."""
+    parts = Path(path).parts[-2:]
+    for name, checkpoint in CHECKPOINTS.items():
+        if tuple(Path(checkpoint.path).parts) == parts:
+            return name
+    return None
+
+
+def find_benchmark(name: str, scale: int) -> tuple[Path, Path] | None:
+    """``(HR folder, LR folder)`` of benchmark set ``name`` at ``scale`` in the lookup order, or None."""
+    candidates = []
+    if os.environ.get(SHARED_ENV):
+        candidates.append(Path(os.environ[SHARED_ENV]) / "benchmarks" / name / f"x{scale}")
+    local = ROOT / "datasets" / name
+    candidates.append(local / f"x{scale}")
+    for folder in candidates:
+        if (folder / "HR").is_dir() and (folder / "LR").is_dir():
+            return folder / "HR", folder / "LR"
+    if (local / f"GTmod{scale}").is_dir() and (local / f"LRbicx{scale}").is_dir():
+        return local / f"GTmod{scale}", local / f"LRbicx{scale}"
+    shared = ROOT.parent / "shared" / "benchmarks" / name / f"x{scale}"
+    if (shared / "HR").is_dir() and (shared / "LR").is_dir():
+        return shared / "HR", shared / "LR"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# downloads
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def url_for(name: str, base_url: str | None = None) -> str:
+    """The public URL of ``name``, or ``<base_url>/<path>`` for a mirror."""
+    checkpoint = CHECKPOINTS[name]
+    return f"{base_url.rstrip('/')}/{checkpoint.path}" if base_url else checkpoint.url
+
+
+def manual_instructions(name: str, dest: Path = CACHE) -> str:
+    """One line: what to download by hand and where to put it."""
+    checkpoint = CHECKPOINTS[name]
+    return f"download {checkpoint.url} (SHA-256 {checkpoint.sha256}) and save it as {dest / checkpoint.path}"
+
+
+def _fetch(url: str, part: Path, *, timeout: float, desc: str, size: int) -> None:
+    """Download ``url`` into ``part``, continuing after the bytes already there when the server allows.
+
+    The transfer stops with a :class:`DownloadError` as soon as more than ``size`` bytes (the
+    published size) arrive; a transfer that ends short of the declared length keeps the part
+    file and says to run again.
+    """
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "lkdn-download/1"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and have:  # the part file is already complete (or longer than the file)
+            return
+        raise DownloadError(f"{url}: HTTP {error.code} {error.reason}") from error
+    except (urllib.error.URLError, OSError) as error:
+        raise DownloadError(f"{url}: {getattr(error, 'reason', error)}") from error
+    with response:
+        mode = "wb"
+        if have and response.status == 206:
+            match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
+            if match and int(match.group(1)) == have:
+                mode = "ab"
+        if mode == "wb":
+            have = 0  # the server ignored the range: start again
+        length = response.headers.get("Content-Length")
+        declared = have + int(length) if length and length.isdigit() else None
+        if declared is not None and declared > size:
+            raise DownloadError(f"{url}: the server announces {declared} bytes, the published file has {size}")
+        received = have
+        with part.open(mode) as handle, tqdm(
+            total=declared or size, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+            dynamic_ncols=True,
+        ) as bar:
+            try:
+                for block in iter(lambda: response.read(CHUNK), b""):
+                    received += len(block)
+                    if received > size:
+                        raise DownloadError(f"{url}: more than the published {size} bytes arrived; not this file")
+                    handle.write(block)
+                    bar.update(len(block))
+            except OSError as error:  # connection dropped: keep the part file for the next run
+                raise DownloadError(f"{url}: interrupted after {part.stat().st_size} bytes ({error}); run again to resume") from error
+    if declared is not None and received < declared:
+        raise DownloadError(f"{url}: the connection closed after {received} of {declared} bytes; run again to resume")
+
+
+def download(name: str, dest: Path = CACHE, *, base_url: str | None = None, timeout: float = 60.0,
+             quiet: bool = False) -> Path:
+    """Download checkpoint ``name`` into ``dest`` and verify it; return its path.
+
+    Raises:
+        DownloadError: the transfer failed or stopped short (the ``.part`` file is kept to resume),
+            or the finished file's size or SHA-256 differs (the download is deleted).
+    """
+    if timeout <= 0:
+        raise DownloadError(f"timeout must be a positive number of seconds, got {timeout}")
+    if dest.exists() and not dest.is_dir():
+        raise DownloadError(f"destination {dest} is a file, not a folder")
+    checkpoint = CHECKPOINTS[name]
+    target = dest / checkpoint.path
+    say = logger.info if quiet else print
+    if target.exists():
+        if sha256_of(target) == checkpoint.sha256:
+            say(f"{name}: already present and verified: {target}")
+            return target
+        say(f"{name}: {target} exists but its SHA-256 differs from the published one; downloading again")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DownloadError(f"cannot create {target.parent}: {error.strerror or error}") from error
+    part = target.with_name(target.name + ".part")
+    url = url_for(name, base_url)
+    if part.exists():
+        if part.stat().st_size > checkpoint.size:
+            part.unlink()
+        else:
+            say(f"{name}: resuming {part} ({part.stat().st_size} bytes)")
+    _fetch(url, part, timeout=timeout, desc=name, size=checkpoint.size)
+    received = part.stat().st_size
+    if received < checkpoint.size:
+        raise DownloadError(f"{name}: {received} of {checkpoint.size} bytes from {url}; run again to resume")
+    digest = sha256_of(part)
+    if digest != checkpoint.sha256:
+        part.unlink()
+        raise DownloadError(
+            f"{name}: SHA-256 mismatch for {url}: expected {checkpoint.sha256}, got {digest}; the download was deleted"
+        )
+    os.replace(part, target)
+    say(f"{name}: verified {target}")
+    return target
+
+
+def resolve_weights(path: str | os.PathLike[str]) -> Path:
+    """The file to load for a weights path: the path itself when it exists, else, for a published
+    checkpoint, its copy in the lookup order, else the first-use download into the cache.
+
+    A path that is neither comes back unchanged (the loader then says it is missing).
+    """
+    path = Path(os.path.expanduser(str(path)))
+    if path.exists():
+        return path
+    name = checkpoint_for_path(path)
+    if name is None:
+        return path
+    found = find_checkpoint(name)
+    if found is not None:
+        logger.info("%s not found; using the copy of %s at %s", path, name, found)
+        return found
+    if os.environ.get(OFFLINE_ENV):
+        raise DownloadError(f"{path} is missing and downloads are off ({OFFLINE_ENV}): {manual_instructions(name)}")
+    logger.warning("%s is missing: downloading the published %s (first use)", path, name)
+    try:
+        return download(name, CACHE, timeout=20.0, quiet=True)
+    except DownloadError as error:
+        raise DownloadError(f"{path} is missing and the download failed ({error}); {manual_instructions(name)}") from error
