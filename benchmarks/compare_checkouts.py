@@ -14,8 +14,9 @@ candidate alike (docs/benchmarks.md). Candidates:
 * one training step of LKDN x4 as ``train.channels_last: true`` runs it (channels_last weights and
   batch, L1, Adam), batch 4, LR patch 48.
 
-Prints a Markdown table: median and min-max per candidate and checkout, and the ratio
-``before / after`` of the medians (above 1: the second checkout is faster).
+Prints a Markdown table: median and min-max per candidate and checkout, the ratio
+``before / after`` of the medians (above 1: the second checkout is faster) and, for inference,
+the peak memory held by tensors during one call (``lkdn.profiling.peak_memory``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 INFERENCE = {
     "LKDN x4": ("options/test/LKDN/test_LKDN_x4.yml", "LKDN/LKDN_x4.pth"),
@@ -58,6 +60,9 @@ if spec["kind"] == "inference":
     x = torch.rand(1, 3, 180, 320)
     def call():
         up(x)
+    def memory():
+        from lkdn.profiling import peak_memory
+        return peak_memory(up, x)["peak_mb"]
 else:
     net = lkdn.build_network({"type": "LKDN", "upscale": 4}).to(memory_format=torch.channels_last).train()
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
@@ -68,20 +73,18 @@ else:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+    def memory():
+        return float("nan")
 call()  # warm-up
 print("ready", flush=True)
 for line in sys.stdin:
+    if line.strip() == "memory":
+        print(f"{memory():.3f}", flush=True)
+        continue
     start = time.perf_counter()
     call()
     print(f"{(time.perf_counter() - start) * 1e3:.3f}", flush=True)
 '''
-
-
-def find_weights(relative: str) -> str | None:
-    """The official checkpoint from the reference lookup order (``$LKDN_SHARED``, experiments/, ../shared)."""
-    roots = [Path(os.environ["LKDN_SHARED"]) / "pretrained"] if os.environ.get("LKDN_SHARED") else []
-    roots += [ROOT / "experiments" / "pretrained_models", ROOT.parent / "shared" / "pretrained"]
-    return next((str(r / relative) for r in roots if (r / relative).is_file()), None)
 
 
 class Worker:
@@ -94,8 +97,8 @@ class Worker:
         if line != "ready":
             raise RuntimeError(f"worker for {checkout} {spec} did not start (got {line!r})")
 
-    def time_once(self) -> float:
-        self.proc.stdin.write("run\n")
+    def ask(self, request: str) -> float:
+        self.proc.stdin.write(f"{request}\n")
         self.proc.stdin.flush()
         return float(self.proc.stdout.readline())
 
@@ -112,28 +115,37 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     checkouts = {"before": args.before.resolve(), "after": args.after.resolve()}
-    specs = {name: {"kind": "inference", "yml": str(ROOT / yml), "weights": find_weights(weights)}
-             for name, (yml, weights) in INFERENCE.items()}
+    from lkdn.zoo import find_reference  # this checkout's reference lookup order
+
+    specs = {}
+    for name, (yml, weights) in INFERENCE.items():
+        found = find_reference("pretrained", *Path(weights).parts)
+        specs[name] = {"kind": "inference", "yml": str(ROOT / yml), "weights": str(found) if found else None}
     specs[TRAIN] = {"kind": "train"}
     times: dict[tuple[str, str], list[float]] = {}
+    memory: dict[tuple[str, str], float] = {}
     for name, spec in specs.items():  # one candidate at a time: its two workers interleaved
         workers = {side: Worker(path, spec, args.threads) for side, path in checkouts.items()}
         order = list(workers)
         for r in range(args.rounds):
             for side in order[r % 2:] + order[: r % 2]:
-                times.setdefault((name, side), []).append(workers[side].time_once())
-        for worker in workers.values():
+                times.setdefault((name, side), []).append(workers[side].ask("run"))
+        for side, worker in workers.items():
+            memory[(name, side)] = worker.ask("memory")
             worker.close()
     print(f"{platform.processor() or platform.machine()}, {args.threads} threads, {args.rounds} rounds; "
           f"before = {checkouts['before']}, after = {checkouts['after']}\n")
-    print("| candidate | before ms (median, min-max) | after ms (median, min-max) | before / after |")
-    print("| --- | ---: | ---: | ---: |")
+    print("| candidate | before ms (median, min-max) | after ms (median, min-max) | before / after | "
+          "peak MB before / after |")
+    print("| --- | ---: | ---: | ---: | ---: |")
     for name in specs:
         b, a = times[(name, "before")], times[(name, "after")]
         mb, ma = statistics.median(b), statistics.median(a)
         weights = "" if specs[name].get("weights", True) else " (random weights)"
+        peak = memory[(name, "before")], memory[(name, "after")]
+        peaks = "" if peak[0] != peak[0] else f"{peak[0]:.0f} / {peak[1]:.0f}"
         print(f"| {name}{weights} | {mb:.0f} ({min(b):.0f}-{max(b):.0f}) | {ma:.0f} ({min(a):.0f}-{max(a):.0f}) | "
-              f"{mb / ma:.2f}x |")
+              f"{mb / ma:.2f}x | {peaks} |")
     return 0
 
 

@@ -384,6 +384,11 @@ def validate_options(
             _positive(checker, opt, ("datasets", name, key))
         _positive(checker, opt, ("datasets", name, "num_worker_per_gpu"), strict=False)
         _safe_name(checker, dataset.get("name"), ("datasets", str(name), "name"))
+        mode = dataset.get("prefetch_mode")
+        if mode not in (None, "cpu", "cuda"):
+            checker.error(("datasets", str(name), "prefetch_mode"), f"expected cpu, cuda or ~, got {mode!r}")
+        elif mode == "cuda" and dataset.get("pin_memory") is not True:
+            checker.error(("datasets", str(name), "pin_memory"), "must be true with prefetch_mode: cuda (as in basicsr)")
         gt_size = dataset.get("gt_size")
         if isinstance(scale, int) and scale > 0 and isinstance(gt_size, int) and gt_size % scale:
             checker.error(("datasets", str(name), "gt_size"), f"{gt_size} is not divisible by scale {scale}")

@@ -1,14 +1,16 @@
 """The published checkpoints and benchmark sets: where they come from, where they are looked for, how they are fetched.
 
 Reference files are looked for in one documented order (README "Data and weights"), by the
-scripts and the tests alike:
+scripts and the tests alike (:func:`find_reference`):
 
-1. ``$LKDN_SHARED`` (a folder laid out as below: ``pretrained/<Family>/<file>`` and
-   ``benchmarks/<Set>/x<scale>/{HR,LR}``), when the variable is set;
+1. ``$LKDN_SHARED``, when the variable is set: a folder laid out as ``pretrained/<Family>/<file>``
+   and ``benchmarks/<Set>/x<scale>/{HR,LR}``;
 2. this checkout's ``experiments/pretrained_models/<Family>/<file>`` (where
    ``scripts/download.py`` and the first-use download put weights) and
-   ``datasets/<Set>/x<scale>/{HR,LR}`` or ``datasets/<Set>/{GTmod<s>,LRbicx<s>}``;
-3. ``../shared`` beside the checkout (the project's development machines).
+   ``datasets/<Set>/x<scale>/{HR,LR}`` (or ``datasets/<Set>/{GTmod<s>,LRbicx<s>}``);
+3. ``../shared`` beside the checkout, laid out as in 1 (the project's development machines),
+   unless ``LKDN_SHARED`` is set: ``LKDN_SHARED=/nonexistent`` hides every shared copy, as on a
+   user's fresh clone.
 
 A published checkpoint that is found nowhere is downloaded on first use into
 ``experiments/pretrained_models`` (as BasicSR's ``load_file_from_url`` does), resumable and
@@ -37,10 +39,25 @@ OFFLINE_ENV = "LKDN_OFFLINE"
 CACHE = ROOT / "experiments" / "pretrained_models"
 CHUNK = 1 << 16
 
-LKDN_URL = "https://github.com/stella-von/LKDN/raw/main/experiments/pretrained_models/LKDN/{}.pth"
-RFDN_URL = "https://github.com/njulj/RFDN/raw/master/trained_model/{}.pth"
-BSRN_URL = "https://github.com/xiaom233/BSRN/raw/main/experiments/pretrained_models/net_g_{}.pth"
-SPAN_URL = "https://github.com/Amazingren/NTIRE2026_ESR/raw/main/model_zoo/team00_SPAN.pth"
+URLS = {  # the public homes, by family; {} is the file's stem
+    "LKDN": "https://github.com/stella-von/LKDN/raw/main/experiments/pretrained_models/LKDN/{}.pth",
+    "RFDN": "https://github.com/njulj/RFDN/raw/master/trained_model/{}.pth",
+    "BSRN": "https://github.com/xiaom233/BSRN/raw/main/experiments/pretrained_models/net_g_{}.pth",
+    "SPAN": "https://github.com/Amazingren/NTIRE2026_ESR/raw/main/model_zoo/team00_SPAN.pth",
+}
+# name, family, SHA-256, size in bytes (the file is <family>/<name>.pth under a weights root)
+_TABLE = """
+LKDN_x2                LKDN  02b429e795ad0863fdf21c6924c79344e30a39d637c44442d13124193b012e6b  2579929
+LKDN_x3                LKDN  52835d49d402683ea2085c13e4afc3aca49f6b806ea29d6ed29b2238cd7874c5  2640473
+LKDN_x4                LKDN  f534422583c99dad994fd7df897f6f872637218430cfedf6c2d2a072ea86dbd7  2725465
+LKDN-S_x4              LKDN  39ff2c69cdeb40f842c9f93368caee3323a4309c350373edeb2dc9ef3cc05851  1494129
+LKDN-S_del_rep_x4      LKDN  b802a3945d7d4f22f836668a78448b37fe5da90d7b08afc564fbddfa594a8cf1   559105
+RFDN_AIM               RFDN  11af8ec8ebd68689e90ef1e29044f9804c72d3bd9f7573820b7b26035782760c  1754927
+BSRN_x2                BSRN  09bd1f85e017c7902e65a9c9770ee592efe3d013f6b5cf1fe7de8cabac4ba37d  1441677
+BSRN_x3                BSRN  6eb73a300aaec5029bc0de7f5ae85c02b8dcd8fdaf438c77f90272939fecca7e  1476301
+BSRN_x4                BSRN  47518e0f549f5696da0c84ca2d65bf50d789c7ac20e621909f5fd6c8c8d70bcb  1524813
+SPAN_NTIRE_ESR_c28_x4  SPAN  6c80f05048313289c6526e5fc9726688d7bb3dfdd6ae3c8b1e7dd09f601e5971   618658
+"""
 
 
 @dataclass(frozen=True)
@@ -54,26 +71,8 @@ class Checkpoint:
 
 
 CHECKPOINTS: dict[str, Checkpoint] = {
-    "LKDN_x2": Checkpoint("LKDN/LKDN_x2.pth", LKDN_URL.format("LKDN_x2"),
-                          "02b429e795ad0863fdf21c6924c79344e30a39d637c44442d13124193b012e6b", 2579929),
-    "LKDN_x3": Checkpoint("LKDN/LKDN_x3.pth", LKDN_URL.format("LKDN_x3"),
-                          "52835d49d402683ea2085c13e4afc3aca49f6b806ea29d6ed29b2238cd7874c5", 2640473),
-    "LKDN_x4": Checkpoint("LKDN/LKDN_x4.pth", LKDN_URL.format("LKDN_x4"),
-                          "f534422583c99dad994fd7df897f6f872637218430cfedf6c2d2a072ea86dbd7", 2725465),
-    "LKDN-S_x4": Checkpoint("LKDN/LKDN-S_x4.pth", LKDN_URL.format("LKDN-S_x4"),
-                            "39ff2c69cdeb40f842c9f93368caee3323a4309c350373edeb2dc9ef3cc05851", 1494129),
-    "LKDN-S_del_rep_x4": Checkpoint("LKDN/LKDN-S_del_rep_x4.pth", LKDN_URL.format("LKDN-S_del_rep_x4"),
-                                    "b802a3945d7d4f22f836668a78448b37fe5da90d7b08afc564fbddfa594a8cf1", 559105),
-    "RFDN_AIM": Checkpoint("RFDN/RFDN_AIM.pth", RFDN_URL.format("RFDN_AIM"),
-                           "11af8ec8ebd68689e90ef1e29044f9804c72d3bd9f7573820b7b26035782760c", 1754927),
-    "BSRN_x2": Checkpoint("BSRN/BSRN_x2.pth", BSRN_URL.format("BSRN_x2"),
-                          "09bd1f85e017c7902e65a9c9770ee592efe3d013f6b5cf1fe7de8cabac4ba37d", 1441677),
-    "BSRN_x3": Checkpoint("BSRN/BSRN_x3.pth", BSRN_URL.format("BSRN_x3"),
-                          "6eb73a300aaec5029bc0de7f5ae85c02b8dcd8fdaf438c77f90272939fecca7e", 1476301),
-    "BSRN_x4": Checkpoint("BSRN/BSRN_x4.pth", BSRN_URL.format("BSRN_x4"),
-                          "47518e0f549f5696da0c84ca2d65bf50d789c7ac20e621909f5fd6c8c8d70bcb", 1524813),
-    "SPAN_NTIRE_ESR_c28_x4": Checkpoint("SPAN/SPAN_NTIRE_ESR_c28_x4.pth", SPAN_URL,
-                                        "6c80f05048313289c6526e5fc9726688d7bb3dfdd6ae3c8b1e7dd09f601e5971", 618658),
+    name: Checkpoint(f"{family}/{name}.pth", URLS[family].format(name), sha256, int(size))
+    for name, family, sha256, size in (line.split() for line in _TABLE.strip().splitlines())
 }
 
 
@@ -85,30 +84,43 @@ class DownloadError(RuntimeError):
 # the lookup order
 
 
-def shared_root() -> Path:
-    """``$LKDN_SHARED`` when set, else ``../shared`` beside the checkout."""
+def reference_roots() -> list[Path]:
+    """The folders laid out as ``pretrained/...`` and ``benchmarks/...``, and the local ones, in lookup order.
+
+    Each entry maps the two kinds of reference file to a folder: ``(pretrained root, benchmarks root)``.
+    """
     env = os.environ.get(SHARED_ENV)
-    return Path(env) if env else ROOT.parent / "shared"
+    local = (CACHE, ROOT / "datasets")
+    if env:
+        return [(Path(env) / "pretrained", Path(env) / "benchmarks"), local]
+    shared = ROOT.parent / "shared"
+    return [local, (shared / "pretrained", shared / "benchmarks")]
 
 
-def weights_roots() -> list[Path]:
-    """The folders published checkpoints are looked for in, in order."""
-    roots = []
-    if os.environ.get(SHARED_ENV):
-        roots.append(Path(os.environ[SHARED_ENV]) / "pretrained")
-    roots.append(CACHE)
-    roots.append(ROOT.parent / "shared" / "pretrained")
-    return list(dict.fromkeys(roots))
+def find_reference(kind: str, *parts: str) -> Path | None:
+    """The first ``<root of kind>/<parts...>`` that exists in the lookup order; ``kind``: pretrained or benchmarks.
+
+    A benchmark set found in the local ``datasets/<Set>/{GTmod<s>,LRbicx<s>}`` layout answers
+    ``("benchmarks", "<Set>", "x<s>", "HR"|"LR", ...)`` too.
+    """
+    if kind not in ("pretrained", "benchmarks"):
+        raise ValueError(f"kind must be pretrained or benchmarks, got {kind!r}")
+    for pretrained, benchmarks in reference_roots():
+        root = pretrained if kind == "pretrained" else benchmarks
+        candidate = root.joinpath(*parts)
+        if candidate.exists():
+            return candidate
+        if kind == "benchmarks" and root == ROOT / "datasets" and len(parts) >= 3 and parts[1].startswith("x"):
+            name, scale, side, rest = parts[0], parts[1][1:], parts[2], parts[3:]
+            folder = root / name / (f"GTmod{scale}" if side == "HR" else f"LRbicx{scale}" if side == "LR" else side)
+            if folder.joinpath(*rest).exists():
+                return folder.joinpath(*rest)
+    return None
 
 
 def find_checkpoint(name: str) -> Path | None:
-    """The first copy of checkpoint ``name`` in :func:`weights_roots`, or None."""
-    checkpoint = CHECKPOINTS[name]
-    for root in weights_roots():
-        candidate = root / checkpoint.path
-        if candidate.is_file():
-            return candidate
-    return None
+    """The first copy of published checkpoint ``name`` in the lookup order, or None."""
+    return find_reference("pretrained", *Path(CHECKPOINTS[name].path).parts)
 
 
 def checkpoint_for_path(path: str | os.PathLike[str]) -> str | None:
@@ -122,20 +134,10 @@ def checkpoint_for_path(path: str | os.PathLike[str]) -> str | None:
 
 def find_benchmark(name: str, scale: int) -> tuple[Path, Path] | None:
     """``(HR folder, LR folder)`` of benchmark set ``name`` at ``scale`` in the lookup order, or None."""
-    candidates = []
-    if os.environ.get(SHARED_ENV):
-        candidates.append(Path(os.environ[SHARED_ENV]) / "benchmarks" / name / f"x{scale}")
-    local = ROOT / "datasets" / name
-    candidates.append(local / f"x{scale}")
-    for folder in candidates:
-        if (folder / "HR").is_dir() and (folder / "LR").is_dir():
-            return folder / "HR", folder / "LR"
-    if (local / f"GTmod{scale}").is_dir() and (local / f"LRbicx{scale}").is_dir():
-        return local / f"GTmod{scale}", local / f"LRbicx{scale}"
-    shared = ROOT.parent / "shared" / "benchmarks" / name / f"x{scale}"
-    if (shared / "HR").is_dir() and (shared / "LR").is_dir():
-        return shared / "HR", shared / "LR"
-    return None
+    hr, lr = find_reference("benchmarks", name, f"x{scale}", "HR"), find_reference("benchmarks", name, f"x{scale}", "LR")
+    if hr is None or lr is None:
+        return None
+    return hr, lr
 
 
 # ---------------------------------------------------------------------------------------------

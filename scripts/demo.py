@@ -5,8 +5,8 @@
    through ``lkdn/train.py`` (``options/demo/train_LKDN-S_demo_x4.yml``), with validation and
    TensorBoard logs;
 3. folds it into the deploy form with ``scripts/reparameterize.py``;
-4. tests both forms with ``lkdn/test.py`` on the held-out photographs, and on Set5 when
-   ``datasets/Set5`` or ``../shared/benchmarks/Set5`` exists;
+4. tests both forms with ``lkdn/test.py`` on the held-out photographs, and on Set5 when the
+   reference lookup finds it (README "Data and weights");
 5. prints bicubic vs trained vs deploy (PSNR/SSIM per test set, parameters, CPU time per
    image) and writes ``results/demo/``: ``summary.json``, ``training_curves.png``,
    ``comparison.png``.
@@ -38,7 +38,6 @@ TRAIN_OPT = "options/demo/train_LKDN-S_demo_x4.yml"
 TEST_OPT = "options/demo/test_LKDN-S_demo_x4.yml"
 EXPERIMENT = "demo_LKDN-S_x4"
 SCALE = 4
-SHARED_SET5 = REPO.parent / "shared" / "benchmarks" / "Set5" / f"x{SCALE}"
 COMPARE_IMAGES = ("coffee", "chelsea")
 
 
@@ -130,14 +129,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     run(["scripts/reparameterize.py", "-opt", str(REPO / TEST_OPT), "--input", str(weights), "--output",
          str(deploy_weights), "--fold-num-in", "--output-opt", str(deploy_opt)], cwd=workdir)
 
+    from lkdn.zoo import find_benchmark
+
     test_sets = {"demo_test": (workdir / "datasets/demo/test/GTmod4", workdir / "datasets/demo/test/LRbicx4")}
     set5_overrides = []
-    local_set5 = workdir / "datasets" / "Set5"
-    if (local_set5 / f"GTmod{SCALE}").is_dir():
-        test_sets["Set5"] = (local_set5 / f"GTmod{SCALE}", local_set5 / f"LRbicx{SCALE}")
-    elif SHARED_SET5.is_dir():
-        test_sets["Set5"] = (SHARED_SET5 / "HR", SHARED_SET5 / "LR")
-        set5_overrides = [f"datasets:test_2:dataroot_gt={SHARED_SET5 / 'HR'}", f"datasets:test_2:dataroot_lq={SHARED_SET5 / 'LR'}"]
+    set5 = find_benchmark("Set5", SCALE)  # the reference lookup order (README "Data and weights")
+    if set5 is not None:
+        test_sets["Set5"] = set5
+        set5_overrides = [f"datasets:test_2:dataroot_gt={set5[0]}", f"datasets:test_2:dataroot_lq={set5[1]}"]
     common = ["--root", str(workdir), "--force_yml", f"path:pretrain_network_g={weights}", *set5_overrides]
     run(["lkdn/test.py", "-opt", str(REPO / TEST_OPT), *common], cwd=workdir)
     deploy_common = ["--root", str(workdir), "--force_yml", f"path:pretrain_network_g={deploy_weights}", *set5_overrides]

@@ -1,4 +1,11 @@
-"""Shared test fixtures: paths to ../shared (skipped cleanly when absent) and the test device."""
+"""Shared test fixtures: reference files (skipped cleanly when absent) and the test device.
+
+Reference files (official checkpoints, Set5) are looked for as the scripts look for them
+(:mod:`lkdn.zoo`, README "Data and weights"): ``$LKDN_SHARED``, then this checkout's
+``experiments/pretrained_models/`` and ``datasets/``, then ``../shared``.
+``LKDN_SHARED=/nonexistent make test`` runs the suite as on a fresh clone. Downloads are off
+(``LKDN_OFFLINE=1``): a test never reaches the network.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import lkdn  # noqa: F401 (installs basicsr's torchvision alias before any test imports basicsr)
+os.environ.setdefault("LKDN_OFFLINE", "1")
+
+import lkdn  # noqa: E402,F401 (installs basicsr's torchvision alias before any test imports basicsr)
+from lkdn.zoo import find_reference  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("LKDN_SHARED", ROOT.parent / "shared"))
-PRETRAINED = SHARED / "pretrained"
-BENCHMARKS = SHARED / "benchmarks"
 
-# Official checkpoints: file -> (network options, scale, Set5 PSNR, Set5 SSIM) from DESIGN.md.
+# Official checkpoints: file -> (network options, scale, Set5 PSNR, Set5 SSIM), measured with the official code.
 OFFICIAL_LKDN = {
     "LKDN_x2": ({"type": "LKDN", "upscale": 2}, 2, 38.12, 0.9610),
     "LKDN_x3": ({"type": "LKDN", "upscale": 3}, 3, 34.53, 0.9283),
@@ -26,11 +33,15 @@ OFFICIAL_LKDN = {
 }
 
 
-def shared_file(*parts: str) -> Path:
-    """Path under ../shared, or skip the test with the reason when it is not there."""
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"needs {path} (../shared is absent on a fresh clone; scripts/download.py fetches the weights)")
+def shared_file(kind: str, *parts: str) -> Path:
+    """A reference file (``kind``: pretrained or benchmarks) from the lookup order, or skip the test saying how to get it."""
+    path = find_reference(kind, *parts)
+    if path is None:
+        where = "/".join(parts)
+        how = ("python scripts/download.py --names " + Path(parts[-1]).stem if kind == "pretrained"
+               else "the sources and layout in datasets/README.md")
+        pytest.skip(f"needs the reference file {kind}/{where}, not found in $LKDN_SHARED, experiments/pretrained_models/, "
+                    f"datasets/ or ../shared; get it with {how} (README 'Data and weights')")
     return path
 
 

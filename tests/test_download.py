@@ -136,3 +136,9 @@ def test_unknown_name_and_unreachable_server(tmp_path: Path, capsys: pytest.Capt
     assert "LKDN_x5" in capsys.readouterr().err
     with pytest.raises(download.DownloadError, match="127.0.0.1:9"):
         download.download(NAME, tmp_path, base_url="http://127.0.0.1:9", timeout=2)
+
+
+def test_the_weights_readme_lists_every_checkpoint_with_its_hash() -> None:
+    text = (ROOT / "experiments" / "pretrained_models" / "README.md").read_text()
+    for name, checkpoint in download.CHECKPOINTS.items():
+        assert f"| `{name}` | `{checkpoint.path}` | `{checkpoint.sha256}` |" in text

@@ -46,14 +46,8 @@ class ESDB(DistillationBody):
 
 
 class UpsampleOneStep(nn.Module):
-    """BSRN's ``pixelshuffledirect``: one 3x3 conv and a PixelShuffle under the official key
-    ``upsampleOneStep`` (keys ``upsampleOneStep.0.*``).
-
-    Args:
-        num_feat: input channels.
-        num_out_ch: output image channels.
-        scale: upscaling factor.
-    """
+    """BSRN's ``pixelshuffledirect``: :class:`~lkdn.archs.upsamplers.PixelShuffleDirect` (same
+    arguments) under the official key ``upsampleOneStep`` (keys ``upsampleOneStep.0.*``)."""
 
     def __init__(self, num_feat: int, num_out_ch: int, scale: int) -> None:
         super().__init__()

@@ -23,6 +23,7 @@ from lkdn.archs import ops
 from lkdn.archs.attention import ESACCA, LKA
 from lkdn.archs.bsconv import BSConvU, conv_type
 from lkdn.archs.contract import StateDictDetection, conv_receptive_radius, register_architecture
+from lkdn.archs.distillation import DistillationBody
 from lkdn.archs.shapes import count_blocks, scale_and_channels, shape
 from lkdn.archs.trunk import BlueprintTrunk, blueprint_deploy_options
 from lkdn.archs.upsamplers import build_upsampler
@@ -58,12 +59,13 @@ class PixelNorm(nn.LayerNorm):
         return y.contiguous() if x.is_contiguous() else y
 
 
-class LKDB(nn.Module):
+class LKDB(DistillationBody):
     """Large kernel distillation block.
 
-    Three distillation steps (1x1 distilled branch, ``conv`` 3x3 remaining branch), a BSConvU
-    on the last remaining features, 1x1 fusion, large kernel attention, 1x1 projection, pixel
-    norm, and a residual connection. GELU (exact) after every distillation conv.
+    Three distillation steps (1x1 distilled branch, ``conv`` 3x3 remaining branch, no shallow
+    residual), a BSConvU on the last remaining features, 1x1 fusion
+    (:class:`~lkdn.archs.distillation.DistillationBody`), large kernel attention, 1x1 projection,
+    pixel norm, and a residual connection. GELU (exact) after every distillation conv.
 
     Args:
         in_channels: input channels (``dc = in_channels // 2`` distilled, ``rc = in_channels``).
@@ -76,32 +78,14 @@ class LKDB(nn.Module):
     def __init__(
         self, in_channels: int, out_channels: int, *, atten_channels: int, conv: type[nn.Module], attention: str = "lka"
     ) -> None:
-        super().__init__()
-        dc, rc = in_channels // 2, in_channels
-        self.c1_d = nn.Conv2d(in_channels, dc, 1)
-        self.c1_r = conv(in_channels, rc, kernel_size=3, padding=1)
-        self.c2_d = nn.Conv2d(rc, dc, 1)
-        self.c2_r = conv(rc, rc, kernel_size=3, padding=1)
-        self.c3_d = nn.Conv2d(rc, dc, 1)
-        self.c3_r = conv(rc, rc, kernel_size=3, padding=1)
-        self.c4 = BSConvU(rc, dc, kernel_size=3, padding=1)
-        self.act = nn.GELU()
-        self.c5 = nn.Conv2d(dc * 4, atten_channels, 1)
+        super().__init__(in_channels, conv=conv, c4_conv=BSConvU, act=nn.GELU(), fused_channels=atten_channels,
+                         shallow_residual=False)
         self.atten = build_attention(attention, atten_channels)
         self.c6 = nn.Conv2d(atten_channels, out_channels, 1)
         self.pixel_norm = PixelNorm(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        act = self.act
-        d1 = ops.activate(act, self.c1_d(x))
-        r1 = ops.activate(act, self.c1_r(x))
-        d2 = ops.activate(act, self.c2_d(r1))
-        r2 = ops.activate(act, self.c2_r(r1))
-        d3 = ops.activate(act, self.c3_d(r2))
-        r3 = ops.activate(act, self.c3_r(r2))
-        r4 = ops.activate(act, self.c4(r3))
-        out = self.c6(self.atten(self.c5(torch.cat([d1, d2, d3, r4], dim=1))))
-        return ops.add(self.pixel_norm(out), x)
+        return ops.add(self.pixel_norm(self.c6(self.atten(self.distill(x)))), x)
 
 
 def lkdn_options_from_state(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:

@@ -39,9 +39,6 @@ from lkdn.utils.frozen import thaw
 
 logger = logging.getLogger(__name__)
 
-PREFETCH_MODES = (None, "cpu", "cuda")
-
-
 def sample_seed(seed: int, epoch: int, position: int) -> int:
     """A 32-bit seed for one training sample, a function of its place in training only."""
     return int(np.random.SeedSequence([seed % 2**32, epoch, position]).generate_state(1)[0])
@@ -110,17 +107,12 @@ class PositionSeededDataset(Dataset):
 def _loader_options(dataset_opt: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
     """A copy of the dataset options adjusted to the device (CUDA prefetch and pinned memory need CUDA)."""
     opt = thaw(dataset_opt)
-    mode = opt.get("prefetch_mode")
-    if mode not in PREFETCH_MODES:
-        raise ValueError(f"datasets.{opt.get('phase', 'train')}.prefetch_mode: expected cpu, cuda or ~, got {mode!r}")
     if device.type != "cuda":
-        if mode == "cuda":
+        if opt.get("prefetch_mode") == "cuda":
             logger.warning("prefetch_mode cuda needs CUDA; training on %s, so the data is loaded without prefetching",
                            device)
             opt["prefetch_mode"] = None
         opt["pin_memory"] = False
-    elif mode == "cuda" and opt.get("pin_memory") is not True:
-        raise ValueError("datasets.train.pin_memory must be true with prefetch_mode: cuda (as in basicsr)")
     return opt
 
 
