@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo bench lint clean gpu-check gpu-wheels
 
 install: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): requirements.txt setup.py pyproject.toml
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q "torch>=2.10" "torchvision>=0.17"
 	$(PY) -m pip install -q --no-build-isolation -r requirements.txt
-	$(PY) -m pip install -q --no-build-isolation -e ".[dev,onnx,profile,spandrel]"
+	$(PY) -m pip install -q --no-build-isolation -e ".[dev,onnx,profile,spandrel,openvino,ncnn]"
 	touch $(STAMP)
 
 test: install
@@ -26,6 +26,14 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/run.py
+
+# On a machine with NVIDIA GPUs (see docs/benchmarks.md): every CUDA claim checked in under 8 minutes.
+gpu-check:
+	$(PYTHON) benchmarks/gpu_check.py
+
+# The wheels a GPU machine without network needs beside its own torch (into .whl/, git-ignored).
+gpu-wheels: install
+	$(PY) scripts/make_gpu_wheels.py --dest .whl
 
 lint: install
 	$(VENV)/bin/ruff check lkdn scripts tests benchmarks

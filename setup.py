@@ -27,5 +27,7 @@ setup(
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
         "profile": ["fvcore>=0.1.5"],
         "spandrel": ["spandrel>=0.4"],
+        "openvino": ["openvino>=2025.0", "nncf>=2.14"],
+        "ncnn": ["ncnn>=1.0.20240102", "pnnx>=20240226"],
     },
 )
