@@ -41,6 +41,8 @@ MODELS = [
         "LKDN-S_x4",
     ),
     ("BSRN x4", {"type": "BSRN", "upscale": 4}, "BSRN_x4"),
+    # the training form (the published c28 checkpoint is the deploy form): its original is the official code
+    ("SPAN c28 x4, training form", {"type": "SPAN", "feature_channels": 28, "upscale": 4}, None),
 ]
 INFERENCE_PATH = "network's inference path (in place, no trunk concatenation), NCHW"
 STEPS = [
@@ -51,8 +53,8 @@ STEPS = [
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
 
-def load(options: dict, weights: str) -> tuple[nn.Module, str]:
-    path = find_checkpoint(weights)
+def load(options: dict, weights: str | None) -> tuple[nn.Module, str]:
+    path = find_checkpoint(weights) if weights else None
     if path is not None:
         return load_network_from_options({"network_g": options, "path": {"pretrain_network_g": str(path)}}), \
             f"official `{weights}.pth`"
@@ -66,6 +68,23 @@ def reference_ops(net: nn.Module) -> Forward:
     def forward(x: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
             return frozen(x)
+
+    return forward
+
+
+def official_span(net: nn.Module) -> Forward | None:
+    """For a SPAN, the official code as published (its copy in spandrel), loaded with the same weights."""
+    if type(net).__name__ != "SPAN":
+        return None
+    try:
+        from spandrel.architectures.SPAN import SPANArch
+    except ImportError:
+        return None
+    model = SPANArch().load(copy.deepcopy(net.state_dict())).model.eval()
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return model(x)
 
     return forward
 
@@ -107,6 +126,9 @@ def step_candidates(net: nn.Module, x: torch.Tensor, *, tuned: bool) -> dict[str
     xc = x.contiguous(memory_format=torch.channels_last)
     original = "original: eager NCHW, reference ops, " + ("tuned allocator" if tuned else "as configured")
     candidates: dict[str, tuple[Forward, torch.Tensor]] = {original: (reference_ops(net), x)}
+    official = official_span(net)
+    if official is not None:
+        candidates["official SPAN code (spandrel's copy), eval mode: re-folds its kernels in every forward"] = (official, x)
     candidates[INFERENCE_PATH] = (network_path(net), x)
     for label, flags in STEPS:
         fast = optimize_network(net, **flags)

@@ -7,6 +7,9 @@ Conventions (docs/efficiency.md):
   bias and element-wise ops not counted. Counted by ``torch.utils.flop_counter.FlopCounterMode``
   (FLOPs / 2 of ``aten.convolution``), so convolutions called functionally are included.
 * **Activations** (NTIRE efficient-SR challenge): elements of all convolution outputs.
+  :func:`conv_counts` counts every convolution call (functional ones too); :func:`ntire_counts`
+  reproduces the challenge harness exactly (``get_model_activation``: forward hooks on the
+  ``nn.Conv2d`` / ``nn.ConvTranspose2d`` modules, on one ``3x256x256`` input).
 * **FLOPs** (NTIRE convention): ``fvcore``'s ``FlopCountAnalysis`` on one ``3x256x256`` LR
   input (fvcore counts a multiply-add as one flop and adds normalization and upsampling ops).
 * **Runtime**: median of repeated forwards after warm-up (CUDA synchronized); NTIRE mode: FP32,
@@ -25,6 +28,7 @@ import resource
 import statistics
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -93,6 +97,55 @@ def _count(model: nn.Module, x: torch.Tensor) -> ConvCounts:
     return ConvCounts(multi_adds=conv_flops // 2, activations=sum(outputs.elements), convs=len(outputs.elements))
 
 
+@dataclass
+class NtireCounts:
+    """The efficient-SR challenge harness's model counts (``test_demo.py``), on one ``1x3x256x256`` input."""
+
+    params: int
+    flops: int | None
+    activations: int
+    convs: int
+
+    def as_row(self) -> dict[str, float | int | None]:
+        """The harness's units: params in M, FLOPs in G, activations in M, the conv count."""
+        return {"params_m": self.params / 1e6, "flops_g": None if self.flops is None else self.flops / 1e9,
+                "activations_m": self.activations / 1e6, "convs": self.convs}
+
+
+def _module_conv_outputs(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    elements = [0, 0]
+
+    def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
+        elements[0] += output.numel()
+        elements[1] += 1
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+    try:
+        model.requires_grad_(False)
+        with torch.enable_grad():  # the harness counts outside no_grad: the networks' reference operations
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return elements[0], elements[1]
+
+
+def ntire_counts(net: nn.Module, input_shape: tuple[int, ...] = NTIRE_FLOPS_INPUT, *, flops: bool = True) -> NtireCounts:
+    """Parameters, fvcore FLOPs, activations and number of convs exactly as the NTIRE harness counts them.
+
+    Activations and convs are ``get_model_activation``'s: the output elements and the calls of the
+    ``nn.Conv2d`` / ``nn.ConvTranspose2d`` modules during one forward (functional convolutions are
+    not seen, as in the harness). Count the form that is submitted (the deploy form for networks
+    that fold). The network is copied to the ``meta`` device (shapes only) when it can run there.
+    """
+    try:
+        elements, calls = _module_conv_outputs(copy.deepcopy(net).to("meta").eval(), torch.empty(input_shape, device="meta"))
+    except (NotImplementedError, RuntimeError):
+        elements, calls = _module_conv_outputs(copy.deepcopy(net).to("cpu").eval(), torch.rand(input_shape))
+    return NtireCounts(params=count_parameters(net), flops=ntire_flops(net, input_shape) if flops else None,
+                       activations=elements, convs=calls)
+
+
 def ntire_flops(net: nn.Module, input_shape: tuple[int, ...] = NTIRE_FLOPS_INPUT) -> int | None:
     """fvcore's ``FlopCountAnalysis(...).total()`` on a random CPU input (None when fvcore is absent)."""
     try:
@@ -100,7 +153,8 @@ def ntire_flops(net: nn.Module, input_shape: tuple[int, ...] = NTIRE_FLOPS_INPUT
     except ImportError:
         return None
     model = copy.deepcopy(net).to("cpu").eval()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit's deprecation notice, printed by fvcore's tracing
         analysis = FlopCountAnalysis(model, torch.rand(input_shape))
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         return int(analysis.total())
@@ -118,12 +172,13 @@ def _sync(device: torch.device) -> None:
 def measure_runtime(
     forward: Forward, x: torch.Tensor, *, runs: int = 5, warmup: int = 1, ntire: bool = False,
 ) -> dict[str, float]:
-    """Time ``forward(x)`` (inference mode); returns ``median_ms``, ``mean_ms``, ``min_ms``, ``runs``.
+    """Time ``forward(x)``; returns ``median_ms``, ``mean_ms``, ``min_ms``, ``runs``.
 
-    Default: ``warmup`` untimed runs, then ``runs`` timed runs, synchronized on CUDA. With
-    ``ntire=True`` (the NTIRE efficient-SR protocol): no warm-up, ``cudnn.benchmark`` off, CUDA
-    events around the forward only, one fresh random input of the same shape per run ("image"),
-    and ``mean_ms`` is the number to report.
+    Default: inference mode, ``warmup`` untimed runs, then ``runs`` timed runs, synchronized on
+    CUDA. With ``ntire=True`` (the NTIRE efficient-SR harness): autograd mode left on as the
+    harness leaves it (freeze the network's parameters: it then runs its reference operations),
+    no warm-up, ``cudnn.benchmark`` off, CUDA events around the forward only, one fresh random
+    input of the same shape per run ("image"), and ``mean_ms`` is the number to report.
     """
     device = x.device
     times: list[float] = []
@@ -132,7 +187,7 @@ def measure_runtime(
         torch.backends.cudnn.benchmark = False
         warmup = 0
     try:
-        with torch.inference_mode():
+        with torch.enable_grad() if ntire else torch.inference_mode():
             for _ in range(warmup):
                 forward(x)
             _sync(device)
@@ -312,7 +367,7 @@ def profile_network(
     )
     if timing:
         device = torch.device(device)
-        run = forward if forward is not None else copy.deepcopy(net).to(device).eval()
+        run = forward if forward is not None else copy.deepcopy(net).to(device).eval().requires_grad_(False)
         x = torch.rand(1, in_channels, height, width, device=device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -9,9 +9,12 @@ replication folded) and, for runtime and memory only, the deploy form after
 ``lkdn.optimize.optimize_network`` (what ``lkdn.Upscaler`` runs). Weights do not change any
 of these numbers, so none are loaded. Multi-Adds count convolutions only (the papers'
 convention); activations are the elements of all conv outputs and FLOPs come from fvcore on a
-3x256x256 LR input (both NTIRE efficient-SR conventions); ``--ntire`` times as NTIRE does (FP32,
-no warm-up, cudnn.benchmark off, CUDA events around the forward, mean over ``--runs`` random
-images). Definitions: docs/efficiency.md. Exit status 2 for bad arguments or options.
+3x256x256 LR input (both NTIRE efficient-SR conventions). ``--ntire`` times as the NTIRE harness
+does (FP32, autograd mode on with frozen weights, no warm-up, cudnn.benchmark off, CUDA events
+around the forward, mean over ``--runs`` random images; wall time on the CPU, labelled so) and
+adds the harness's own counts (``lkdn.profiling.ntire_counts``: params, fvcore FLOPs,
+activations and convs of the Conv2d modules on 3x256x256) of the configured and deploy forms.
+Definitions: docs/efficiency.md. Exit status 2 for bad arguments or options.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from lkdn import build_network
 from lkdn.optimize import optimize_network
 from lkdn.options import OptionsError, load_options
-from lkdn.profiling import lr_size_for_output, markdown_table, parse_size, profile_network
+from lkdn.profiling import lr_size_for_output, markdown_table, ntire_counts, parse_size, profile_network
 from lkdn.reparam import reparameterize_model
 from lkdn.schema import SchemaError
 from lkdn.upscaler import resolve_device
@@ -82,22 +85,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     if not args.no_timing:
         optimized = optimize_network(deploy.to(device))
+
+        def inference(x: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():  # what lkdn.Upscaler runs, also under the NTIRE timing
+                return optimized(x)
+
         profiles.append(
             profile_network(
-                deploy, form="deploy + optimize_network", flops=False, forward=optimized, channels_last=True, **common
+                deploy, form="deploy + optimize_network", flops=False, forward=inference, channels_last=True, **common
             )
         )
+    harness = {}
+    if args.ntire:  # the harness's counts, on 3x256x256, of the network as configured and of its deploy form
+        harness = {form: ntire_counts(model, (1, in_channels, 256, 256), flops=not args.no_flops).as_row()
+                   for form, model in (("as configured", net), ("deploy (re-parameterized)", deploy))}
     if args.json:
         report = {
-            "config": str(args.opt), "network": opt["network_g"].get("type"), "scale": scale,
+            "config": str(args.opt), "network": opt.network_g.get("type"), "scale": scale,
             "lr_size": {"height": lr_size[0], "width": lr_size[1]}, "device": str(device),
             "threads": torch.get_num_threads(), "ntire_protocol": args.ntire,
-            "profiles": [p.as_dict() for p in profiles],
+            "runtime": "CUDA events" if device.type == "cuda" else "wall time (CPU)",
+            "profiles": [p.as_dict() for p in profiles], "ntire_counts": harness,
         }
         print(json.dumps(report, indent=2))
     else:
-        print(f"{opt['network_g'].get('type')} from {args.opt} on {device} ({torch.get_num_threads()} threads)")
+        print(f"{opt.network_g.get('type')} from {args.opt} on {device} ({torch.get_num_threads()} threads; "
+              f"runtime: {'CUDA events' if device.type == 'cuda' else 'wall time'})")
         print(markdown_table(profiles, lr_size=lr_size, scale=scale))
+        if harness:
+            print("\nNTIRE harness counts (3x256x256 input; params M, fvcore FLOPs G, activations M, convs):")
+            for form, row in harness.items():
+                flops = "n/a" if row["flops_g"] is None else f"{row['flops_g']:.2f}"
+                print(f"  {form}: {row['params_m']:.6f} M, {flops} G, {row['activations_m']:.2f} M, {row['convs']} convs")
     return 0
 
 

@@ -125,10 +125,13 @@ def test_official_bsrn_checkpoints_load_through_spandrel(name: str, scale: int) 
 
 
 DETECTED = sorted(name for name, entry in our_architectures().items() if entry.spandrel is not None)
-FAMILY_CASES = [  # BSConvU_idt has the parameters of BSConvU: its weights read (and load) as BSConvU
+# What the weights do not hold: BSConvU_idt has the parameters of BSConvU (it reads, and loads, as
+# BSConvU); SPAN's img_range is assumed official (255). RFDN's img_range is probed.
+NOT_IN_THE_WEIGHTS = {("LKDN", "conv", "BSConvU_idt"), ("SPAN", "img_range", 1.0)}
+FAMILY_CASES = [
     (name, {**our_architectures()[name].test_options, **variant})
     for name in DETECTED for variant in ({}, *our_architectures()[name].test_variants)
-    if variant.get("conv") != "BSConvU_idt"
+    if not any((name, k, v) in NOT_IN_THE_WEIGHTS for k, v in variant.items())
 ]
 
 
@@ -150,7 +153,7 @@ def test_every_family_loads_a_checkpoint_of_ours(case: tuple[str, dict], tmp_pat
 
 
 def test_every_family_of_the_project_declares_a_detection() -> None:
-    assert set(DETECTED) >= {"LKDN", "BSRN", "RFDN", "IMDN", "RepSR", "VDSR"}
+    assert set(DETECTED) >= {"LKDN", "BSRN", "RFDN", "IMDN", "RepSR", "VDSR", "SPAN"}
 
 
 def test_install_is_idempotent_and_wins_detection() -> None:
