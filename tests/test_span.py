@@ -204,3 +204,15 @@ def test_ntire_script_writes_the_harness_table(tmp_path: Path, capsys: pytest.Ca
     assert [h.strip() for h in header] == ["Model", "Val PSNR", "Val Time [ms]", "Params [M]", "FLOPs [G]", "Acts [M]",
                                            "Mem [M]", "Conv"]
     assert "| team |" in capsys.readouterr().out
+
+
+def test_onnx_export_of_the_training_form_is_verified_by_onnxruntime(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from lkdn.export import OnnxRuntimeNetwork, export_onnx
+
+    net = randomize(build_network({"type": "SPAN", "feature_channels": 8}), std=0.05).eval()
+    report = export_onnx(net, tmp_path / "span.onnx", size=(16, 20))  # folded first; written only when verified
+    assert report.checks and all(check.max_abs <= 1e-4 for check in report.checks)
+    x = torch.rand(1, 3, 13, 17)
+    torch.testing.assert_close(OnnxRuntimeNetwork(tmp_path / "span.onnx", threads=1)(x), reference(net, x), atol=1e-4,
+                               rtol=0)

@@ -49,9 +49,15 @@ def test_pytorch_launcher_outside_torchrun_is_a_clear_error(monkeypatch) -> None
         init_distributed("pytorch", use_cuda=False)
 
 
-def test_torchrun_two_cpu_processes(tmp_path: Path, tiny_data) -> None:
+NETWORKS = {"LKDN": None, "SPAN": {"type": "SPAN", "feature_channels": 4, "upscale": 2}}  # None: the tiny YAML's
+
+
+@pytest.mark.parametrize("network", sorted(NETWORKS))
+def test_torchrun_two_cpu_processes(tmp_path: Path, tiny_data, network: str) -> None:
     hr, lr = tiny_data
     common = {"train__total_iter": 4, "logger__save_checkpoint_freq": 2, "logger__print_freq": 2, "val__val_freq": 2}
+    if NETWORKS[network] is not None:
+        common["network_g"] = NETWORKS[network]
     ddp = write_options(tmp_path, hr=hr, lr=lr, name="ddp", datasets__train__batch_size_per_gpu=2,
                         dist_params={"backend": "nccl", "port": 29500}, **common)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
