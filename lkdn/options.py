@@ -30,13 +30,40 @@ class OptionsError(ValueError):
     """An option file or override is invalid; the message names the file and key."""
 
 
+MAX_EXPANDED_VALUES = 100_000
+"""An option file expands (anchors and aliases resolved) to at most this many values."""
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many values ``node`` stands for once every alias is expanded (memoized: linear in the file)."""
+    key = id(node)
+    if key not in memo:
+        memo[key] = 0  # a node reached again while it is being counted: a cycle, counted once
+        if isinstance(node, yaml.SequenceNode):
+            memo[key] = 1 + sum(_expanded_size(child, memo) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            memo[key] = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+        else:
+            memo[key] = 1
+    return memo[key]
+
+
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a YAML mapping; errors name the file (and line for syntax errors)."""
+    """Load a YAML mapping; errors name the file (and line for syntax errors).
+
+    A file whose anchors and aliases expand to more than :data:`MAX_EXPANDED_VALUES` values (a
+    "billion laughs" file) is refused before anything walks it.
+    """
     path = Path(path)
     if not path.is_file():
         raise OptionsError(f"option file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is not None and _expanded_size(root, {}) > MAX_EXPANDED_VALUES:
+            raise OptionsError(f"{path}: its anchors and aliases expand to more than {MAX_EXPANDED_VALUES:,d} values; "
+                               "an option file is far smaller (write the values out)")
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise OptionsError(f"{path}: not valid YAML: {err}") from err
     except UnicodeDecodeError as err:
@@ -102,18 +129,17 @@ def default_lookups(*, is_train: bool) -> dict[str, Callable[[str], Any]]:
 
     ``network`` (this project's architectures, :func:`lkdn.archs.contract.contract`) always; for training also ``optim``
     (:func:`lkdn.training.optim.get_optimizer_class`), ``scheduler``
-    (:func:`lkdn.training.schedulers.get_scheduler_class`) and ``loss`` (basicsr's ``LOSS_REGISTRY``).
+    (:func:`lkdn.training.schedulers.get_scheduler_class`) and ``loss`` (:func:`lkdn.losses.loss_class`).
     """
     from lkdn.archs.contract import contract
 
     lookups: dict[str, Callable[[str], Any]] = {"network": lambda name: contract(name).factory}
     if is_train:
-        from basicsr.utils.registry import LOSS_REGISTRY
-
+        from lkdn.losses import loss_class
         from lkdn.training.optim import get_optimizer_class
         from lkdn.training.schedulers import get_scheduler_class
 
-        lookups.update(optim=get_optimizer_class, scheduler=get_scheduler_class, loss=LOSS_REGISTRY.get)
+        lookups.update(optim=get_optimizer_class, scheduler=get_scheduler_class, loss=loss_class)
     return lookups
 
 

@@ -23,13 +23,16 @@ Counting runs on the ``meta`` device (shapes only, no arithmetic), so it is inst
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 import resource
 import statistics
+import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,13 +151,15 @@ def ntire_counts(net: nn.Module, input_shape: tuple[int, ...] = NTIRE_FLOPS_INPU
 
 def ntire_flops(net: nn.Module, input_shape: tuple[int, ...] = NTIRE_FLOPS_INPUT) -> int | None:
     """fvcore's ``FlopCountAnalysis(...).total()`` on a random CPU input (None when fvcore is absent)."""
-    try:
-        from fvcore.nn import FlopCountAnalysis
-    except ImportError:
-        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.script's deprecation notice, printed by importing fvcore
+        try:
+            from fvcore.nn import FlopCountAnalysis
+        except ImportError:
+            return None
     model = copy.deepcopy(net).to("cpu").eval()
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit's deprecation notice, printed by fvcore's tracing
+        warnings.simplefilter("ignore")  # torch.jit's deprecation notices, printed by fvcore's tracing
         analysis = FlopCountAnalysis(model, torch.rand(input_shape))
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         return int(analysis.total())
@@ -251,11 +256,26 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence what native libraries write to file descriptor 2 (the profiler's ``USDT: profiler_start``
+    lines and, on a CUDA build without a GPU, ``gpuGetDeviceCount failed``): they are not the user's output."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _cpu_allocated_peak(forward: Forward, x: torch.Tensor) -> int:
     """Peak bytes held by tensors allocated during ``forward(x)``, from the profiler's memory events."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _quiet_native_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         forward(x)
     events = sorted(
         (e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"

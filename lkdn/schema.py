@@ -111,7 +111,7 @@ LOGGER: Spec = {
 TRAIN: Spec = {
     "ema_decay": (NUMBER, "EMA decay of the network weights (0 disables)"),
     "optim_g": ((dict,), "optimizer: type and its arguments"),
-    "scheduler": ((dict,), "learning-rate scheduler: type and its arguments"),
+    "scheduler": ((dict, type(None)), "learning-rate scheduler: type and its arguments (~: a constant rate)"),
     "total_iter": (NUMBER, "training iterations"),
     "warmup_iter": (NUMBER, "linear warm-up iterations (-1 for none)"),
     "pixel_opt": ((dict, type(None)), "pixel loss: type (L1Loss, MSELoss, CharbonnierLoss) and arguments"),

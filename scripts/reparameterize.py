@@ -39,7 +39,7 @@ from lkdn.options import Options, OptionsError, load_options
 from lkdn.reparam import count_parameters, deploy_form, fold_summary, verify_reparameterization
 from lkdn.schema import SchemaError
 from lkdn.utils.checkpoint import PREFERRED_KEYS, CheckpointError, load_file, save_network_file
-from lkdn.utils.files import write_text_atomic
+from lkdn.utils.files import file_in_the_way, write_text_atomic
 from lkdn.utils.frozen import thaw
 from lkdn.utils.logger import setup_logging
 
@@ -124,6 +124,9 @@ def load_input(args: argparse.Namespace) -> tuple[Options, Any, str]:
             raise ReparamError(f"{name} {given} would overwrite an input file; choose another path")
         if given is not None and given.is_dir():
             raise ReparamError(f"{name} {given} is a folder; give a file name")
+        blocking = file_in_the_way(given) if given is not None else None
+        if blocking is not None:
+            raise ReparamError(f"{name} {given}: {blocking} is a file, not a folder; choose another path")
     opt = load_options(args.opt)
     key = chosen_key(load_file(args.input), args.param_key)
     net = load_weights_from_options(build_network(opt.network_g), opt, weights=args.input, param_key=args.param_key)

@@ -97,3 +97,11 @@ def test_saved_file_has_the_usual_permissions(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("content", [os.urandom(4096), b"", b"PK\x03\x04 not really a zip", b"\x80\x04truncated"])
+def test_bytes_that_are_no_checkpoint_say_so_not_refused(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "noise.pth").write_bytes(content)
+    with pytest.raises(CheckpointError, match=r"noise\.pth: not a (torch|readable) checkpoint") as err:
+        load_state_dict(tmp_path / "noise.pth")
+    assert "could run code" not in str(err.value)

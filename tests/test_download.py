@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, shared_file
 
+from lkdn import zoo
+
 NAME = "LKDN-S_del_rep_x4"  # the smallest official checkpoint (0.5 MB)
 
 
@@ -142,3 +144,74 @@ def test_the_weights_readme_lists_every_checkpoint_with_its_hash() -> None:
     text = (ROOT / "experiments" / "pretrained_models" / "README.md").read_text()
     for name, checkpoint in download.CHECKPOINTS.items():
         assert f"| `{name}` | `{checkpoint.path}` | `{checkpoint.sha256}` |" in text
+
+
+# ------------------------------------------------------------------ servers that misbehave (no ../shared needed)
+
+PAYLOAD = bytes(range(256)) * 400  # 102,400 bytes standing for a published checkpoint
+
+
+class MisbehavingHandler(SimpleHTTPRequestHandler):
+    """``/short``: announces the whole payload, sends half, closes. ``/endless``: no Content-Length, streams on."""
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (signature of the base class)
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        if self.path.startswith("/short"):
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            self.wfile.write(PAYLOAD[: len(PAYLOAD) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.end_headers()
+        for _ in range(1000):  # 100 MB if nobody stops reading
+            self.wfile.write(PAYLOAD)
+
+
+@pytest.fixture
+def misbehaving(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A server on 127.0.0.1 and a registry entry ``synthetic`` for PAYLOAD at <server>/<mode>/synthetic.pth."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    entry = zoo.Checkpoint("X/synthetic.pth", "unused", hashlib.sha256(PAYLOAD).hexdigest(), len(PAYLOAD))
+    monkeypatch.setitem(download.CHECKPOINTS, "synthetic", entry)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), MisbehavingHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_a_dropped_connection_keeps_the_part_file_to_resume(misbehaving: str, tmp_path: Path) -> None:
+    with pytest.raises(download.DownloadError, match=r"51200 of 102400 bytes; run again to resume"):
+        download.download("synthetic", tmp_path, base_url=f"{misbehaving}/short", timeout=5, quiet=True)
+    part = tmp_path / "X" / "synthetic.pth.part"
+    assert part.read_bytes() == PAYLOAD[: len(PAYLOAD) // 2]  # not hashed as if complete, not deleted
+
+
+def test_a_stream_without_length_stops_at_the_published_size(misbehaving: str, tmp_path: Path) -> None:
+    with pytest.raises(download.DownloadError, match=r"more than the published 102400 bytes arrived; not this file"):
+        download.download("synthetic", tmp_path, base_url=f"{misbehaving}/endless", timeout=5, quiet=True)
+    part = tmp_path / "X" / "synthetic.pth.part"
+    assert not part.exists() or part.stat().st_size <= len(PAYLOAD)
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--timeout", "-1"], "--timeout must be a positive number of seconds, got -1.0"),
+    (["--dest", "{file}"], "file is a file; give a folder"),
+])
+def test_bad_arguments_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+                                    expected: str) -> None:
+    (tmp_path / "file").write_text("x")
+    args = [a.replace("{file}", str(tmp_path / "file")) for a in args]
+    assert download.main(["--names", NAME, *(["--dest", str(tmp_path / "d")] if "--dest" not in args else []),
+                          *args]) != 0
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err

@@ -6,6 +6,8 @@ variants; install() is idempotent and wins detection; spandrel stays optional.""
 from __future__ import annotations
 
 import importlib
+import os
+import pickle
 import subprocess
 import sys
 
@@ -20,7 +22,7 @@ from lkdn import build_network  # noqa: E402
 from lkdn.archs import our_architectures  # noqa: E402
 from lkdn.archs.lkdn_arch import lkdn_options_from_state  # noqa: E402
 from lkdn.archs.rfdn_arch import rfdn_options_from_state  # noqa: E402
-from lkdn.utils.checkpoint import load_network, save_file  # noqa: E402
+from lkdn.utils.checkpoint import CheckpointError, load_network, save_file  # noqa: E402
 
 OFFICIAL_RFDN = ({"type": "RFDN", "num_feat": 50, "num_block": 4, "attention": "esa", "img_range": 255}, 4)
 LKDN_ID, RFDN_ID = "lkdn:LKDN", "lkdn:RFDN"
@@ -188,3 +190,28 @@ def test_missing_spandrel_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delitem(sys.modules, "lkdn.integrations.spandrel")
     with pytest.raises(ImportError, match=r'pip install -e "\.\[spandrel\]"'):
         importlib.import_module("lkdn.integrations.spandrel")
+
+
+def test_load_model_reads_through_the_safe_loader(tmp_path) -> None:
+    net = build_network({"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscale": 2})
+    path = save_file({"params": net.state_dict()}, tmp_path / "tiny.pth")
+    descriptor = lkdn_spandrel.load_model(path)
+    assert descriptor.architecture.id == LKDN_ID and descriptor.scale == 2
+    _assert_same_output(descriptor, net)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch pwned_marker",))
+
+
+def test_load_model_refuses_code_and_unknown_tensors_in_one_line(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with open(tmp_path / "evil.pth", "wb") as handle:
+        pickle.dump({"params": _RunsCode()}, handle)
+    with pytest.raises(CheckpointError, match=r"evil\.pth: refused to load") as err:
+        lkdn_spandrel.load_model(tmp_path / "evil.pth")
+    assert "\n" not in str(err.value) and not (tmp_path / "pwned_marker").exists()
+    path = save_file({"params": {"mystery.weight": torch.zeros(3, 3)}}, tmp_path / "mystery.pth")
+    with pytest.raises(CheckpointError, match=r"mystery\.pth: spandrel knows no architecture .*mystery\.weight"):
+        lkdn_spandrel.load_model(path)

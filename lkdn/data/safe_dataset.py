@@ -88,13 +88,29 @@ def check_image_bytes(data: bytes | None, source: str) -> bytes:
 def decode_image(data: bytes | None, source: str, *, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
     """Decode image bytes with OpenCV after :func:`check_image_bytes`; errors name ``source``."""
     data = check_image_bytes(data, source)
+    buffer = np.frombuffer(data, np.uint8)
     try:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+        img = cv2.imdecode(buffer, flags)
+        if (img is None or img.size == 0) and flags != cv2.IMREAD_UNCHANGED:
+            # OpenCV decodes 32-bit float TIFFs only unchanged: read them so, then convert to 8-bit BGR
+            img = _float_to_bgr8(cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED), flags)
     except cv2.error as err:
         raise DataError(f"{source}: cannot decode image ({err}); {READ_FIX}", path=source) from err
     if img is None or img.size == 0:
         raise DataError(f"{source}: cannot decode image (corrupt, or not an image file); {READ_FIX}", path=source)
     return img
+
+
+def _float_to_bgr8(img: np.ndarray | None, flags: int) -> np.ndarray | None:
+    """A float image (values in [0, 1]) decoded unchanged, as ``cv2.imdecode(..., flags)`` would give an 8-bit one."""
+    if img is None or img.dtype not in (np.float32, np.float64):
+        return None
+    img = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = img[..., :3]
+    if flags == cv2.IMREAD_GRAYSCALE:
+        return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img
 
 
 def read_image_file(path: str | os.PathLike[str], *, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:

@@ -7,6 +7,13 @@
     model = ModelLoader().load_from_file("LKDN_x4.pth")  # ImageModelDescriptor, model.scale == 4
     sr = model(lr)                                         # 1x3xHxW in [0, 1] -> 1x3x4Hx4W
 
+    model = lkdn_spandrel.load_model("LKDN_x4.pth")       # the same, read by lkdn's safe loader
+
+:func:`load_model` reads the file with :func:`lkdn.utils.checkpoint.load_file` (``weights_only``
+or safetensors; never TorchScript, which spandrel tries for ``.pt``) and raises one-line
+:class:`lkdn.utils.checkpoint.CheckpointError` for a file that is unreadable, would run code, or
+holds no architecture spandrel knows.
+
 :func:`install` adds one spandrel architecture per architecture of ours whose contract declares
 a ``spandrel`` detection (:class:`lkdn.archs.contract.StateDictDetection`), with id
 ``lkdn:<name>``, detected from state-dict keys before spandrel's built-in ones, every
@@ -46,6 +53,7 @@ except ImportError as _err:  # pragma: no cover - exercised by a test that hides
 
 from lkdn.archs import build_network, our_architectures
 from lkdn.archs.contract import ArchContract
+from lkdn.utils.checkpoint import CheckpointError, extract_state_dict, load_file
 
 logger = logging.getLogger(__name__)
 
@@ -122,3 +130,27 @@ def install(registry: ArchRegistry | None = None) -> list[str]:
     if ids:
         logger.info("registered %s with spandrel", ", ".join(ids))
     return ids
+
+
+def load_model(path: Any, device: Any = "cpu") -> ImageModelDescriptor:
+    """A spandrel model descriptor for the checkpoint ``path``, read only by lkdn's safe loader.
+
+    Our architectures are :func:`install`-ed first. BasicSR dicts are unwrapped as spandrel does
+    (``params_ema`` before ``params``).
+
+    Raises:
+        CheckpointError: the file is missing, unreadable or would run code, or spandrel knows no
+            architecture for its tensors (the message names the file and a few keys).
+    """
+    from spandrel import ModelLoader, UnsupportedModelError
+
+    install()
+    state = extract_state_dict(load_file(path), source=str(path))
+    try:
+        return ModelLoader(device=device).load_from_state_dict(state)
+    except UnsupportedModelError as err:
+        keys = ", ".join(list(state)[:4])
+        raise CheckpointError(f"{path}: spandrel knows no architecture with these tensors ({keys}, ...); "
+                              "lkdn's own architectures are detected after install()") from err
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: the tensors look like a known architecture but do not load ({err})") from err

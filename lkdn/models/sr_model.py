@@ -1,7 +1,7 @@
 """``SRModel``: single-image super-resolution training with BasicSR's semantics, on CPU or CUDA.
 
 What it keeps from basicsr's ``SRModel``: ``net_g`` and ``net_g_ema`` (``train.ema_decay``),
-``pixel_opt`` / ``perceptual_opt`` losses from basicsr's ``LOSS_REGISTRY``, one optimizer
+``pixel_opt`` / ``perceptual_opt`` losses (basicsr's, through :mod:`lkdn.losses`), one optimizer
 (``optim_g``) and one scheduler stepped per iteration, fine-tuning from
 ``path.pretrain_network_g`` (``param_key_g``, ``strict_load_g``), checkpoints
 ``{'params', 'params_ema'}``. What it owns instead: device handling without unconditional CUDA
@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from basicsr.losses import build_loss
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -29,6 +28,7 @@ from lkdn.archs import build_network
 from lkdn.evaluate import evaluate
 from lkdn.images import write_image
 from lkdn.loading import load_weights_from_options
+from lkdn.losses import build_loss
 from lkdn.models.registry import MODEL_REGISTRY
 from lkdn.training.batchnorm import batchnorm_modules, set_train_mode
 from lkdn.training.dist import DistInfo, any_process
@@ -98,9 +98,9 @@ class SRModel:
             load_weights_from_options(self.net_g, opt)
         self.net_g.to(self.device)
 
-        self.cri_pix = build_loss(thaw(train_opt["pixel_opt"])).to(self.device) if train_opt.get("pixel_opt") else None
+        self.cri_pix = build_loss(train_opt["pixel_opt"]).to(self.device) if train_opt.get("pixel_opt") else None
         self.cri_perceptual = (
-            build_loss(thaw(train_opt["perceptual_opt"])).to(self.device) if train_opt.get("perceptual_opt") else None
+            build_loss(train_opt["perceptual_opt"]).to(self.device) if train_opt.get("perceptual_opt") else None
         )
         if self.cri_pix is None and self.cri_perceptual is None:
             raise ValueError("train: set pixel_opt (e.g. type: L1Loss) or perceptual_opt")
@@ -153,6 +153,7 @@ class SRModel:
         self.log_dict: dict[str, torch.Tensor] = {}
         self.save_format = (opt.get("logger") or {}).get("save_format", "pth")
         self.bad_steps = 0  # consecutive steps skipped for a non-finite loss or gradient norm
+        self.reschedule = False  # set by load_training_state when the schedule changed
         self.step_skipped = False
         self._flat_network_file = False
 
@@ -338,7 +339,9 @@ class SRModel:
         """
         state = {
             "optimizers": [o.state_dict() for o in self.optimizers],
+            "optimizer_types": [type(o).__name__ for o in self.optimizers],
             "schedulers": [s.state_dict() for s in self.schedulers],
+            "schedule": self.schedule_options(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "bad_steps": self.bad_steps,
         }
@@ -346,17 +349,43 @@ class SRModel:
             state["net_g_params"] = self.network_checkpoint()["params"]
         return state
 
+    def schedule_options(self) -> dict[str, Any]:
+        """What sets the learning rate of an iteration: ``optim_g.lr``, ``scheduler`` and ``warmup_iter``."""
+        train_opt = self.opt.get("train") or {}
+        return thaw({"lr": (train_opt.get("optim_g") or {}).get("lr"), "scheduler": train_opt.get("scheduler"),
+                     "warmup_iter": train_opt.get("warmup_iter", -1)})
+
     def load_training_state(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`training_state` saved; counts must match the options."""
-        if len(state["optimizers"]) != len(self.optimizers) or len(state["schedulers"]) != len(self.schedulers):
+        """Restore what :meth:`training_state` saved.
+
+        The optimizer must be the one the state was saved with (its moments are its own). When the
+        schedule (``optim_g.lr``, ``scheduler``, ``warmup_iter``) changed since, the saved scheduler
+        state is not loaded and :attr:`reschedule` is set: the trainer then replays the new schedule
+        up to the resumed iteration, so the new learning rate applies (with a warning) instead of the
+        old one silently.
+        """
+        types = [type(o).__name__ for o in self.optimizers]
+        saved_types = state.get("optimizer_types", types)
+        if len(state["optimizers"]) != len(self.optimizers) or list(saved_types) != types:
             raise ValueError(
-                f"training state has {len(state['optimizers'])} optimizer(s) and {len(state['schedulers'])} "
-                f"scheduler(s); the options build {len(self.optimizers)} and {len(self.schedulers)}"
+                f"the training state was saved with optimizer {', '.join(saved_types)} but train.optim_g.type is "
+                f"{', '.join(types)}: an optimizer's state cannot continue in another; resume with the old type, or start "
+                "a new run from the state's network (path.pretrain_network_g: models/net_g_<iter>.pth)"
             )
         for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
-            optimizer.load_state_dict(saved)
-        for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
-            scheduler.load_state_dict(saved)
+            try:
+                optimizer.load_state_dict(saved)
+            except (ValueError, KeyError) as err:
+                raise ValueError(f"the training state's optimizer state does not fit the network and train.optim_g "
+                                 f"({err}); start a new run from the state's network instead") from err
+        self.reschedule = (len(state["schedulers"]) != len(self.schedulers)
+                           or state.get("schedule", self.schedule_options()) != self.schedule_options())
+        if self.reschedule:
+            logger.warning("The learning-rate schedule changed since the state was saved (%s -> %s): the new schedule "
+                           "applies from the resumed iteration on", state.get("schedule", "?"), self.schedule_options())
+        else:
+            for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
+                scheduler.load_state_dict(saved)
         if self.scaler is not None and state.get("scaler") is not None:
             self.scaler.load_state_dict(state["scaler"])
         self.bad_steps = int(state.get("bad_steps", 0))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import signal
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -104,6 +105,25 @@ class PositionSeededDataset(Dataset):
         return batch_fetch([index for index, _, _ in keys])
 
 
+class _SignalProofWorker:
+    """A DataLoader ``worker_init_fn`` that makes the workers ignore SIGINT and SIGTERM, then runs ``init``.
+
+    ``timeout``, Slurm and Ctrl-C in a terminal signal the whole process group: without this the
+    workers die first and the trainer fails with "DataLoader worker killed by signal" before it can
+    save the state it promises. The main process handles the signal (lkdn.training.interrupt) and
+    shuts its workers down itself.
+    """
+
+    def __init__(self, init: Any) -> None:
+        self.init = init
+
+    def __call__(self, worker_id: int) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        if self.init is not None:
+            self.init(worker_id)
+
+
 def _loader_options(dataset_opt: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
     """A copy of the dataset options adjusted to the device (CUDA prefetch and pinned memory need CUDA)."""
     opt = thaw(dataset_opt)
@@ -140,6 +160,7 @@ class TrainData:
         # num_gpu=1: one process drives one device (no DataParallel), so the batch is batch_size_per_gpu.
         self.loader = build_dataloader(PositionSeededDataset(self.dataset, seed=seed), self.opt, num_gpu=1,
                                        dist=dist_info.dist, sampler=self.sampler, seed=seed)
+        self.loader.worker_init_fn = _SignalProofWorker(self.loader.worker_init_fn)
         self.batches_per_epoch = len(self.sampler) // self.batch_size
         if self.batches_per_epoch == 0:
             raise DataError(

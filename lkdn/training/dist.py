@@ -22,6 +22,10 @@ LAUNCHERS = ("none", "pytorch", "slurm")
 DEFAULT_PORT = 29500
 
 
+class LaunchError(RuntimeError):
+    """The launcher's environment is missing or wrong; the message says how to start the run."""
+
+
 @dataclass(frozen=True)
 class DistInfo:
     """Where this process stands: ``rank`` of ``world_size`` processes, on ``device``."""
@@ -48,11 +52,11 @@ def _env_int(name: str, launcher: str) -> int:
     value = os.environ.get(name)
     if value is None:
         hint = "start the script with torchrun" if launcher == "pytorch" else "run it inside srun / sbatch"
-        raise RuntimeError(f"--launcher {launcher}: environment variable {name} is not set ({hint})")
+        raise LaunchError(f"--launcher {launcher}: environment variable {name} is not set ({hint})")
     try:
         return int(value)
     except ValueError as err:
-        raise RuntimeError(f"--launcher {launcher}: {name}={value!r} is not an integer") from err
+        raise LaunchError(f"--launcher {launcher}: {name}={value!r} is not an integer") from err
 
 
 def _slurm_environment(port: int | None) -> None:
@@ -63,11 +67,11 @@ def _slurm_environment(port: int | None) -> None:
     if "MASTER_ADDR" not in os.environ:
         node_list = os.environ.get("SLURM_NODELIST") or os.environ.get("SLURM_JOB_NODELIST")
         if not node_list:
-            raise RuntimeError("--launcher slurm: SLURM_NODELIST is not set; set MASTER_ADDR yourself")
+            raise LaunchError("--launcher slurm: SLURM_NODELIST is not set; set MASTER_ADDR yourself")
         try:
             host = subprocess.check_output(["scontrol", "show", "hostnames", node_list], text=True).split()[0]
         except (OSError, subprocess.CalledProcessError, IndexError) as err:
-            raise RuntimeError(f"--launcher slurm: cannot resolve the first host of {node_list!r} ({err})") from err
+            raise LaunchError(f"--launcher slurm: cannot resolve the first host of {node_list!r} ({err})") from err
         os.environ["MASTER_ADDR"] = host
     os.environ.setdefault("MASTER_PORT", str(port or DEFAULT_PORT))
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(local_rank))

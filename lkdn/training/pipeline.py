@@ -18,6 +18,7 @@ import shlex
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,16 +31,19 @@ from lkdn.models import build_model
 from lkdn.options import OptionsError, apply_override, load_yaml, parse_options
 from lkdn.schema import SchemaError
 from lkdn.training.data import TrainData, build_val_loaders
-from lkdn.training.dist import DistInfo, all_reduce_mean, any_process, barrier, cleanup, init_distributed
+from lkdn.training.dist import DistInfo, LaunchError, all_reduce_mean, any_process, barrier, cleanup, init_distributed
 from lkdn.training.interrupt import StopRequest
 from lkdn.training.records import IterationTimer, TrainingRecords
 from lkdn.training.rng import get_rng_state, seed_everything, set_rng_state
 from lkdn.training.state import (
+    RunInUseError,
+    RunLock,
     archive_and_create,
     latest_state,
     load_training_state,
     make_experiment_dirs,
     network_file_for_state,
+    release_run_locks,
     remove_partial_saves,
     time_str,
 )
@@ -52,6 +56,7 @@ logger = logging.getLogger("lkdn.train")
 
 STOP_CHECK_EVERY = 10  # iterations between agreeing on a stop signal under DDP
 DEFAULT_MAX_BAD_STEPS = 10
+BLOWN_UP_WEIGHT = 1e4  # a weight beyond this (trained SR networks stay far below 100) means the run diverged
 
 
 class DivergenceError(RuntimeError):
@@ -60,7 +65,8 @@ class DivergenceError(RuntimeError):
 
 #: Errors ``lkdn/train.py`` reports as one ``error: ...`` line and exit status 1, without a traceback
 #: (their messages name the file, key or iteration and the fix; ``LKDN_TRACEBACK=1`` shows it).
-CLEAR_ERRORS = (OptionsError, SchemaError, DataError, CheckpointError, DivergenceError, ValueError)
+CLEAR_ERRORS = (OptionsError, SchemaError, DataError, CheckpointError, DivergenceError, ValueError, LaunchError,
+                RunInUseError)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -138,12 +144,19 @@ class Trainer:
         use_tb = bool(log_opt.get("use_tb_logger", False)) and "debug" not in opt.name
         self.tb_dir = Path(root_path) / "tb_logger" / opt.name if use_tb else None
         if self.info.is_main:
-            make_experiment_dirs(self.paths, fresh=self.state is None)
-            if self.state is not None:
-                remove_partial_saves(self.paths["models"], self.paths["training_states"])
-            if self.tb_dir is not None and self.state is None:
-                archive_and_create(self.tb_dir)
-            _write_options(args.opt, args.force_yml, self.experiment_dir / f"{opt['name']}_options.yml", argv)
+            try:
+                RunLock(self.experiment_dir).acquire()  # before anything is archived: one process per run folder
+                make_experiment_dirs(self.paths, fresh=self.state is None)
+                if self.state is not None:
+                    remove_partial_saves(self.paths["models"], self.paths["training_states"])
+                if self.tb_dir is not None and self.state is None:
+                    archive_and_create(self.tb_dir)
+                _write_options(args.opt, args.force_yml, self.experiment_dir / f"{opt['name']}_options.yml", argv)
+            except OSError as err:
+                raise ValueError(
+                    f"cannot write the experiment folder {self.experiment_dir}: {err.strerror or err}; make "
+                    f"{Path(root_path) / 'experiments'} writable or give another --root_path"
+                ) from err
         barrier(self.info)
 
         from basicsr.utils import get_root_logger
@@ -208,6 +221,13 @@ class Trainer:
         self.model.load_networks(network_file_for_state(self.paths["models"], self.state_path, current_iter,
                                                         save_format=self.model.save_format))
         self.model.load_training_state(state)
+        if self.model.reschedule:  # the new schedule, replayed up to the resumed iteration
+            with warnings.catch_warnings():  # stepping schedulers without optimizer steps is the point here
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                for it in range(1, current_iter + 1):
+                    self.model.update_learning_rate(it)
+            logger.info("Learning rate at iteration %d under the new schedule: %s", current_iter,
+                        ", ".join(f"{lr:.3e}" for lr in self.model.current_learning_rates()))
         self.start_iter = current_iter
         self.epoch = int(state["epoch"])
         self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
@@ -255,10 +275,17 @@ class Trainer:
                 logger.warning("Iteration %d: %d unreadable training sample(s) replaced (%d so far)", current_iter,
                                skipped, self.skipped_images)
         if self.model.bad_steps >= self.max_bad_steps:
+            largest = max((float(p.detach().abs().max()) for p in self.model.net_g.parameters()), default=0.0)
+            if largest <= BLOWN_UP_WEIGHT:
+                weights = (f"skipped steps change no weights, and the network's weights are still of a sane size "
+                           f"(largest |w| = {largest:.3g}). {self._latest_state_text()}")
+            else:
+                weights = (f"the weights had already blown up before the loss became non-finite (largest |w| = "
+                           f"{largest:.3g}): the latest checkpoints are unusable; restart from scratch or from an earlier "
+                           "state in training_states/ with a lower learning rate.")
             raise DivergenceError(
                 f"training stopped at iteration {current_iter}: {self.model.bad_steps} consecutive steps with a "
-                f"non-finite loss or gradient (train.max_bad_steps: {self.max_bad_steps}); skipped steps change no "
-                f"weights, so every saved network holds good weights. {self._latest_state_text()} Before that, "
+                f"non-finite loss or gradient (train.max_bad_steps: {self.max_bad_steps}); {weights} To avoid it, "
                 "lower train.optim_g.lr, set train.grad_clip, turn off train.amp or check the data."
             )
 
@@ -343,6 +370,8 @@ def train_pipeline(root_path: str | os.PathLike[str] | None = None, argv: Sequen
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     root = Path(args.root_path or root_path or Path.cwd()).resolve()
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"--root_path {root} is a file: give the folder for experiments/ and tb_logger/")
     trainer = None
     try:
         trainer = Trainer(args, argv, root)
@@ -353,6 +382,7 @@ def train_pipeline(root_path: str | os.PathLike[str] | None = None, argv: Sequen
             err.lkdn_logged = True  # type: ignore[attr-defined]
         raise
     finally:
+        release_run_locks()
         if trainer is not None:
             cleanup(trainer.info)
         elif torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -110,3 +111,86 @@ def remove_partial_saves(*folders: str | Path) -> int:
             removed += 1
             logger.warning("removed %s, left by an interrupted save", path)
     return removed
+
+
+class RunInUseError(RuntimeError):
+    """Another live process owns the experiment folder; the message names it."""
+
+
+class RunLock:
+    """One process owns ``experiments/<name>``: a lock file ``experiments/.<name>.lock`` beside the folder.
+
+    It is taken before the folder is archived or created, so a second run of the same name (a new
+    one or ``--auto_resume``) is refused while the first is alive, instead of archiving the first
+    run's folder under it. A lock left by a process that no longer runs (a SIGKILL, a crash) is
+    taken over with a warning.
+
+    Args:
+        experiment_dir: the run's folder (``path.experiments_root``).
+    """
+
+    def __init__(self, experiment_dir: str | Path) -> None:
+        folder = Path(experiment_dir)
+        self.path = folder.parent / f".{folder.name}.lock"
+        self.held = False
+
+    def _owner(self) -> tuple[int, str] | None:
+        try:
+            pid, host = self.path.read_text(encoding="utf-8").split()[:2]
+            return int(pid), host
+        except (OSError, ValueError):
+            return None
+
+    def acquire(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None and owner[1] == socket.gethostname() and _alive(owner[0]):
+                    raise RunInUseError(
+                        f"{self.path.parent / self.path.name[1:-5]} is in use by training process {owner[0]} "
+                        f"(lock {self.path}); wait for it to end, stop it, or give this run another name"
+                    ) from None
+                if owner is not None and owner[1] != socket.gethostname():
+                    raise RunInUseError(f"{self.path} is held by a process on host {owner[1]}; remove the lock if that "
+                                        "run has ended") from None
+                logger.warning("removing the stale lock %s (process %s no longer runs)", self.path,
+                               owner[0] if owner else "?")
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(f"{os.getpid()} {socket.gethostname()} {time_str()}\n")
+            self.held = True
+            _HELD.append(self)
+            return self
+        raise RunInUseError(f"cannot take the lock {self.path}")
+
+    def release(self) -> None:
+        if self.held:
+            owner = self._owner()
+            if owner is not None and owner[0] == os.getpid():
+                self.path.unlink(missing_ok=True)
+            self.held = False
+        if self in _HELD:
+            _HELD.remove(self)
+
+
+_HELD: list[RunLock] = []
+
+
+def release_run_locks() -> None:
+    """Release every run lock this process holds (the end of a training run, however it ends)."""
+    for lock in list(_HELD):
+        lock.release()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True

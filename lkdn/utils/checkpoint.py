@@ -82,13 +82,37 @@ def load_file(path: str | os.PathLike[str]) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if not _builds_objects(path):  # random bytes, a truncated file, another format
+            raise CheckpointError(f"{path}: not a torch checkpoint (the bytes are not a pickle torch can read)") from err
         raise CheckpointError(
             f"{path}: refused to load: the file holds objects other than tensors and plain containers, "
-            f"which could run code when unpickled ({str(err).splitlines()[0]}). Load only checkpoints you "
-            "trust, re-saved as plain state dicts or .safetensors."
+            "which could run code when unpickled. Load only checkpoints you trust, re-saved as plain "
+            "state dicts or .safetensors."
         ) from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError, AssertionError) as err:
+        # torch's unpickler meets malformed bytes with whatever its stack machine trips over
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or not a torch file?): {err}") from err
+
+
+_OBJECT_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD"})
+
+
+def _builds_objects(path: Path) -> bool:
+    """Whether ``path`` is a well-formed pickle (bare, or the ``data.pkl`` of a torch zip file) that
+    builds objects, read statically with :mod:`pickletools` (nothing is executed)."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                data = archive.read(name) if name else b""
+        else:
+            data = path.read_bytes()
+        return any(op.name in _OBJECT_OPCODES for op, _, _ in pickletools.genops(data))
+    except Exception:  # noqa: BLE001 - any failure to parse means "not a pickle"
+        return False
 
 
 def _is_state_dict(obj: Any) -> bool:

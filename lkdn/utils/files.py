@@ -89,3 +89,11 @@ def partial_writes(folder: str | os.PathLike[str]) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX) and p.is_file())
+
+
+def file_in_the_way(path: str | os.PathLike[str]) -> Path | None:
+    """The first existing ancestor folder of ``path`` that is a file (so ``path`` can never be written), or None."""
+    for parent in Path(path).absolute().parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None

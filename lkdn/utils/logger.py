@@ -10,6 +10,22 @@ from pathlib import Path
 _FORMAT = "%(asctime)s %(levelname)s: %(message)s"
 
 
+class StderrHandler(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is when a record is emitted (not when it was made),
+    so redirections made later (tqdm, test harnesses) are followed and a closed stream is never used."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
 def setup_logging(log_file: str | os.PathLike[str] | None = None, *, level: int = logging.INFO, rank: int = 0) -> logging.Logger:
     """Send the ``lkdn`` and ``basicsr`` loggers to stderr and, if given, ``log_file``.
 
@@ -17,7 +33,7 @@ def setup_logging(log_file: str | os.PathLike[str] | None = None, *, level: int 
     Calling it again replaces the handlers (no duplicated lines).
     """
     level = level if rank == 0 else logging.ERROR
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers: list[logging.Handler] = [StderrHandler()]
     if log_file is not None and rank == 0:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, mode="a", encoding="utf-8"))
