@@ -68,6 +68,18 @@ def _require_onnx() -> tuple[Any, Any]:
     return onnx, onnxruntime
 
 
+def _require_onnx_exporter() -> Any:
+    """The ``onnx`` package (torch.onnx.export needs it; onnxruntime is not needed to export)."""
+    try:
+        import onnx
+    except ImportError as err:
+        raise ImportError(
+            "exporting to ONNX needs the onnx package (torch.onnx.export uses it), which is not installed: "
+            "pip install -e \".[onnx]\" in the clone"
+        ) from err
+    return onnx
+
+
 @dataclass(frozen=True)
 class ExportCheck:
     """One comparison of onnxruntime with PyTorch."""
@@ -189,6 +201,76 @@ def _check_inputs(
 
 
 @torch.no_grad()
+def onnx_graph(
+    net: nn.Module,
+    *,
+    opset: int = DEFAULT_OPSET,
+    dynamic: bool = True,
+    fp16: bool = False,
+    size: tuple[int, int] = (32, 32),
+    metadata: Mapping[str, str] | None = None,
+) -> bytes:
+    """The serialized, validated ONNX graph of the deploy form of ``net`` (not run, not written).
+
+    The first half of :func:`export_onnx`, for the runtimes that start from our ONNX graph
+    (OpenVINO, ncnn through pnnx: :mod:`lkdn.backends`); they verify their own result. The
+    arguments are those of :func:`export_onnx`. Needs ``onnx`` (not onnxruntime).
+
+    Raises:
+        ExportError: the exporter failed or the graph is not valid ONNX.
+    """
+    onnx = _require_onnx_exporter()
+    deploy = deploy_network(net)
+    exported = half_network(deploy) if fp16 else deploy
+    dtype = torch.float16 if fp16 else torch.float32
+    sample = torch.rand(1, _input_channels(deploy), *size, generator=torch.Generator().manual_seed(1)).to(dtype)
+    axes = {0: "batch", 2: "height", 3: "width"}
+    buffer = io.BytesIO()
+    logger.info("exporting %s with %s, opset %d, %s", type(net).__name__, EXPORTER, opset, dtype)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
+            torch.onnx.export(
+                exported, (sample,), buffer, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes} if dynamic else None,
+                do_constant_folding=True,
+            )
+    except Exception as err:  # the exporter raises many types; say which network and opset failed
+        raise ExportError(f"torch.onnx.export failed for {type(net).__name__} at opset {opset}: {err}") from err
+    model = onnx.load_from_string(buffer.getvalue())
+    props = {"producer": "lkdn", "precision": "float16" if fp16 else "float32", **(metadata or {})}
+    onnx.helper.set_model_props(model, {k: str(v) for k, v in props.items()})
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as err:
+        raise ExportError(f"exported graph is not valid ONNX: {err}") from err
+    return model.SerializeToString()
+
+
+@torch.no_grad()
+def torchscript_graph(net: nn.Module, *, size: tuple[int, int] = (32, 32)) -> bytes:
+    """The deploy form of ``net`` traced with ``torch.jit.trace`` and serialized (bytes of a ``.pt`` file).
+
+    The input pnnx converts best (``lkdn.backends.ncnn_backend``: from TorchScript it keeps
+    ESA's resize to its input's size dynamic, which its ONNX front end cannot). The trace runs
+    the inference path of the deploy network on a ``1xCx{size}`` random input.
+
+    Raises:
+        ExportError: tracing failed.
+    """
+    deploy = deploy_network(net)
+    sample = torch.rand(1, _input_channels(deploy), *size, generator=torch.Generator().manual_seed(1))
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit.trace's deprecation notice
+            torch.jit.save(torch.jit.trace(deploy, sample, check_trace=False), buffer)
+    except Exception as err:  # tracing raises many types; name the network
+        raise ExportError(f"torch.jit.trace failed for {type(net).__name__}: {err}") from err
+    return buffer.getvalue()
+
+
+@torch.no_grad()
 def export_onnx(
     net: nn.Module,
     path: str | os.PathLike[str],
@@ -222,37 +304,13 @@ def export_onnx(
         ExportError: export failed or a check exceeded the tolerance; nothing was written and
             an existing file at ``path`` is untouched.
     """
-    onnx, ort = _require_onnx()
+    _, ort = _require_onnx()
     path = Path(path)
     tolerance = (FP16_TOLERANCE if fp16 else FP32_TOLERANCE) if tolerance is None else tolerance
     reference = net if reference is None else reference
-    deploy = deploy_network(net)
-    exported = half_network(deploy) if fp16 else deploy
     dtype = torch.float16 if fp16 else torch.float32
-    channels = _input_channels(deploy)
-    sample = torch.rand(1, channels, *size, generator=torch.Generator().manual_seed(1)).to(dtype)
-    axes = {0: "batch", 2: "height", 3: "width"}
-    buffer = io.BytesIO()
-    logger.info("exporting %s with %s, opset %d, %s", type(net).__name__, EXPORTER, opset, dtype)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
-            torch.onnx.export(
-                exported, (sample,), buffer, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes} if dynamic else None,
-                do_constant_folding=True,
-            )
-    except Exception as err:  # the exporter raises many types; say which network and opset failed
-        raise ExportError(f"torch.onnx.export failed for {type(net).__name__} at opset {opset}: {err}") from err
-    model = onnx.load_from_string(buffer.getvalue())
-    props = {"producer": "lkdn", "precision": "float16" if fp16 else "float32", **(metadata or {})}
-    onnx.helper.set_model_props(model, {k: str(v) for k, v in props.items()})
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as err:
-        raise ExportError(f"exported graph is not valid ONNX: {err}") from err
-    data = model.SerializeToString()
-
+    data = onnx_graph(net, opset=opset, dynamic=dynamic, fp16=fp16, size=size, metadata=metadata)
+    channels = input_channels(net)
     report = ExportReport(
         path=path, opset=opset, dtype=str(dtype).removeprefix("torch."), dynamic=dynamic, tolerance=tolerance,
         onnxruntime_version=ort.__version__,
@@ -296,6 +354,13 @@ def _compare(data: bytes, reference: nn.Module, inputs: list[tuple[str, torch.Te
     finally:
         reference.train(was_training)
     return checks
+
+
+def input_channels(net: nn.Module) -> int:
+    """Image channels ``net`` takes: those of the first convolution of its deploy form (``num_in`` folded)."""
+    if callable(getattr(net, "fold_num_in", None)):
+        net = deploy_network(net)
+    return _input_channels(net)
 
 
 def _input_channels(net: nn.Module) -> int:

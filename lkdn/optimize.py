@@ -94,6 +94,35 @@ def optimize_network(
     return net.eval()
 
 
+class _AutocastOff(nn.Module):
+    """Run ``module`` in float32 with autocast off: an overflow-prone stage inside a float16 autocast region."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.module(x.float())
+
+
+def keep_float32_stages(net: nn.Module) -> int:
+    """Wrap, in place, the sub-modules the architecture's contract lists in ``fp32_stages`` so that
+    they run in float32 under float16 autocast (LKDN's attention stage reaches ~1e11, far past
+    float16's range). Returns the number of wrapped modules."""
+    from lkdn.archs.contract import contract_of
+
+    stages = contract_of(net).fp32_stages
+    wrapped = 0
+    for module in list(net.modules()):
+        for name in next((v for k, v in stages.items() if isinstance(module, k)), ()):
+            child = getattr(module, name)
+            if not isinstance(child, _AutocastOff):
+                setattr(module, name, _AutocastOff(child))
+                wrapped += 1
+    return wrapped
+
+
 def compile_network(net: nn.Module, *, device: torch.device) -> nn.Module:
     """``torch.compile`` for inference (inductor; weights frozen on CPU so oneDNN can prepack them).
 

@@ -38,6 +38,7 @@ import basicsr.data  # noqa: E402,F401 (registers basicsr's datasets)
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from lkdn.backends import BACKENDS, BackendError, MissingExtraError  # noqa: E402
 from lkdn.data.safe_dataset import DataError, build_checked_dataset  # noqa: E402
 from lkdn.evaluate import evaluate  # noqa: E402
 from lkdn.images import write_image  # noqa: E402
@@ -62,7 +63,7 @@ class DatasetMissingError(FileNotFoundError):
 
 #: Errors reported as one ``error: ...`` line (exit status 1) instead of a traceback.
 CLEAR_ERRORS = (OptionsError, SchemaError, DatasetMissingError, DataError, CheckpointError, InferenceMemoryError,
-                ValueError, OSError)
+                ValueError, OSError, BackendError, MissingExtraError)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -73,6 +74,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="override options, e.g. num_gpu=0 datasets:test_1:dataroot_gt=../data/HR",
     )
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: from num_gpu; CUDA when present)")
+    parser.add_argument(
+        "--backend", default="torch", choices=(*BACKENDS, "auto"),
+        help="inference runtime (default torch); onnxruntime, openvino, ncnn run the folded network on the CPU,\n"
+             "verified against PyTorch when built; auto: the fastest of those installed (docs/deployment.md)",
+    )
     parser.add_argument(
         "--root", default=str(ROOT), help="folder under which results/<name>/ is written (default: the repository root)"
     )
@@ -134,8 +140,8 @@ def format_table(results: Mapping[str, Mapping[str, Any]], skipped: Sequence[str
     return "\n".join(lines)
 
 
-def test_pipeline(opt: Options, *, device: torch.device) -> dict[str, Any]:
-    """Run every test dataset of ``opt``; write ``metrics.json``; return its content."""
+def test_pipeline(opt: Options, *, device: torch.device, backend: str = "torch") -> dict[str, Any]:
+    """Run every test dataset of ``opt`` with ``backend`` (:class:`lkdn.Upscaler`); write ``metrics.json``; return its content."""
     datasets = opt.section("datasets")
     if not datasets:
         raise OptionsError("datasets: no test dataset in the options")
@@ -154,7 +160,7 @@ def test_pipeline(opt: Options, *, device: torch.device) -> dict[str, Any]:
     # the Upscaler's exact rewrites (re-parameterization, channels_last, ...): output within 1e-4
     net = Upscaler(load_network_from_options(opt, device=device), scale=opt.scale, device=device,
                    optimize=bool(val.get("optimize", True)), tile=tile.get("size"), tile_pad=tile.get("pad"),
-                   self_ensemble=bool(val.get("self_ensemble", False)))
+                   self_ensemble=bool(val.get("self_ensemble", False)), backend=backend)
     logger.info("network %s on %s: %s", opt.network_g.get("type"), device, net)
     metrics = val.get("metrics")
     results: dict[str, Any] = {}
@@ -185,7 +191,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse arguments and options, set up logging under ``results/<name>/`` and run the test."""
     args = parse_args(argv)
     opt = parse_options(args.opt, is_train=False, overrides=args.force_yml, root_path=args.root)  # validates
-    device = resolve_device(args.device) if args.device is not None else device_of(opt)
+    if args.device is not None:
+        device = resolve_device(args.device)
+    else:  # the non-torch backends run on the CPU
+        device = device_of(opt) if args.backend == "torch" else torch.device("cpu")
     results_root = Path(opt["path"]["results_root"])
     try:
         results_root.mkdir(parents=True, exist_ok=True)
@@ -195,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     stamp = time.strftime("%Y%m%d_%H%M%S")
     setup_logging(results_root / f"test_{opt.name}_{stamp}.log")
     logger.info("options from %s:\n%s", args.opt, yaml.safe_dump(thaw(opt), sort_keys=False))
-    return test_pipeline(opt, device=device)
+    return test_pipeline(opt, device=device, backend=args.backend)
 
 
 if __name__ == "__main__":

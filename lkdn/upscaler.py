@@ -12,6 +12,18 @@ place and skip the trunk's big concatenation. The output equals the plain eager 
 within 1e-4 in float32. ``compile=True`` adds ``torch.compile``; ``precision="bf16"``/``"fp16"``
 runs under autocast (changes results; ask for it explicitly). Tiling, the x8 self-ensemble and
 the out-of-memory retry come from :mod:`lkdn.tiling`.
+
+``backend=`` runs the same network in another runtime, behind the same call, tiling,
+self-ensemble and :meth:`Upscaler.upscale_image` (:mod:`lkdn.backends`)::
+
+    up = Upscaler.from_config("options/test/LKDN/test_LKDN_x4.yml", backend="openvino")  # verified on build
+    up = Upscaler(net, backend="auto")   # the fastest verified one, measured on the first call
+
+``onnxruntime``, ``openvino`` and ``ncnn`` run the folded deploy network exported by
+:func:`lkdn.export.onnx_graph`, on the CPU, and each is checked against the float32 PyTorch
+network when it is built (tolerances per backend and precision:
+:data:`lkdn.backends.TOLERANCES`); a missing extra is a one-line error naming the
+``pip install -e ".[...]"`` to run.
 """
 
 from __future__ import annotations
@@ -19,16 +31,18 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from lkdn.backends import BACKEND_PRECISIONS, BACKENDS, BackendError, MissingExtraError, check_backend, convert
+from lkdn.backends.auto import AutoBackend
 from lkdn.images import upscale_image
 from lkdn.loading import load_network_from_options
-from lkdn.optimize import compile_network, optimize_network, tune_cpu_allocator
+from lkdn.optimize import compile_network, keep_float32_stages, optimize_network, tune_cpu_allocator
 from lkdn.options import load_options
 from lkdn.tiling import run_network, tile_context
 from lkdn.utils.checkpoint import CheckpointError, network_from_file, read_metadata
@@ -36,6 +50,8 @@ from lkdn.utils.checkpoint import CheckpointError, network_from_file, read_metad
 logger = logging.getLogger(__name__)
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""The torch backend's precisions (autocast dtypes); the other backends' are in :data:`lkdn.backends.BACKEND_PRECISIONS`."""
+ALL_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
 def resolve_device(device: torch.device | str | None) -> torch.device:
@@ -59,6 +75,14 @@ def resolve_device(device: torch.device | str | None) -> torch.device:
     return device
 
 
+def _device_type(device: torch.device | str) -> str:
+    """The type of ``device`` (``cpu``, ``cuda``, ...) without requiring it to be available; a ValueError names a bad one."""
+    try:
+        return torch.device(device).type
+    except (RuntimeError, TypeError):
+        return resolve_device(device).type  # raises the ValueError naming it
+
+
 class Upscaler:
     """A network ready for inference: optimized, on its device, callable on image batches.
 
@@ -79,40 +103,76 @@ class Upscaler:
         tune_allocator: call :func:`lkdn.optimize.tune_cpu_allocator` (process-wide: glibc keeps
             freed memory for reuse, about 15% faster on CPUs; the process keeps its peak memory).
             ``None``: when ``optimize`` is on and the device is the CPU.
+        backend: ``torch`` (default), ``onnxruntime``, ``openvino``, ``ncnn`` (CPU runtimes running
+            the folded deploy network, verified against PyTorch when built: :func:`lkdn.backends.convert`)
+            or ``auto``: every installed backend that supports ``precision`` and passes its
+            verification, the fastest chosen on the first call at that call's input size, and
+            logged with the measured times (:class:`lkdn.backends.auto.AutoBackend`). Precisions:
+            torch ``fp32``/``bf16``/``fp16``, onnxruntime ``fp32``/``fp16``, openvino
+            ``fp32``/``bf16``/``int8``, ncnn ``fp32``/``fp16``. ``optimize`` and ``compile`` are
+            the torch backend's; the other runtimes always run the folded network and apply their
+            own graph optimizations.
+        threads: CPU threads of the non-torch runtimes (default: ``torch.get_num_threads()``, which
+            the torch backend uses).
+        calibration: ``precision="int8"`` (openvino) only: a folder of LR images or a list of image
+            tensors in [0, 1] for NNCF's post-training quantization.
     """
 
     def __init__(
         self, net: nn.Module, *, scale: int | None = None, device: torch.device | str | None = None,
         optimize: bool = True, precision: str = "fp32", compile: bool = False,
         tile: int | None = None, tile_pad: int | None = None, self_ensemble: bool = False,
-        tune_allocator: bool | None = None,
+        tune_allocator: bool | None = None, backend: str = "torch", threads: int | None = None,
+        calibration: str | os.PathLike[str] | Sequence[torch.Tensor] = (),
     ) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision not in ALL_PRECISIONS:
+            choices = PRECISIONS if backend == "torch" else ALL_PRECISIONS
+            raise ValueError(f"precision must be one of {', '.join(choices)}, got {precision!r}")
+        if backend != "auto":
+            check_backend(backend, precision)
+        if backend != "torch":
+            if device is not None and _device_type(device) != "cpu":
+                raise ValueError(f"backend {backend!r} runs on the CPU, not {device}: use device='cpu' (or backend='torch')")
+            if compile:
+                raise ValueError(f"compile=True is torch.compile, for backend='torch' only (got backend={backend!r})")
+            device = "cpu"
         self.device = resolve_device(device)
         self.precision = precision
+        self.backend = backend
+        self.network_name = type(net).__name__
+        self.runtime: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.scale = self._check_scale(scale, getattr(net, "upscale", None))
         self.tiling = tile_context(net)
         self.tile, self.self_ensemble = tile, self_ensemble
         self.tile_pad = self.tiling.pad if tile_pad is None else tile_pad
         if tile and not self.tiling.exact:
             logger.warning("Upscaler: tiles are %s", self.tiling.describe())
-        net = copy.deepcopy(net).to(self.device).eval()  # the caller's network keeps its device and mode
         self.optimizations: list[str] = []
-        if optimize:
-            net = optimize_network(net, applied=self.optimizations)
-        self.channels_last = optimize
         if tune_allocator is None:
             tune_allocator = optimize and self.device.type == "cpu"
         if tune_allocator and tune_cpu_allocator():
             self.optimizations.append("tuned CPU allocator")
-        if compile:
-            net = compile_network(net, device=self.device)
-            self.optimizations.append("torch.compile")
-        self.network: nn.Module | Callable[[torch.Tensor], torch.Tensor] = net
+        self.channels_last = False
+        self.network: nn.Module | Callable[[torch.Tensor], torch.Tensor] | None = None
+        if backend in ("torch", "auto") and precision in PRECISIONS:
+            torch_net = copy.deepcopy(net).to(self.device).eval()  # the caller's network keeps its device and mode
+            if optimize:
+                torch_net = optimize_network(torch_net, applied=self.optimizations)
+            self.channels_last = optimize
+            if precision == "fp16" and keep_float32_stages(torch_net):
+                self.optimizations.append("float32 overflow-prone stages")
+            if compile:
+                torch_net = compile_network(torch_net, device=self.device)
+                self.optimizations.append("torch.compile")
+            self.network = torch_net
+        if backend == "auto":
+            self.runtime = self._auto(net, threads=threads, calibration=calibration)
+        elif backend != "torch":
+            self.runtime = self.network = convert(net, backend, precision=precision, threads=threads,
+                                                  calibration=calibration)
         logger.info(
-            "Upscaler: %s on %s, %s, optimizations: %s", type(net).__name__, self.device, precision,
-            ", ".join(self.optimizations) or "none",
+            "Upscaler: %s on %s, %s, backend %s, optimizations: %s", type(net).__name__, self.device, precision,
+            self.runtime.describe() if self.runtime is not None else "torch", ", ".join(self.optimizations) or "none",
         )
 
     @staticmethod
@@ -166,7 +226,46 @@ class Upscaler:
 
     # --- inference ---------------------------------------------------------------------------
 
+    def _auto(
+        self, net: nn.Module, *, threads: int | None, calibration: str | os.PathLike[str] | Sequence[torch.Tensor],
+    ) -> AutoBackend:
+        """The candidates of ``backend="auto"``: torch and every installed runtime that converts and verifies."""
+        candidates: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
+        if self.network is not None:
+            candidates["torch"] = self._torch_forward
+        graph = None
+        for name in BACKENDS[1:]:
+            if self.precision not in BACKEND_PRECISIONS[name]:
+                continue
+            try:
+                if graph is None and not (name == "onnxruntime" and self.precision == "fp16"):
+                    from lkdn.export import onnx_graph
+
+                    graph = onnx_graph(net)
+                candidates[name] = convert(net, name, precision=self.precision, threads=threads,
+                                           calibration=calibration, graph=graph)
+            except MissingExtraError as err:
+                logger.info("backend 'auto': %s not installed (%s)", name, err)
+            except (BackendError, ValueError, ImportError) as err:
+                logger.warning("backend 'auto': leaving out %s: %s", name, err)
+        if not candidates:
+            raise BackendError(f"backend 'auto': no backend runs precision {self.precision!r} here (see the log)")
+        label = f"Upscaler(backend='auto', precision={self.precision!r}) for {type(net).__name__}"
+        return AutoBackend(candidates, label=label, threads=threads)
+
+    @property
+    def backend_in_use(self) -> str:
+        """The backend that runs the network: ``backend``, or for ``auto`` the chosen one (``auto`` before the first call)."""
+        if isinstance(self.runtime, AutoBackend):
+            return self.runtime.chosen or "auto"
+        return self.backend
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.runtime is not None:
+            return self.runtime(x)
+        return self._torch_forward(x)
+
+    def _torch_forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         dtype = PRECISIONS[self.precision]
@@ -212,8 +311,9 @@ class Upscaler:
         return upscale_image(forward, image, device=self.device, bgr=bgr, alpha=alpha)
 
     def __repr__(self) -> str:
-        name = type(getattr(self.network, "_orig_mod", self.network)).__name__
+        name = self.network_name
+        runtime = f", backend={self.runtime.describe()}" if self.runtime is not None else ""
         return (
-            f"Upscaler({name}, scale={self.scale}, device={self.device}, precision={self.precision}, "
+            f"Upscaler({name}, scale={self.scale}, device={self.device}, precision={self.precision}{runtime}, "
             f"optimizations=[{', '.join(self.optimizations)}])"
         )

@@ -21,30 +21,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lkdn, installed or not
 
 import lkdn  # noqa: F401  (registers the architectures; first, before basicsr)
-from lkdn.evaluate import read_image
-from lkdn.export import DEFAULT_OPSET, ExportError, export_metadata, export_onnx
-from lkdn.loading import load_network_from_options
-from lkdn.options import OptionsError, load_options
-from lkdn.schema import SchemaError
-from lkdn.utils.checkpoint import CheckpointError
-from lkdn.utils.logger import setup_logging
-from lkdn.zoo import find_benchmark
-
-
-def default_check_image(scale: int) -> Path | None:
-    """Set5's ``baby.png`` LR image at ``scale`` from the reference lookup order (README "Data and weights")."""
-    found = find_benchmark("Set5", scale)
-    if found is None:
-        return None
-    path = next((p for p in sorted(found[1].iterdir()) if p.stem.startswith("baby")), None)
-    return path
+from lkdn.export import DEFAULT_OPSET, export_metadata, export_onnx
+from lkdn.options import OptionsError
+from lkdn.utils.export_cli import ExportJob, export_parser, run_export
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-opt", required=True, type=Path, help="YAML options with network_g (and path.pretrain_network_g)")
-    parser.add_argument("--weights", type=Path, help="checkpoint (.pth or .safetensors); default path.pretrain_network_g")
-    parser.add_argument("--output", required=True, type=Path, help="the .onnx file to write")
+    parser = export_parser(__doc__, "the .onnx file to write")
     parser.add_argument("--fp16", action="store_true", help="mixed-precision float16 graph (float16 input and output)")
     shape = parser.add_mutually_exclusive_group()
     shape.add_argument("--dynamic", dest="dynamic", action="store_true", default=True,
@@ -53,45 +36,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                         help="traced input size; the fixed size with --static (default 32 32, or the check image's size with --static)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    parser.add_argument("--check-image", type=Path, help="LR image to compare on (default Set5 baby from ../shared)")
     parser.add_argument("--tolerance", type=float, help="max abs difference accepted (default 1e-4, or 1e-2 with --fp16)")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch and onnxruntime")
     return parser.parse_args(argv)
+
+
+def check(args: argparse.Namespace) -> None:
+    if args.output.is_dir():
+        raise OptionsError(f"--output {args.output} is a folder; give the .onnx file to write")
+    if args.size and min(args.size) < 1:
+        raise OptionsError(f"--size must be positive, got {args.size[0]} {args.size[1]}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging()
-    if args.threads:
-        import torch
 
-        torch.set_num_threads(args.threads)
-    try:
-        if args.output.is_dir():
-            raise OptionsError(f"--output {args.output} is a folder; give the .onnx file to write")
-        if args.size and min(args.size) < 1:
-            raise OptionsError(f"--size must be positive, got {args.size[0]} {args.size[1]}")
-        opt = load_options(args.opt)
-        net, scale = load_network_from_options(opt, weights=args.weights), opt.scale
-        image_path = args.check_image or default_check_image(scale)
-        images = [(image_path.name, read_image(image_path))] if image_path is not None else []
-        if not images:
-            print("note: no check image (Set5 not found); checking on a random input only", file=sys.stderr)
+    def export(job: ExportJob):
         if args.size:
             size = tuple(args.size)
-        elif not args.dynamic and images:
-            size = images[0][1].shape[:2]
+        elif not args.dynamic and job.images:
+            size = job.images[0][1].shape[:2]
         else:
             size = (32, 32)
-        report = export_onnx(
-            net, args.output, opset=args.opset, dynamic=args.dynamic, fp16=args.fp16, size=size,
-            check_images=images, tolerance=args.tolerance, metadata=export_metadata(opt["network_g"], net, scale),
+        return export_onnx(
+            job.net, args.output, opset=args.opset, dynamic=args.dynamic, fp16=args.fp16, size=size,
+            check_images=job.images, tolerance=args.tolerance,
+            metadata=export_metadata(job.opt["network_g"], job.net, job.scale),
         )
-    except (ExportError, OptionsError, SchemaError, CheckpointError, ValueError, ImportError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(report.summary())
-    return 0
+
+    return run_export(args, export, check=check)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python scripts/inference.py -opt options/test/LKDN/test_LKDN_x4.yml --input photos/ --output results/photos_x4
     python scripts/inference.py -opt options/test/LKDN/test_LKDN_x4.yml --input big.png --output out/ --tile 256
+    python scripts/inference.py -opt options/test/LKDN/test_LKDN_x4.yml --input photos/ --output out/ --backend auto
 
 ``-opt`` supplies ``network_g``, the weights (``path.pretrain_network_g``, ``param_key_g``,
 ``strict_load_g``; ``--weights`` overrides the file), ``num_gpu`` and the defaults of
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from lkdn.backends import BACKENDS, BackendError, MissingExtraError
 from lkdn.evaluate import IMAGE_SUFFIXES
 from lkdn.images import read_image_unchanged, write_image
 from lkdn.loading import load_network_from_options
@@ -48,6 +50,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--self-ensemble", action="store_true", help="x8 geometric self-ensemble (8x the time)")
     parser.add_argument("--alpha", choices=("bicubic", "error"), default="bicubic", help="what to do with an alpha channel")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: from num_gpu; CUDA when present)")
+    parser.add_argument(
+        "--backend", default="torch", choices=(*BACKENDS, "auto"),
+        help="inference runtime (default torch); onnxruntime, openvino, ncnn run the folded network on the CPU, "
+             "verified against PyTorch when built; auto: the fastest of those installed (docs/deployment.md)",
+    )
     parser.add_argument("--force_yml", nargs="+", default=[], metavar="KEY=VALUE", help="override options")
     return parser.parse_args(argv)
 
@@ -66,7 +73,10 @@ def list_inputs(path: Path) -> list[Path]:
 
 def build_upscaler(args: argparse.Namespace) -> Upscaler:
     opt = parse_options(args.opt, is_train=False, overrides=args.force_yml)
-    device = resolve_device(args.device) if args.device else device_of(opt)
+    if args.device:
+        device = resolve_device(args.device)
+    else:  # the non-torch backends run on the CPU
+        device = device_of(opt) if args.backend == "torch" else resolve_device("cpu")
     val = opt.section("val")
     tile = val.get("tile") or {}
     for name, value in (("--tile", args.tile), ("--tile-pad", args.tile_pad)):
@@ -77,7 +87,7 @@ def build_upscaler(args: argparse.Namespace) -> Upscaler:
         net, scale=opt.scale, device=device, optimize=bool(val.get("optimize", True)),
         tile=args.tile if args.tile is not None else tile.get("size"),
         tile_pad=args.tile_pad if args.tile_pad is not None else tile.get("pad"),
-        self_ensemble=args.self_ensemble or bool(val.get("self_ensemble", False)),
+        self_ensemble=args.self_ensemble or bool(val.get("self_ensemble", False)), backend=args.backend,
     )
 
 
@@ -88,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         upscaler = build_upscaler(args)
         output = Path(args.output)
         output.mkdir(parents=True, exist_ok=True)
-    except (OptionsError, SchemaError, CheckpointError, FileNotFoundError, ValueError) as error:
+    except (OptionsError, SchemaError, CheckpointError, FileNotFoundError, ValueError, BackendError, MissingExtraError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:

@@ -279,3 +279,19 @@ def test_from_checkpoint_without_metadata_is_a_clear_error(tmp_path: Path) -> No
     pth = save_file({"params": net.state_dict()}, tmp_path / "net.pth")
     with pytest.raises(CheckpointError, match=r"net\.pth: no lkdn metadata"):
         Upscaler.from_checkpoint(pth)
+
+
+def test_fp16_keeps_the_overflow_prone_stages_in_float32() -> None:
+    """LKDN's attention stage exceeds float16's range (official weights: ~1e11); under fp16 autocast the
+    contract's fp32_stages run in float32, so the output stays finite and near the float32 one."""
+    torch.manual_seed(0)
+    net = build_network({"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscale": 2}).eval()
+    with torch.no_grad():
+        net.B1.c5.weight.mul_(3e4)  # activations of the attention stage far beyond 65504
+    x = torch.rand(1, 3, 12, 13)
+    reference = Upscaler(net, device="cpu")(x)
+    half = Upscaler(net, device="cpu", precision="fp16")
+    assert "float32 overflow-prone stages" in half.optimizations
+    out = half(x)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, reference, atol=0.05, rtol=0)

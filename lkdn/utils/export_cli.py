@@ -1,0 +1,84 @@
+"""What the export scripts share (``scripts/export_onnx.py``, ``export_openvino.py``, ``export_ncnn.py``).
+
+Every export takes ``-opt`` (``network_g`` and ``path.pretrain_network_g``), ``--weights``,
+``--output``, ``--check-image`` and ``--threads``; loads and folds the network; compares the
+exported file with PyTorch on a random batch and on a check image (Set5's ``baby`` at the
+options' scale when Set5 is found, README "Data and weights"); and reports one ``error: ...``
+line with exit status 1 for any clear error, having written nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lkdn.evaluate import read_image
+from lkdn.export import ExportError
+from lkdn.loading import load_network_from_options
+from lkdn.options import Options, OptionsError, load_options
+from lkdn.schema import SchemaError
+from lkdn.utils.checkpoint import CheckpointError
+from lkdn.utils.logger import setup_logging
+from lkdn.zoo import find_benchmark
+
+
+def default_check_image(scale: int) -> Path | None:
+    """Set5's ``baby.png`` LR image at ``scale`` from the reference lookup order (README "Data and weights")."""
+    found = find_benchmark("Set5", scale)
+    return next((p for p in sorted(found[1].iterdir()) if p.stem.startswith("baby")), None) if found else None
+
+
+def export_parser(doc: str, output_help: str) -> argparse.ArgumentParser:
+    """A parser with the arguments every export takes; the script adds its own."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-opt", required=True, type=Path, help="YAML options with network_g (and path.pretrain_network_g)")
+    parser.add_argument("--weights", type=Path, help="checkpoint (.pth or .safetensors); default path.pretrain_network_g")
+    parser.add_argument("--output", required=True, type=Path, help=output_help)
+    parser.add_argument("--check-image", type=Path, help="LR image to compare on (default Set5 baby when found)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch and the runtime")
+    return parser
+
+
+class ExportJob:
+    """The loaded, folded network of an export script's arguments, with its check images."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.opt: Options = load_options(args.opt)
+        self.scale: int = self.opt.scale
+        self.net = load_network_from_options(self.opt, weights=args.weights)
+        image_path = args.check_image or default_check_image(self.scale)
+        self.images: list[tuple[str, np.ndarray]] = (
+            [(image_path.name, read_image(image_path))] if image_path is not None else []
+        )
+        if not self.images:
+            print("note: no check image (Set5 not found); checking on a random input only", file=sys.stderr)  # noqa: T201
+
+
+def run_export(
+    args: argparse.Namespace, export: Callable[[ExportJob], Any], *,
+    check: Callable[[argparse.Namespace], None] | None = None, errors: tuple[type, ...] = (),
+) -> int:
+    """``check(args)``, load the network, ``export(job)`` and print its report.
+
+    Returns 0, or 1 after one ``error: ...`` line for a clear error (``errors`` adds the
+    script's own kinds to those of loading and exporting).
+    """
+    setup_logging()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        if check is not None:
+            check(args)
+        report = export(ExportJob(args))
+    except (*errors, ExportError, OptionsError, SchemaError, CheckpointError, ValueError, ImportError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)  # noqa: T201 (a command's output)
+        return 1
+    print(report.summary())  # noqa: T201 (a command's output)
+    return 0
