@@ -15,6 +15,7 @@ $(STAMP): requirements.txt setup.py pyproject.toml
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q "torch>=2.10" "torchvision>=0.17"
 	$(PY) -m pip install -q --no-build-isolation -r requirements.txt
+	$(PY) -m pip uninstall -q -y lkdn 2>/dev/null || true  # the distribution's old name (now lkdn-sr)
 	$(PY) -m pip install -q --no-build-isolation -e ".[dev,onnx,profile,spandrel,openvino,ncnn]"
 	touch $(STAMP)
 
@@ -27,9 +28,11 @@ demo: install
 bench: install
 	$(PY) benchmarks/run.py
 
-# On a machine with NVIDIA GPUs (see docs/benchmarks.md): every CUDA claim checked in under 8 minutes.
+# On a machine with NVIDIA GPUs and its own torch (docs/gpu_check.md): every CUDA claim checked in under
+# 8 minutes. The other imports come from the wheels of `make gpu-wheels` (.whl/), installed aside.
 gpu-check:
-	$(PYTHON) benchmarks/gpu_check.py
+	test ! -d .whl || $(PYTHON) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/lkdn-site .whl/*.whl
+	PYTHONPATH=/tmp/lkdn-site:. $(PYTHON) benchmarks/gpu_check.py $(ARGS)
 
 # The wheels a GPU machine without network needs beside its own torch (into .whl/, git-ignored).
 gpu-wheels: install
