@@ -303,6 +303,10 @@ def parse_options(
             raise OptionsError(f"{path}: datasets.{phase} must be a mapping")
         dataset["phase"] = str(phase).split("_")[0]
         dataset["scale"] = opt["scale"]
+        if "use_flip" in dataset:  # the key of older BasicSR configs: basicsr 1.4.2 reads use_hflip
+            if "use_hflip" in dataset and dataset["use_hflip"] != dataset["use_flip"]:
+                raise OptionsError(f"{path}: datasets.{phase}: use_flip and use_hflip disagree; keep use_hflip")
+            dataset["use_hflip"] = dataset.pop("use_flip")
         for key in ("dataroot_gt", "dataroot_lq"):
             if dataset.get(key) is not None:
                 dataset[key] = os.path.expanduser(str(dataset[key]))

@@ -50,7 +50,7 @@ DATASET_COMMON: Spec = {
     "io_backend": (IO_BACKEND, "how images are read"),
     "gt_size": ((int,), "HR patch size (training)"),
     "use_hflip": ((bool,), "random horizontal flips"),
-    "use_flip": ((bool,), "alias of use_hflip in older configs"),
+    "use_flip": ((bool,), "older BasicSR configs' name of use_hflip (read as use_hflip)"),
     "use_rot": ((bool,), "random rotations / transposes"),
     "use_shuffle": ((bool,), "shuffle every epoch"),
     "num_worker_per_gpu": ((int,), "data loader workers per process"),
@@ -66,7 +66,12 @@ DATASET_COMMON: Spec = {
     "mean": ((list,), "per-channel mean for normalization"),
     "std": ((list,), "per-channel std for normalization"),
     "scales": ((list,), "scales mixed in multi-scale training"),
+    "holdout": ((int,), "MultiScaleImageDataset: images held out for validation (by name hash)"),
+    "subset": ((str,), "MultiScaleImageDataset: train (default) or holdout"),
 }
+
+#: dataset types that make LR images themselves and can hold images out (lkdn.data.multiscale_dataset)
+HR_ONLY_DATASETS = ("MultiScaleImageDataset", "MultiScaleUpsampledImageDataset")
 
 PATH: Spec = {
     "pretrain_network_g": ((str, type(None)), "weights to start from / to test"),
@@ -104,7 +109,12 @@ LOGGER: Spec = {
     "print_freq": ((int,), "log training lines every this many iterations"),
     "save_checkpoint_freq": (NUMBER, "save network and state every this many iterations"),
     "use_tb_logger": ((bool,), "write TensorBoard scalars"),
-    "wandb": ((dict,), "Weights & Biases settings: project, entity, resume_id (needs the wandb package)"),
+    "wandb": ({
+        "project": ((str, type(None)), "W&B project; ~ turns W&B off (needs the wandb package)"),
+        "entity": ((str, type(None)), "W&B team or user (default: yours)"),
+        "resume_id": ((str, type(None)), "continue this W&B run (default: the run folder's wandb_id.txt)"),
+        "mode": ((str,), "online (default), offline or disabled"),
+    }, "Weights & Biases: the training scalars and metrics, the options as config"),
     "save_format": ((str,), "pth (default) or safetensors"),
 }
 
@@ -122,6 +132,7 @@ TRAIN: Spec = {
     "channels_last": ((bool,), "channels-last memory format"),
     "compile": ((bool, dict), "torch.compile the network: true, or a mapping of torch.compile arguments"),
     "max_bad_steps": ((int,), "stop after this many consecutive non-finite losses"),
+    "deterministic": ((bool,), "deterministic kernels (cudnn.benchmark off): runs and resumes repeat bit for bit on GPUs"),
 }
 
 TOP: Spec = {
@@ -384,6 +395,9 @@ def validate_options(
             _positive(checker, opt, ("datasets", name, key))
         _positive(checker, opt, ("datasets", name, "num_worker_per_gpu"), strict=False)
         _safe_name(checker, dataset.get("name"), ("datasets", str(name), "name"))
+        for key in ("holdout", "subset"):
+            if key in dataset and dataset.get("type") not in HR_ONLY_DATASETS:
+                checker.error(("datasets", str(name), key), f"only {' and '.join(HR_ONLY_DATASETS)} hold images out")
         mode = dataset.get("prefetch_mode")
         if mode not in (None, "cpu", "cuda"):
             checker.error(("datasets", str(name), "prefetch_mode"), f"expected cpu, cuda or ~, got {mode!r}")
@@ -392,6 +406,9 @@ def validate_options(
         gt_size = dataset.get("gt_size")
         if isinstance(scale, int) and scale > 0 and isinstance(gt_size, int) and gt_size % scale:
             checker.error(("datasets", str(name), "gt_size"), f"{gt_size} is not divisible by scale {scale}")
+    wandb = (opt.get("logger") or {}).get("wandb") if isinstance(opt.get("logger"), Mapping) else None
+    if isinstance(wandb, Mapping) and wandb.get("mode", "online") not in ("online", "offline", "disabled"):
+        checker.error(("logger", "wandb", "mode"), f"expected online, offline or disabled, got {wandb.get('mode')!r}")
     network = opt.get("network_g")
     if isinstance(network, Mapping) and isinstance(scale, int) and network.get("upscale", scale) != scale:
         checker.error(("network_g", "upscale"), f"{network['upscale']} differs from the top-level scale {scale}")

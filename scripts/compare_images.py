@@ -2,11 +2,14 @@
 
     python scripts/compare_images.py --hr datasets/Set5/GTmod4 --lr datasets/Set5/LRbicx4 --scale 4 \
         --sr LKDN=results/test_LKDN_x4/visualization/Set5 --images baby bird --output compare.png \
-        [--crop 96] [--at X,Y]
+        [--crop 96] [--pick detail|gain] [--at X,Y]
 
 SR images are found by stem: ``<stem>.png`` or ``<stem>_<suffix>.png`` (what ``lkdn/test.py``
-writes). The crop (HR pixels) is centred where the HR image has the most detail unless
-``--at X,Y`` gives its top-left corner. PSNR/SSIM are over the whole image, Y channel,
+writes). The crop (HR pixels) is where the HR image has the most detail (``--pick detail``, the
+default), or where the first SR column gains most over bicubic (``--pick gain``: the largest
+drop of squared error on the Y channel, so the gain is one the eye can see; the crop's own PSNR
+of every column is then shown and the row says "largest-gain crop"), or at the top-left corner
+``--at X,Y``. The PSNR/SSIM in the titles are over the whole image, Y channel,
 ``crop_border = scale``, as in the benchmark tables.
 """
 
@@ -23,6 +26,8 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lkdn, installed or not
 
 from lkdn.evaluate import IMAGE_SUFFIXES, image_metrics, read_image  # noqa: E402
 from lkdn.resize import bicubic_resize  # noqa: E402
@@ -52,11 +57,42 @@ def detail_crop(hr: np.ndarray, size: int) -> tuple[int, int]:
     return int(x), int(y)
 
 
+def _y(image: np.ndarray) -> np.ndarray:
+    """The Y channel (BT.601, as the benchmark metrics) of a uint8 BGR image, float64 in [16, 235]."""
+    from basicsr.utils import bgr2ycbcr
+
+    return bgr2ycbcr(image.astype(np.float32) / 255.0, y_only=True).astype(np.float64) * 255.0
+
+
+def gain_crop(hr: np.ndarray, bicubic: np.ndarray, sr: np.ndarray, size: int, border: int) -> tuple[int, int]:
+    """Top-left corner of the ``size`` x ``size`` window (inside ``border``) where ``sr`` removes the most
+    squared Y error of ``bicubic``."""
+    y_hr = _y(hr)
+    reduction = (_y(bicubic) - y_hr) ** 2 - (_y(sr) - y_hr) ** 2
+    window = cv2.boxFilter(reduction, -1, (size, size), normalize=True, anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)
+    h, w = y_hr.shape
+    top, left = min(border, max(h - size, 0)), min(border, max(w - size, 0))
+    valid = window[top: max(h - size - border, top) + 1, left: max(w - size - border, left) + 1]
+    y, x = np.unravel_index(int(np.argmax(valid)), valid.shape)
+    return int(x) + left, int(y) + top
+
+
+def crop_psnr(image: np.ndarray, hr: np.ndarray) -> float:
+    """PSNR (Y channel) of two crops."""
+    mse = float(np.mean((_y(image) - _y(hr)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
 def compare_images(
     *, hr_dir: Path, lr_dir: Path, sr_dirs: dict[str, Path], stems: Sequence[str], scale: int, output: Path,
-    crop: int = 96, at: tuple[int, int] | None = None,
+    crop: int = 96, at: tuple[int, int] | None = None, pick: str = "detail",
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Write the comparison PNG; returns ``{stem: {column: {'psnr', 'ssim'}}}``."""
+    """Write the comparison PNG; returns ``{stem: {column: {'psnr', 'ssim'}}}`` (with ``crop_psnr`` for
+    ``pick="gain"``, and the crop's corner under ``"crop"``)."""
+    if pick not in ("detail", "gain"):
+        raise ValueError(f"--pick: expected detail or gain, got {pick!r}")
+    if pick == "gain" and not sr_dirs:
+        raise ValueError("--pick gain needs an SR column (--sr LABEL=FOLDER)")
     columns = ["Bicubic", *sr_dirs, "HR"]
     fig, axes = plt.subplots(len(stems), len(columns), figsize=(2.6 * len(columns), 2.8 * len(stems)), squeeze=False)
     scores: dict[str, dict[str, dict[str, float]]] = {}
@@ -72,14 +108,25 @@ def compare_images(
             scores[stem][label] = image_metrics(image, hr, crop_border=scale)
         images["HR"] = hr
         size = min(crop, *hr.shape[:2])
-        x, y = at if at is not None else detail_crop(hr, size)
+        if at is not None:
+            x, y = at
+        elif pick == "gain":
+            x, y = gain_crop(hr, images["Bicubic"], images[next(iter(sr_dirs))], size, scale)
+        else:
+            x, y = detail_crop(hr, size)
         x, y = min(max(x, 0), hr.shape[1] - size), min(max(y, 0), hr.shape[0] - size)
+        scores[stem]["crop"] = {"x": x, "y": y, "size": size}
         for col, label in enumerate(columns):
             ax = axes[row][col]
             patch = images[label][y : y + size, x : x + size]
             ax.imshow(cv2.cvtColor(patch, cv2.COLOR_BGR2RGB), interpolation="nearest")
             title = label if label == "HR" else f"{label}\n{scores[stem][label]['psnr']:.2f} dB / {scores[stem][label]['ssim']:.4f}"
-            ax.set_title(f"{stem}: {title}" if col == 0 else title, fontsize=8)
+            if pick == "gain" and label != "HR":
+                scores[stem][label]["crop_psnr"] = crop_psnr(patch, hr[y : y + size, x : x + size])
+                title += f"\ncrop {scores[stem][label]['crop_psnr']:.2f} dB"
+            if col == 0:
+                title = f"{stem}" + (" (largest-gain crop)" if pick == "gain" else "") + f": {title}"
+            ax.set_title(title, fontsize=8)
             ax.axis("off")
     fig.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -106,20 +153,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--images", nargs="+", required=True, help="image stems, e.g. baby bird")
     parser.add_argument("--scale", type=int, required=True)
     parser.add_argument("--crop", type=int, default=96, help="crop size in HR pixels (default 96)")
-    parser.add_argument("--at", help="top-left corner X,Y of the crop (default: the most detailed window)")
+    parser.add_argument("--pick", default="detail", choices=("detail", "gain"),
+                        help="crop where the HR has most detail (default) or where the first SR gains most over bicubic")
+    parser.add_argument("--at", help="top-left corner X,Y of the crop (overrides --pick)")
     parser.add_argument("--output", type=Path, required=True, help="PNG to write")
     args = parser.parse_args(argv)
     try:
         at = tuple(int(v) for v in args.at.split(",")) if args.at else None
         scores = compare_images(
             hr_dir=args.hr, lr_dir=args.lr, sr_dirs=parse_sr(args.sr), stems=args.images, scale=args.scale,
-            output=args.output, crop=args.crop, at=at,
+            output=args.output, crop=args.crop, at=at, pick=args.pick,
         )
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for stem, row in scores.items():
-        print(stem + ": " + ", ".join(f"{k} {v['psnr']:.2f} dB" for k, v in row.items()))
+        cells = (f"{k} {v['psnr']:.2f} dB" + (f" (crop {v['crop_psnr']:.2f} dB)" if "crop_psnr" in v else "")
+                 for k, v in row.items() if k != "crop")
+        print(f"{stem}: " + ", ".join(cells) + f"; crop at {row['crop']['x']},{row['crop']['y']}")
     print(f"wrote {args.output}")
     return 0
 

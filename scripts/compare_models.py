@@ -11,7 +11,8 @@ those of the individual runs.
         [--output docs/comparison.md] [--readme README.md]
 
 ``--benchmark-root`` reads test sets from the ``<root>/<Set>/x<s>/{HR,LR}`` layout instead of the
-YAML's folders; ``--weights-root`` replaces the ``experiments/pretrained_models`` prefix of the
+YAML's folders (without it, a set whose YAML folder is absent is looked up by name in the
+reference lookup order, README "Data and weights"); ``--weights-root`` replaces the ``experiments/pretrained_models`` prefix of the
 YAML's weights. ``--readme`` replaces the block between ``<!-- comparison:start -->`` and
 ``<!-- comparison:end -->`` of that file with the table.
 """
@@ -32,6 +33,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from lkdn.options import load_options  # noqa: E402
+from lkdn.utils.files import write_text_atomic  # noqa: E402
+from lkdn.zoo import find_benchmark  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS_PREFIX = "experiments/pretrained_models"
@@ -48,10 +51,13 @@ def prepare_options(
     for key, dataset in (opt.get("datasets") or {}).items():
         if datasets and dataset.get("name") not in datasets:
             continue
-        if benchmark_root is not None:
-            folder = benchmark_root / dataset["name"] / f"x{scale}"
-            if folder.is_dir():
-                dataset = dict(dataset, dataroot_gt=str(folder / "HR"), dataroot_lq=str(folder / "LR"), filename_tmpl="{}")
+        folder = benchmark_root / dataset["name"] / f"x{scale}" if benchmark_root is not None else None
+        if folder is not None and folder.is_dir():
+            dataset = dict(dataset, dataroot_gt=str(folder / "HR"), dataroot_lq=str(folder / "LR"), filename_tmpl="{}")
+        elif not Path(str(dataset.get("dataroot_gt", ""))).is_dir():
+            found = find_benchmark(str(dataset.get("name")), scale)  # the reference lookup order (README)
+            if found is not None:
+                dataset = dict(dataset, dataroot_gt=str(found[0]), dataroot_lq=str(found[1]), filename_tmpl="{}")
         kept[key] = dataset
     if not kept:
         raise ValueError(f"{path}: no test set named {', '.join(datasets or [])}")
@@ -124,7 +130,7 @@ def replace_block(readme: Path, table: str) -> None:
         raise ValueError(f"{readme}: no {README_START} ... {README_END} block to replace")
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
-    readme.write_text(f"{head}{README_START}\n{table}{README_END}{tail}", encoding="utf-8")
+    write_text_atomic(readme, f"{head}{README_START}\n{table}{README_END}{tail}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -154,9 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = markdown(rows, output_size=args.output_size)
     print(table)
     if args.output:
-        args.output.write_text(table, encoding="utf-8")
+        write_text_atomic(args.output, table)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(args.json, json.dumps(rows, indent=2) + "\n")
     if args.readme:
         replace_block(args.readme, table)
     return 0

@@ -22,7 +22,6 @@ Writes ``results.txt`` (the harness's format), ``results.md`` and ``results.json
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path

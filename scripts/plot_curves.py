@@ -4,7 +4,10 @@ Reads ``experiments/<name>/train_log.jsonl`` (losses per logged iteration) and
 ``metrics.jsonl`` (validation metrics), both written by ``lkdn/train.py``.
 
     python scripts/plot_curves.py experiments/A experiments/B --output curves.png \
-        [--metric psnr] [--dataset Set5] [--smooth 5]
+        [--metric psnr] [--dataset Set5] [--smooth 5] [--reference bicubic=29.38]
+
+``--reference LABEL=VALUE`` draws a horizontal line on the validation panel (a baseline such as
+bicubic's PSNR on the validation images), so the curve's gain reads from the plot.
 """
 
 from __future__ import annotations
@@ -49,9 +52,11 @@ def smooth(values: list[float], window: int) -> list[float]:
 
 
 def plot_curves(
-    experiments: Sequence[Path], output: Path, *, metric: str = "psnr", dataset: str | None = None, window: int = 1
+    experiments: Sequence[Path], output: Path, *, metric: str = "psnr", dataset: str | None = None, window: int = 1,
+    references: dict[str, float] | None = None,
 ) -> Path:
-    """Write a two-panel PNG: training losses (left) and a validation metric (right)."""
+    """Write a two-panel PNG: training losses (left) and a validation metric (right), with ``references``
+    (label -> value) as horizontal lines on the right."""
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
     found_loss = found_val = False
     for exp in experiments:
@@ -78,8 +83,10 @@ def plot_curves(
     if found_loss:
         ax_loss.set_yscale("log")
         ax_loss.legend(fontsize=8)
+    for (label, value), style in zip((references or {}).items(), ("--", ":", "-.", "--"), strict=False):
+        ax_val.axhline(value, color="grey", linestyle=style, linewidth=1.2, label=f"{label}: {value:.2f}")
     ax_val.set(title=f"validation {metric.upper()}", xlabel="iteration", ylabel=metric)
-    if found_val:
+    if found_val or references:
         ax_val.legend(fontsize=8)
     for ax in (ax_loss, ax_val):
         ax.grid(alpha=0.3)
@@ -97,10 +104,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--metric", default="psnr", help="validation metric to plot (default psnr)")
     parser.add_argument("--dataset", help="only this validation dataset")
     parser.add_argument("--smooth", type=int, default=1, help="moving-average window for losses")
+    parser.add_argument("--reference", nargs="+", default=[], metavar="LABEL=VALUE",
+                        help="horizontal lines on the validation panel, e.g. bicubic=29.38")
     args = parser.parse_args(argv)
     try:
-        out = plot_curves(args.experiments, args.output, metric=args.metric, dataset=args.dataset, window=args.smooth)
-    except FileNotFoundError as err:
+        references = {}
+        for entry in args.reference:
+            label, sep, value = entry.partition("=")
+            if not sep or not label:
+                raise ValueError(f"--reference {entry!r}: expected LABEL=VALUE")
+            try:
+                references[label] = float(value)
+            except ValueError as err:
+                raise ValueError(f"--reference {entry!r}: {value!r} is not a number") from err
+        out = plot_curves(args.experiments, args.output, metric=args.metric, dataset=args.dataset, window=args.smooth,
+                          references=references)
+    except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {out}")

@@ -1,7 +1,7 @@
 """Fold a trained network into its deploy form, verify it, and write the deploy checkpoint.
 
     python scripts/reparameterize.py -opt options/train/LKDN/train_LKDN-S_x4_from_scratch.yml \\
-        --input experiments/train_LKDN-S_x4_from_scratch/models/net_g_latest.pth \\
+        --input experiments/LKDN-S_C42_A42_adam_ema_x4_DF2K_from_scratch_950k/models/net_g_latest.pth \\
         --output experiments/pretrained_models/LKDN-S_deploy_x4.pth --fold-num-in \\
         --output-opt options/test/LKDN/test_LKDN-S_deploy_x4.yml
 
@@ -42,6 +42,7 @@ from lkdn.utils.checkpoint import PREFERRED_KEYS, CheckpointError, load_file, sa
 from lkdn.utils.files import file_in_the_way, write_text_atomic
 from lkdn.utils.frozen import thaw
 from lkdn.utils.logger import setup_logging
+from lkdn.zoo import DownloadError, resolve_weights
 
 VERIFY_SIZE = (29, 23)  # odd, not square: catches padding and transposition mistakes
 TEST_KEYS = ("name", "model_type", "scale", "num_gpu", "manual_seed")
@@ -128,6 +129,7 @@ def load_input(args: argparse.Namespace) -> tuple[Options, Any, str]:
         if blocking is not None:
             raise ReparamError(f"{name} {given}: {blocking} is a file, not a folder; choose another path")
     opt = load_options(args.opt)
+    args.input = resolve_weights(args.input)  # a published checkpoint: its copy in the lookup order, or the download
     key = chosen_key(load_file(args.input), args.param_key)
     net = load_weights_from_options(build_network(opt.network_g), opt, weights=args.input, param_key=args.param_key)
     return opt, net.eval(), key
@@ -188,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return reparameterize(args)
-    except (ReparamError, CheckpointError, OptionsError, SchemaError, ValueError) as err:
+    except (ReparamError, CheckpointError, OptionsError, SchemaError, ValueError, DownloadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

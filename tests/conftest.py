@@ -9,9 +9,13 @@ Reference files (official checkpoints, Set5) are looked for as the scripts look 
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -22,6 +26,23 @@ import lkdn  # noqa: E402,F401 (installs basicsr's torchvision alias before any 
 from lkdn.zoo import find_reference  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+
+def load_script(relative: str) -> ModuleType:
+    """A script of the checkout (``"scripts/export_onnx.py"``) as a fresh module, to call its ``main`` in-process.
+
+    It is registered in ``sys.modules`` under a name of its own (``lkdn_test_<path>``): dataclasses
+    and forked worker processes look their module up there.
+    """
+    path = ROOT / relative
+    name = "lkdn_test_" + relative.removesuffix(".py").replace("/", "_")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
 
 # Official checkpoints: file -> (network options, scale, Set5 PSNR, Set5 SSIM), measured with the official code.
 OFFICIAL_LKDN = {
@@ -64,3 +85,24 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """An entry point's main() configures the lkdn/basicsr loggers for a process; put them back afterwards."""
+    saved = {}
+    for name in ("lkdn", "basicsr"):
+        log = logging.getLogger(name)
+        saved[name] = (list(log.handlers), log.level, log.propagate)
+    yield
+    for name, (handlers, level, propagate) in saved.items():
+        log = logging.getLogger(name)
+        for handler in list(log.handlers):
+            if handler not in handlers:
+                log.removeHandler(handler)
+                handler.close()
+        for handler in handlers:
+            if handler not in log.handlers:
+                log.addHandler(handler)
+        log.setLevel(level)
+        log.propagate = propagate

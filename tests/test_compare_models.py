@@ -19,7 +19,8 @@ SET5 = {"test_LKDN-S_del_rep_x4": (32.11, 0.8938), "test_E-RFDN_x4": (32.16, 0.8
 
 @pytest.fixture(scope="module")
 def comparison(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict], str]:
-    benchmarks, pretrained = shared_file("benchmarks"), shared_file("pretrained")
+    benchmarks = shared_file("benchmarks", "Set5", "x4").parents[1]  # <root>/Set5/x4/{HR,LR}
+    pretrained = shared_file("pretrained", "LKDN", "LKDN-S_del_rep_x4.pth").parents[1]
     work = tmp_path_factory.mktemp("compare")
     args = [sys.executable, str(ROOT / "scripts" / "compare_models.py")]
     for config in CONFIGS:

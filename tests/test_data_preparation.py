@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import cv2
@@ -11,21 +9,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import load_script
 from test_train_common import bicubic_down, natural_image
 
 import lkdn  # noqa: F401 (registers; the torchvision alias basicsr needs)
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "data_preparation" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # worker processes find the module by name
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +30,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, np.nda
 
 
 def test_crop_positions_cover_the_border() -> None:
-    extract = load_script("extract_subimages")
+    extract = load_script("scripts/data_preparation/extract_subimages.py")
     assert extract.crop_positions(200, 96, 48, 0) == [0, 48, 96, 104]
     assert extract.crop_positions(192, 96, 48, 0) == [0, 48, 96]
     assert extract.crop_positions(200, 96, 48, 10) == [0, 48, 96]
@@ -50,7 +39,7 @@ def test_crop_positions_cover_the_border() -> None:
 
 
 def test_hr_and_lr_subimages_correspond(tmp_path: Path, source) -> None:
-    extract = load_script("extract_subimages")
+    extract = load_script("scripts/data_preparation/extract_subimages.py")
     hr_dir, lr_dir, hr, lr = source
     n_hr = extract.extract_subimages(hr_dir, tmp_path / "HR_sub", crop_size=96, step=48, n_thread=2)
     n_lr = extract.extract_subimages(lr_dir, tmp_path / "LR_sub", crop_size=48, step=24, n_thread=1)
@@ -68,7 +57,7 @@ def test_hr_and_lr_subimages_correspond(tmp_path: Path, source) -> None:
 
 
 def test_lmdb_holds_the_images_and_feeds_paired_image_dataset(tmp_path: Path, source) -> None:
-    extract, lmdb_script = load_script("extract_subimages"), load_script("create_lmdb")
+    extract, lmdb_script = load_script("scripts/data_preparation/extract_subimages.py"), load_script("scripts/data_preparation/create_lmdb.py")
     hr_dir, lr_dir, _, _ = source
     extract.extract_subimages(hr_dir, tmp_path / "HR_sub", crop_size=96, step=48, n_thread=1)
     extract.extract_subimages(lr_dir, tmp_path / "LR_sub", crop_size=48, step=24, n_thread=1)
@@ -96,7 +85,7 @@ def test_lmdb_holds_the_images_and_feeds_paired_image_dataset(tmp_path: Path, so
 
 
 def test_dataset_layout_matches_the_training_configs() -> None:
-    extract, lmdb_script = load_script("extract_subimages"), load_script("create_lmdb")
+    extract, lmdb_script = load_script("scripts/data_preparation/extract_subimages.py"), load_script("scripts/data_preparation/create_lmdb.py")
     root = Path("datasets/DF2K")
     lmdbs = {str(dst) for _, dst in lmdb_script.dataset_jobs("DF2K", root, [2, 3, 4])}
     crops = {str(dst): (crop, step) for _, dst, crop, step in extract.dataset_jobs("DF2K", root, [2, 3, 4])}

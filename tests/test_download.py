@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import re
 import shutil
-import sys
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -14,7 +12,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, shared_file
+from conftest import ROOT, load_script, shared_file
 
 from lkdn import zoo
 
@@ -22,11 +20,7 @@ NAME = "LKDN-S_del_rep_x4"  # the smallest official checkpoint (0.5 MB)
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("lkdn_download_script", ROOT / "scripts" / "download.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/download.py")
 
 
 download = _load_script()

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT, shared_file
+from conftest import load_script, shared_file
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("lkdn_make_lr_script", ROOT / "scripts" / "data_preparation" / "make_lr.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/data_preparation/make_lr.py")
 
 
 make_lr = _load_script()

@@ -3,14 +3,13 @@ PSNR through onnxruntime, dynamic shapes, float16, and the refusal path that wri
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import OFFICIAL_LKDN, ROOT, shared_file
+from conftest import OFFICIAL_LKDN, load_script, shared_file
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -30,10 +29,7 @@ TINY = {"type": "LKDN_S", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscal
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("export_onnx_script", ROOT / "scripts" / "export_onnx.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/export_onnx.py")
 
 
 @pytest.fixture(scope="module")

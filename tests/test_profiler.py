@@ -4,14 +4,13 @@ against hand counts (a toy net with depthwise, dilated, strided and functional c
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT
+from conftest import load_script
 from torch import nn
 
 from lkdn import build_network
@@ -69,7 +68,7 @@ def test_toy_ntire_flops_are_fvcore_conv_multiply_adds() -> None:
 
 
 def lkdn_per_pixel() -> tuple[int, int]:
-    """LKDN x4 Multi-Adds and conv output channels per LR pixel, written out from DESIGN.md."""
+    """LKDN x4 Multi-Adds and conv output channels per LR pixel, written out from the architecture (docs/model_zoo.md)."""
     f, d, blocks, out = 56, 28, 8, 3 * 4 * 4
     bsconv = lambda cin, cout: cin * cout + cout * 9  # noqa: E731 (pw 1x1, then dw 3x3)
     block = (f * d + bsconv(f, f)) * 3 + bsconv(f, d) + 4 * d * f + (f * f + f * 25 + f * 25) + f * f
@@ -127,10 +126,7 @@ def test_sizes() -> None:
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("profile_model_script", ROOT / "scripts" / "profile_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/profile_model.py")
 
 
 def test_script_json_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
 import yaml
 from basicsr.utils.registry import ARCH_REGISTRY
-from conftest import OFFICIAL_LKDN, ROOT, shared_file
+from conftest import OFFICIAL_LKDN, ROOT, load_script, shared_file
 from safetensors import safe_open
 
 import lkdn  # noqa: F401 (registers)
@@ -35,15 +33,8 @@ LKDN_S_TRAIN = {
 }
 
 
-def load_script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-reparameterize = load_script("reparameterize")
-strip_checkpoint = load_script("strip_checkpoint")
+reparameterize = load_script("scripts/reparameterize.py")
+strip_checkpoint = load_script("scripts/strip_checkpoint.py")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

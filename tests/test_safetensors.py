@@ -3,13 +3,12 @@ the conversion script and its refusals."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import OFFICIAL_LKDN, ROOT, shared_file
+from conftest import OFFICIAL_LKDN, load_script, shared_file
 
 from lkdn import build_network
 from lkdn.utils.checkpoint import (
@@ -29,10 +28,7 @@ TINY_REP = {"type": "LKDN_S", "num_feat": 8, "num_atten": 8, "num_block": 2, "up
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("convert_checkpoint_script", ROOT / "scripts" / "convert_checkpoint.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/convert_checkpoint.py")
 
 
 @pytest.mark.parametrize("name", ["LKDN_x4", "LKDN-S_x4"])

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,24 +25,8 @@ RESULTS: dict[str, dict[str, Any]] = {}  # checkpoint name -> Set5 entry of metr
 
 
 @pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """main() configures the lkdn/basicsr loggers for a process; put them back for the other tests."""
-    saved = {}
-    for name in ("lkdn", "basicsr"):
-        log = logging.getLogger(name)
-        saved[name] = (list(log.handlers), log.level, log.propagate)
-    yield
-    for name, (handlers, level, propagate) in saved.items():
-        log = logging.getLogger(name)
-        for handler in list(log.handlers):
-            if handler not in handlers:
-                log.removeHandler(handler)
-                handler.close()
-        for handler in handlers:
-            if handler not in log.handlers:
-                log.addHandler(handler)
-        log.setLevel(level)
-        log.propagate = propagate
+def _restore_logging(restore_logging: None) -> None:
+    """main() configures the loggers: every test here puts them back (conftest's ``restore_logging``)."""
 
 
 def set5_yaml(tmp_path: Path, checkpoint: str, *, keep_optional: bool = False) -> Path:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, shared_file
+from conftest import ROOT, load_script, shared_file
 
 from lkdn import build_network
 from lkdn.evaluate import super_resolve
@@ -24,11 +22,7 @@ TINY = {"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscale"
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("lkdn_inference_script", ROOT / "scripts" / "inference.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/inference.py")
 
 
 inference_script = _load_script()

@@ -175,3 +175,20 @@ def test_a_new_run_archives_the_old_experiment(tmp_path: Path, tiny_data) -> Non
     archived = list((tmp_path / "experiments").glob("again_archived_*"))
     assert len(archived) == 1 and (archived[0] / "models" / "net_g_latest.pth").is_file()
     assert len(list((tmp_path / "tb_logger").glob("again_archived_*"))) == 1
+
+
+def test_deterministic_runs_repeat_bit_for_bit(tmp_path: Path, tiny_data, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``train.deterministic``: deterministic algorithms, cudnn.benchmark off; two runs give the same weights."""
+    hr, lr = tiny_data
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    try:
+        for name in ("det_a", "det_b"):
+            opt = write_options(tmp_path, hr=hr, lr=lr, name=name, train__total_iter=4, train__deterministic=True)
+            assert run_training(opt, tmp_path) == 0
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.benchmark is False and torch.backends.cudnn.deterministic is True
+    finally:
+        torch.use_deterministic_algorithms(False)
+    a, b = checkpoint(tmp_path, "det_a", "latest"), checkpoint(tmp_path, "det_b", "latest")
+    assert all(torch.equal(a["params"][k], b["params"][k]) for k in a["params"])

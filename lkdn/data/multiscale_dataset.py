@@ -27,10 +27,18 @@ Options (the ``datasets.<phase>`` section):
     use_hflip, use_rot: random flips and rotations (training).
     color: ``y`` for the Y channel (BT.601) only.
     phase: ``train`` crops patches; other phases use whole images cropped to a multiple of the scale.
+    holdout: a number of images set aside for validation (default 0: none), chosen by a hash of
+        their file names: the same images on every run and machine, spread over the folder, and
+        only a few change when images are added.
+    subset: ``train`` (default: the images not held out) or ``holdout`` (the held-out ones); give
+        the training and the validation section the same ``holdout``, ``subset: holdout`` in the
+        latter, to validate on images the network never trains on.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -53,6 +61,24 @@ def _check_scales(scales: Any, where: str) -> list[int]:
         if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
             raise ValueError(f"{where}.scales: {scale!r} is not a positive integer scale")
     return list(scales)
+
+
+def split_holdout(paths: Sequence[str], holdout: Any, subset: Any, where: str) -> list[str]:
+    """The ``subset`` (``train`` or ``holdout``) of ``paths`` when ``holdout`` images are held out (see the module)."""
+    if isinstance(holdout, bool) or not isinstance(holdout, int) or holdout < 0:
+        raise ValueError(f"{where}.holdout: expected a number of images (0 or more), got {holdout!r}")
+    if subset not in ("train", "holdout"):
+        raise ValueError(f"{where}.subset: expected train or holdout, got {subset!r}")
+    if holdout >= len(paths):
+        raise ValueError(f"{where}.holdout: {holdout} of {len(paths)} images would leave none to train on")
+    if subset == "holdout" and holdout == 0:
+        raise ValueError(f"{where}.subset: holdout needs holdout: N (the number of images to hold out)")
+
+    def rank(path: str) -> bytes:
+        return hashlib.sha256(os.path.basename(path).encode("utf-8")).digest()
+
+    held = set(sorted(paths, key=rank)[:holdout])
+    return [p for p in paths if (p in held) == (subset == "holdout")]
 
 
 @DATASET_REGISTRY.register()
@@ -93,6 +119,7 @@ class MultiScaleImageDataset(data.Dataset):
             self.paths = sorted(paths_from_folder(folder))
         if not self.paths:
             raise ValueError(f"{where}.dataroot_gt: no images in {folder}")
+        self.paths = split_holdout(self.paths, opt.get("holdout", 0), opt.get("subset", "train"), where)
 
     def __len__(self) -> int:
         return len(self.paths)

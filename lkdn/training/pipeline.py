@@ -112,7 +112,13 @@ class Trainer:
         dist_params = opt.section("dist_params")
         self.info: DistInfo = init_distributed(args.launcher, use_cuda=opt.num_gpu > 0,
                                                backend=dist_params.get("backend"), port=dist_params.get("port"))
-        if self.info.device.type == "cuda":
+        if (opt.get("train") or {}).get("deterministic"):
+            # the same kernels on every run (and every resume): slower, but bit-identical on a GPU too
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        elif self.info.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # as BasicSR: fixed patch sizes, fastest kernels
         if not self.info.dist and opt["num_gpu"] > 1:
             logging.getLogger("lkdn").warning(
@@ -168,8 +174,6 @@ class Trainer:
         logger.info("%d process(es), launcher %s, backend %s, this process on %s", self.info.world_size,
                     self.info.launcher, self.info.backend or "none", self.info.device)
         logger.info("Options (%s):\n%s", args.opt, yaml.safe_dump(opt, sort_keys=False))
-        if (log_opt.get("wandb") or {}).get("project"):
-            logger.warning("logger.wandb is not supported; scalars go to TensorBoard (logger.use_tb_logger)")
 
         datasets = opt.get("datasets") or {}
         for phase in datasets:
@@ -196,6 +200,7 @@ class Trainer:
         self.records = TrainingRecords(
             name=opt["name"], experiment_dir=self.experiment_dir, tb_dir=self.tb_dir, enabled=self.info.is_main,
             total_iter=self.total_iter, resume_iter=self.start_iter,
+            wandb=(log_opt.get("wandb") or {}, opt) if "debug" not in opt.name else None,
         )
 
     # ------------------------------------------------------------------ resume
@@ -306,7 +311,11 @@ class Trainer:
         timer = IterationTimer()
         if self.resume_rng is not None:
             set_rng_state(self.resume_rng)
-        logger.info("Start training from epoch %d, iteration %d", self.epoch, current_iter)
+        if current_iter >= self.total_iter and self.records.validated(current_iter):
+            validated_at = current_iter  # a finished run resumed: nothing to train, its validation is on record
+            logger.info("Training already reached train.total_iter %d; nothing to do", self.total_iter)
+        else:
+            logger.info("Start training from epoch %d, iteration %d", self.epoch, current_iter)
         start = time.time()
         try:
             while current_iter < self.total_iter and not stop.requested:

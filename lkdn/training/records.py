@@ -6,6 +6,10 @@
 * ``experiments/<name>/metrics.jsonl``: one object per validation and dataset:
   ``{"iter", "epoch", "dataset", "<metric name>": value, ...}``.
 * ``tb_logger/<name>/``: scalars ``losses/<name>``, ``train/lr``, ``metrics/<dataset>/<metric>``.
+* Weights & Biases (``logger.wandb.project``, the ``wandb`` package): the same scalars under the
+  same names, the options as the run's config; the run id is kept in
+  ``experiments/<name>/wandb_id.txt``, so a resumed training continues the same W&B run
+  (``logger.wandb.resume_id`` names one explicitly, as in BasicSR).
 
 Only the main process records; on the other ranks every method is a no-op. On resume, lines
 of the JSON files past the resumed iteration (written after the saved state) are dropped.
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lkdn.utils.files import write_text_atomic
+from lkdn.utils.frozen import thaw
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +72,31 @@ class IterationTimer:
         return self.iter_time / self.count, self.data_time / self.count
 
 
+WANDB_ID = "wandb_id.txt"
+
+
+def start_wandb(options: Mapping[str, Any], *, wandb_opt: Mapping[str, Any], experiment_dir: Path,
+                resume_iter: int) -> Any:
+    """A W&B run for this training (resumed when the experiment folder holds its id); ``wandb`` must be installed."""
+    try:
+        import wandb
+    except ImportError as err:
+        raise ValueError("logger.wandb.project is set but the wandb package is not installed: pip install wandb, "
+                         "or remove logger.wandb") from err
+    id_file = experiment_dir / WANDB_ID
+    run_id = wandb_opt.get("resume_id") or (id_file.read_text(encoding="utf-8").strip() if id_file.is_file() else None)
+    run_id = run_id or wandb.util.generate_id()
+    write_text_atomic(id_file, run_id + "\n")
+    run = wandb.init(project=wandb_opt["project"], entity=wandb_opt.get("entity"), id=run_id, resume="allow",
+                     name=str(options.get("name")), config=thaw(options), dir=str(experiment_dir),
+                     mode=wandb_opt.get("mode") or "online")
+    logger.info("Weights & Biases run %s (project %s)%s", run_id, wandb_opt["project"],
+                f", resumed at iteration {resume_iter}" if resume_iter else "")
+    return run
+
+
 class TrainingRecords:
-    """Log lines, TensorBoard and JSON-lines records of one run.
+    """Log lines, TensorBoard, W&B and JSON-lines records of one run.
 
     Args:
         name: experiment name (the prefix of log lines).
@@ -77,11 +105,12 @@ class TrainingRecords:
         enabled: False on ranks other than 0.
         total_iter: for the ETA.
         resume_iter: the iteration training starts from (0 for a fresh run).
+        wandb: ``logger.wandb`` (used when it names a ``project``) and the options for the run's config.
     """
 
     def __init__(
         self, *, name: str, experiment_dir: str | Path, tb_dir: str | Path | None, enabled: bool, total_iter: int,
-        resume_iter: int = 0,
+        resume_iter: int = 0, wandb: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
     ) -> None:
         self.name = name
         self.enabled = enabled
@@ -90,6 +119,7 @@ class TrainingRecords:
         self.start_time = time.time()
         self.dir = Path(experiment_dir)
         self.writer = None
+        self.wandb = None
         if not enabled:
             return
         for file in (TRAIN_LOG, METRICS_LOG):
@@ -98,6 +128,29 @@ class TrainingRecords:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=str(tb_dir), purge_step=resume_iter + 1 if resume_iter else None)
+        if wandb is not None and (wandb[0] or {}).get("project"):
+            self.wandb = start_wandb(wandb[1], wandb_opt=wandb[0], experiment_dir=self.dir, resume_iter=resume_iter)
+
+    def _scalars(self, values: Mapping[str, float], step: int) -> None:
+        """``values`` to TensorBoard and W&B at ``step``."""
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(key, value, step)
+        if self.wandb is not None:
+            self.wandb.log(dict(values), step=step)
+
+    def validated(self, current_iter: int) -> bool:
+        """Whether ``metrics.jsonl`` already holds a validation of ``current_iter``."""
+        path = self.dir / METRICS_LOG
+        if not path.is_file():
+            return False
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                if int(json.loads(line).get("iter", -1)) == current_iter:
+                    return True
+            except (json.JSONDecodeError, TypeError, ValueError, AttributeError):
+                continue
+        return False
 
     def _append(self, file: str, record: Mapping[str, Any]) -> None:
         with open(self.dir / file, "a", encoding="utf-8") as handle:
@@ -119,10 +172,7 @@ class TrainingRecords:
                     current_iter, lr_text, eta, iter_time, data_time, loss_text)
         self._append(TRAIN_LOG, {"iter": current_iter, "epoch": epoch, "lr": lrs[0], "time": iter_time,
                                  "data_time": data_time, **losses})
-        if self.writer is not None:
-            for key, value in losses.items():
-                self.writer.add_scalar(f"losses/{key}", value, current_iter)
-            self.writer.add_scalar("train/lr", lrs[0], current_iter)
+        self._scalars({**{f"losses/{k}": v for k, v in losses.items()}, "train/lr": lrs[0]}, current_iter)
 
     def validation(
         self, *, epoch: int, current_iter: int, dataset: str, values: Mapping[str, float],
@@ -134,10 +184,10 @@ class TrainingRecords:
         parts = [f"{k}: {v:.4f} (best {best[k]['val']:.4f} @ iter {best[k]['iter']})" for k, v in values.items()]
         logger.info("Validation %s, iter %d: %s", dataset, current_iter, "; ".join(parts))
         self._append(METRICS_LOG, {"iter": current_iter, "epoch": epoch, "dataset": dataset, **values})
-        if self.writer is not None:
-            for key, value in values.items():
-                self.writer.add_scalar(f"metrics/{dataset}/{key}", value, current_iter)
+        self._scalars({f"metrics/{dataset}/{k}": v for k, v in values.items()}, current_iter)
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        if self.wandb is not None:
+            self.wandb.finish()

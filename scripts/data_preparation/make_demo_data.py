@@ -28,7 +28,7 @@ from lkdn.resize import downscale, mod_crop
 # scikit-image's bundled colour photographs (grey textures are stacked to 3 channels).
 TRAIN_IMAGES = ("astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "stereo_motorcycle", "brick", "gravel")
 TEST_IMAGES = ("coffee", "chelsea")
-TILE = 128  # HR pixels; a multiple of every scale used here
+TILE = 128  # HR pixels, rounded down to a multiple of the scale
 
 
 def load(name: str) -> np.ndarray:
@@ -41,18 +41,20 @@ def load(name: str) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2BGR)
 
 
-def tiles(image: np.ndarray, name: str) -> dict[str, np.ndarray]:
-    """Non-overlapping ``TILE`` x ``TILE`` pieces of ``image``, named ``<name>_<row>_<col>``."""
+def tiles(image: np.ndarray, name: str, size: int = TILE) -> dict[str, np.ndarray]:
+    """Non-overlapping ``size`` x ``size`` pieces of ``image``, named ``<name>_<row>_<col>``."""
     height, width = image.shape[:2]
     return {
-        f"{name}_{y // TILE:02d}_{x // TILE:02d}": image[y : y + TILE, x : x + TILE]
-        for y in range(0, height - TILE + 1, TILE)
-        for x in range(0, width - TILE + 1, TILE)
+        f"{name}_{y // size:02d}_{x // size:02d}": image[y : y + size, x : x + size]
+        for y in range(0, height - size + 1, size)
+        for x in range(0, width - size + 1, size)
     }
 
 
 def make_demo_data(root: Path, *, scale: int = 4) -> dict[str, list[str]]:
     """Write the train and test splits; returns the image names of each split."""
+    if isinstance(scale, bool) or not isinstance(scale, int) or not 1 < scale <= 8:
+        raise ValueError(f"--scale must be an integer from 2 to 8, got {scale!r}")
     splits = {"train": TRAIN_IMAGES, "test": TEST_IMAGES}
     for split, names in splits.items():
         hr_dir, lr_dir = root / split / f"GTmod{scale}", root / split / f"LRbicx{scale}"
@@ -60,7 +62,7 @@ def make_demo_data(root: Path, *, scale: int = 4) -> dict[str, list[str]]:
         lr_dir.mkdir(parents=True, exist_ok=True)
         for name in names:
             image = mod_crop(load(name), scale)
-            pieces = tiles(image, name) if split == "train" else {name: image}
+            pieces = tiles(image, name, TILE - TILE % scale) if split == "train" else {name: image}
             for stem, hr in pieces.items():
                 if not cv2.imwrite(str(hr_dir / f"{stem}.png"), hr) or not cv2.imwrite(
                     str(lr_dir / f"{stem}.png"), downscale(hr, scale)
@@ -74,7 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=Path("datasets/demo"))
     parser.add_argument("--scale", type=int, default=4)
     args = parser.parse_args(argv)
-    splits = make_demo_data(args.root, scale=args.scale)
+    try:
+        splits = make_demo_data(args.root, scale=args.scale)
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     for split, names in splits.items():
         count = len(list((args.root / split / f"GTmod{args.scale}").glob("*.png")))
         print(f"{split}: {count} images from {', '.join(names)} in {args.root / split}")

@@ -8,7 +8,6 @@ Each test is one finding of a hostile-input review; the entry points run in this
 from __future__ import annotations
 
 import errno
-import importlib.util
 import json
 import math
 import os
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from conftest import load_script
 from reliability_common import (
     METRICS,
     ROOT,
@@ -55,11 +55,7 @@ TINY_NET = {"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1, "upsc
 
 
 def script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"hostile_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"scripts/{name}.py")
 
 
 @pytest.fixture(scope="module")
@@ -497,3 +493,16 @@ def test_profiler_output_is_what_was_asked_for(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     for noise in ("gpuGetDeviceCount", "USDT", "FutureWarning", "UserWarning", "Warning:"):
         assert noise not in done.stdout + done.stderr, noise
+
+
+def test_use_flip_of_older_configs_means_use_hflip(tmp_path: Path, data) -> None:
+    from lkdn.options import parse_options
+
+    opt = options(*data, name="flip")
+    del opt["datasets"]["train"]["use_hflip"]
+    opt["datasets"]["train"]["use_flip"] = False
+    parsed = parse_options(write_yaml(tmp_path, opt), is_train=True, root_path=tmp_path)
+    assert parsed["datasets"]["train"]["use_hflip"] is False and "use_flip" not in parsed["datasets"]["train"]
+    opt["datasets"]["train"]["use_hflip"] = True
+    with pytest.raises(OptionsError, match="use_flip and use_hflip disagree"):
+        parse_options(write_yaml(tmp_path, opt), is_train=True, root_path=tmp_path)

@@ -9,14 +9,13 @@ re-parameterization, conversion and ``scripts/inference.py``; ``network_g.type: 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from conftest import load_script
 from reliability_common import METRICS, TINY, VAL, make_images
 
 from lkdn import Upscaler, build_network
@@ -29,11 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def script(name: str):
-    spec = importlib.util.spec_from_file_location(f"lkdn_script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"scripts/{name}.py")
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -139,3 +141,55 @@ def test_the_test_pipeline_survives_an_image_too_large_for_memory(tmp_path: Path
     assert test_entry.main(argv) == plain  # LR images are 64x64: each one falls back to tiles, exactly
     assert warnings.messages == ["out of memory on a 64x64 input (OutOfMemoryError: CUDA out of memory. Tried to allocate "
                         "2.00 GiB); retrying with 32x32 tiles and 15 pixels of context"] * 4
+
+
+def test_an_output_too_large_for_memory_is_said_at_once(net: nn.Module, monkeypatch: pytest.MonkeyPatch,
+                                                        warnings: _Messages) -> None:
+    """An 8000x8000 LR image at x2: the 16000x16000 output itself does not fit, so no tile size is tried."""
+    limited = MemoryLimited(net, limit=10, error="cpu")
+    empty = torch.empty
+
+    def no_room_for_big_buffers(*shape: Any, **kwargs: Any) -> torch.Tensor:
+        dims = shape[0] if len(shape) == 1 and isinstance(shape[0], tuple) else shape
+        if math.prod(dims) > 10**8:
+            raise ERRORS["cpu"]()
+        return empty(*shape, **kwargs)
+
+    monkeypatch.setattr(torch, "empty", no_room_for_big_buffers)
+    lr = torch.rand(1, 3, 8000, 8000)  # 768 MB of LR input; the network sees only its tiles
+    with pytest.raises(InferenceMemoryError, match=r"out of memory on a 8000x8000 input .*: the 16000x16000 output alone "
+                                                   r"needs 2\.9 GiB on cpu; no tile size helps"):
+        run_network(limited, lr, scale=2)
+    assert len(limited.sizes) == 1 and warnings.messages == []  # one attempt, no retries
+
+
+def test_the_inference_script_goes_on_with_the_next_image(tmp_path: Path, net: nn.Module,
+                                                          monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import importlib.util
+    import sys
+
+    import cv2
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("inference_script", Path(__file__).parents[2] / "scripts" / "inference.py")
+    inference = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = inference
+    spec.loader.exec_module(inference)
+    save_file({"params": net.state_dict()}, tmp_path / "w.pth")
+    yml = write_yaml(tmp_path, {"name": "big", "scale": 2, "network_g": TINY_NET,
+                                "path": {"pretrain_network_g": str(tmp_path / "w.pth")}})
+    (tmp_path / "in").mkdir()
+    for name, size in (("a_big", 40), ("b_small", 8)):
+        cv2.imwrite(str(tmp_path / "in" / f"{name}.png"), np.full((size, size, 3), 128, np.uint8))
+    call = Upscaler.__call__
+
+    def big_fails(self: Upscaler, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        if x.shape[-1] >= 40:
+            raise InferenceMemoryError("out of memory on a 40x40 input: the 80x80 output alone needs 0.0 GiB on cpu")
+        return call(self, x, **kwargs)
+
+    monkeypatch.setattr(Upscaler, "__call__", big_fails)
+    assert inference.main(["-opt", str(yml), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "a_big.png: out of memory on a 40x40 input" in err and "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b_small.png"]
