@@ -6,6 +6,7 @@ corrupted IR / .param files refused with an error naming the file."""
 from __future__ import annotations
 
 import logging
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -293,3 +294,27 @@ def test_corrupted_ncnn_files_are_refused_naming_the_file(exported_files: dict[s
         NcnnBackend(short)
     with pytest.raises(BackendError, match="not found"):
         NcnnBackend(param, tmp_path / "absent.bin")
+
+
+SIGNAL_AFTER_TWO_MODELS = """
+import gc, signal, torch
+from lkdn import Upscaler, build_network
+net = build_network({"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscale": 2})
+first = Upscaler(net, backend="openvino", threads=1, device="cpu")
+second = Upscaler(net, backend="openvino", threads=1, device="cpu")
+first(torch.rand(1, 3, 12, 14)), second(torch.rand(1, 3, 12, 14))
+del first; gc.collect()
+del second; gc.collect()  # destroyed in the order they were built
+signal.signal(signal.SIGTERM, lambda sig, frame: print("handler ran", flush=True))
+signal.raise_signal(signal.SIGTERM)  # what training's SIGTERM handling meets after a backend test
+print("still running")
+"""
+
+
+def test_openvino_models_leave_the_signal_stack_usable() -> None:
+    """Two OpenVINO models destroyed in build order once left the thread's signal stack freed: SIGTERM then crashed."""
+    needs("openvino")
+    done = subprocess.run([sys.executable, "-c", SIGNAL_AFTER_TWO_MODELS], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, check=False)
+    assert done.returncode == 0, f"exit status {done.returncode} (-11: SIGSEGV)\n{done.stderr[-2000:]}"
+    assert done.stdout.split() == ["handler", "ran", "still", "running"]

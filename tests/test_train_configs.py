@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 import yaml
 from basicsr.losses import build_loss
 from conftest import shared_file
-from test_train_common import make_pairs, read_jsonl
+from test_train_common import make_pairs, read_jsonl, run_training  # noqa: F401 (fixture)
 
 from lkdn import build_network
 from lkdn.options import parse_options
@@ -95,15 +94,8 @@ def test_official_lkdn_x4_recipe_runs_with_only_data_paths_changed(tmp_path: Pat
         text = text.replace(old, str(new))
     options = tmp_path / "train_LKDN_x4.yml"
     options.write_text(text)
-    # only the length and the batch are cut, for the CPU: 2 iterations of batch 2 (6 loader workers as configured).
-    # Run as a user runs it, in a process of its own: its 6 forked loader workers then start from a fresh
-    # interpreter, not from this test process with every runtime of the suite loaded.
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "lkdn" / "train.py"), "-opt", str(options), "--root_path", str(tmp_path),
-         "--force_yml", "train:total_iter=2", "datasets:train:batch_size_per_gpu=2"],
-        capture_output=True, text=True, timeout=900, check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    # only the length and the batch are cut, for the CPU: 2 iterations of batch 2 (6 loader workers as configured)
+    assert run_training(options, tmp_path, "--force_yml", "train:total_iter=2", "datasets:train:batch_size_per_gpu=2") == 0
 
     name = "LKDN_C56_A56_BSConvU_adan_ema_x4_DF2K_1000k"
     exp = tmp_path / "experiments" / name

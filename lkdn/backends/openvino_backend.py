@@ -21,6 +21,7 @@ precision we recorded and uses the CPU's default hint (``bf16`` where supported)
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
 import logging
 import os
@@ -67,6 +68,39 @@ def quantization_scope(net: nn.Module) -> list[str]:
     return patterns
 
 
+class _SignalStack(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextlib.contextmanager
+def keep_signal_stack() -> Any:
+    """Put the calling thread's alternate signal stack back as it was after the block (POSIX; elsewhere a no-op).
+
+    OpenVINO's CPU plugin installs an alternate signal stack of its own on the thread that
+    compiles a model, and puts back the one it found when that model is destroyed. Two models
+    destroyed in the order they were built leave the thread's stack pointing to freed memory,
+    and the next signal handled there (Python's handlers run on that stack: SIGTERM, Ctrl-C)
+    kills the process with SIGSEGV instead of running the handler. Restoring the stack right
+    after compiling keeps every model's saved stack the thread's own, whatever the order.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        sigaltstack = libc.sigaltstack
+    except (OSError, AttributeError):  # not a POSIX libc (Windows)
+        yield
+        return
+    saved = _SignalStack()
+    if sigaltstack(None, ctypes.byref(saved)) != 0:
+        yield
+        return
+    try:
+        yield
+    finally:
+        current = _SignalStack()
+        if sigaltstack(None, ctypes.byref(current)) == 0 and (current.ss_sp, current.ss_size) != (saved.ss_sp, saved.ss_size):
+            sigaltstack(ctypes.byref(saved), None)
+
+
 def quantize(model: Any, calibration: Sequence[np.ndarray], *, ignored: Sequence[str]) -> Any:
     """``nncf.quantize`` of an OpenVINO model on ``calibration`` (1,C,H,W float32 arrays in [0, 1])."""
     nncf = require("nncf", needed_for="int8 quantization (backend 'openvino')")
@@ -76,7 +110,8 @@ def quantize(model: Any, calibration: Sequence[np.ndarray], *, ignored: Sequence
     level = nncf_logger.level
     nncf.set_log_level(logging.WARNING)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars
+        # NNCF's progress bars; NNCF compiles models of its own to collect statistics
+        with contextlib.redirect_stdout(io.StringIO()), keep_signal_stack():
             return nncf.quantize(
                 model, nncf.Dataset(list(calibration)), subset_size=len(calibration),
                 preset=nncf.QuantizationPreset.MIXED, ignored_scope=nncf.IgnoredScope(patterns=list(ignored), validate=False),
@@ -126,11 +161,12 @@ class OpenVINOBackend(Runtime):
         self.model = model
         properties = {"INFERENCE_PRECISION_HINT": HINTS[precision], "INFERENCE_NUM_THREADS": self.threads,
                       "PERFORMANCE_HINT": "LATENCY", **(config or {})}
-        try:
-            self.compiled = core.compile_model(model, "CPU", properties)
-        except Exception as err:  # OpenVINO raises RuntimeError subclasses of its own
-            raise BackendError(f"OpenVINO cannot compile {self.source}: {err}") from err
-        self.request = self.compiled.create_infer_request()
+        with keep_signal_stack():
+            try:
+                self.compiled = core.compile_model(model, "CPU", properties)
+            except Exception as err:  # OpenVINO raises RuntimeError subclasses of its own
+                raise BackendError(f"OpenVINO cannot compile {self.source}: {err}") from err
+            self.request = self.compiled.create_infer_request()
 
     def read(self, path: str | os.PathLike[str], *, core: Any) -> Any:
         """Read an IR (``.xml`` with its ``.bin``) or ONNX file; a :class:`BackendError` names a bad file."""
