@@ -80,6 +80,7 @@ def main() -> None:
             continue
         spec = importlib.util.spec_from_file_location(f"bench_{name}", HERE / f"bench_{name}.py")
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses (and pickling) look their module up there
         spec.loader.exec_module(module)
         print(f"== bench_{name}.py", file=sys.stderr, flush=True)
         body = module.run(ctx)

@@ -20,7 +20,10 @@ def load_runner(bench_dir: Path):
 
 
 def fake_bench(folder: Path, name: str, text: str) -> None:
-    (folder / f"bench_{name}.py").write_text(f"def run(ctx):\n    return {text!r}\n", encoding="utf-8")
+    """A bench module with a dataclass, as the real ones have (it needs its module in sys.modules)."""
+    source = ("from dataclasses import dataclass\n\n@dataclass\nclass Row:\n    text: str\n\n"
+              f"def run(ctx):\n    return Row({text!r}).text\n")
+    (folder / f"bench_{name}.py").write_text(source, encoding="utf-8")
 
 
 def run_main(runner, monkeypatch, *argv: str) -> None:
