@@ -21,7 +21,8 @@ user's. ``auto`` is timed after its first call (which chose; the choice and its 
 are listed).
 
 Quick mode (``LKDN_BENCH_QUICK=1`` or ``--quick``): LKDN-S only, LR 128x72, 2 rounds, to check the
-benchmark runs. ``LKDN_BENCH_ROUNDS`` overrides the number of rounds (default 5).
+benchmark runs. ``LKDN_BENCH_ROUNDS`` overrides the number of rounds (default 5), ``LKDN_BENCH_SIZES``
+the LR sizes (``320x180,1280x720``, width x height).
 
     python benchmarks/run.py --only backends --threads 2       # into docs/benchmarks.md
     LKDN_BENCH_QUICK=1 python benchmarks/bench_backends.py     # a quick look, printed
@@ -476,6 +477,8 @@ def run(ctx: dict) -> str:
     rounds = int(os.environ.get("LKDN_BENCH_ROUNDS", QUICK_ROUNDS if quick else ROUNDS))
     networks = {k: v for k, v in NETWORKS.items() if not quick or k in QUICK_NETWORKS}
     sizes = QUICK_SIZES if quick else SIZES
+    if os.environ.get("LKDN_BENCH_SIZES"):  # e.g. "320x180,1280x720" (W x H of the LR input)
+        sizes = tuple((int(h), int(w)) for w, h in (item.split("x") for item in os.environ["LKDN_BENCH_SIZES"].split(",")))
     torch.set_num_threads(threads)
     lines = [
         "## Backends: every CPU runtime and precision side by side",

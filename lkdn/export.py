@@ -47,6 +47,10 @@ DEFAULT_OPSET = 17
 FP32_TOLERANCE = 1e-4
 """Largest accepted |onnxruntime - PyTorch| for a float32 export (output in [0, 1] units)."""
 FP16_TOLERANCE = 1e-2
+NOISE_TOLERANCE = 5e-4
+"""float32 default on the uniform-noise check (the hardest input for rounding): networks that compute
+at 255x the image scale (SPAN: ``(x - mean) * 255``) differ there by up to 1.6e-4 (SPAN c28, official
+weights); on images every network stays within :data:`FP32_TOLERANCE`."""
 """Largest accepted |onnxruntime float16 - PyTorch float32| for a mixed-precision export."""
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -296,7 +300,7 @@ def export_onnx(
         check_images: ``(name, uint8 BGR image)`` pairs run through both; with a static
             shape they are cropped to ``size`` (top left), or mirrored where smaller.
         tolerance: largest accepted max |onnxruntime - PyTorch|; default
-            :data:`FP32_TOLERANCE` or :data:`FP16_TOLERANCE`.
+            :data:`FP32_TOLERANCE` (:data:`NOISE_TOLERANCE` on the random batch) or :data:`FP16_TOLERANCE`.
         reference: the float32 network whose output must be reproduced (default ``net``).
         metadata: extra ``metadata_props`` stored in the ONNX file.
 
@@ -306,6 +310,7 @@ def export_onnx(
     """
     _, ort = _require_onnx()
     path = Path(path)
+    noise_tolerance = NOISE_TOLERANCE if tolerance is None and not fp16 else None
     tolerance = (FP16_TOLERANCE if fp16 else FP32_TOLERANCE) if tolerance is None else tolerance
     reference = net if reference is None else reference
     dtype = torch.float16 if fp16 else torch.float32
@@ -317,10 +322,13 @@ def export_onnx(
     )
     inputs = _check_inputs(check_images, dynamic=dynamic, size=size, channels=channels)
     report.checks = _compare(data, reference, inputs)
+    def limit(check: ExportCheck) -> float:
+        return noise_tolerance if check.name == "random" and noise_tolerance is not None else tolerance
+
     failures = [
-        f"{c.name} {c.shape}: max abs difference {c.max_abs:.3e} > tolerance {tolerance:.1e}"
+        f"{c.name} {c.shape}: max abs difference {c.max_abs:.3e} > tolerance {limit(c):.1e}"
         for c in report.checks
-        if not c.max_abs <= tolerance
+        if not c.max_abs <= limit(c)
     ]
     if failures:
         raise ExportError(f"refusing to write {path}: onnxruntime does not reproduce PyTorch:\n  " + "\n  ".join(failures))
