@@ -198,15 +198,12 @@ def verification_table(threads: int) -> str:
 
 
 def write_between_markers(path: Path, marker: str, text: str) -> None:
-    from lkdn.utils.files import write_text_atomic
+    from lkdn.utils.files import replace_between_markers
 
-    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
-    content = path.read_text(encoding="utf-8")
-    if start not in content or end not in content:
-        raise SystemExit(f"{path}: no {start} ... {end} markers to replace")
-    head, rest = content.split(start, 1)
-    _, tail = rest.split(end, 1)
-    write_text_atomic(path, f"{head}{start}\n{text}\n{end}{tail}")
+    try:
+        replace_between_markers(path, marker, text)
+    except ValueError as err:
+        raise SystemExit(str(err)) from err
 
 
 def main() -> None:

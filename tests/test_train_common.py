@@ -137,15 +137,21 @@ def tiny_data_fixture(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def write_options(folder: Path, *, hr: Path, lr: Path, name: str = "tiny", **changes: Any) -> Path:
-    """Write the tiny YAML with ``changes`` (``section__key=value`` for nested keys) and return its path."""
-    opt = yaml.safe_load(TINY_YAML.format(name=name, hr=hr, lr=lr))
+def apply_changes(opt: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """Set ``section__key=value`` entries (``__`` separates nested keys) in ``opt``, in place; returns it."""
     for key, value in changes.items():
         node = opt
         parts = key.split("__")
         for part in parts[:-1]:
             node = node[part]
         node[parts[-1]] = value
+    return opt
+
+
+def write_options(folder: Path, *, hr: Path, lr: Path, name: str = "tiny", **changes: Any) -> Path:
+    """Write the tiny YAML with ``changes`` (``section__key=value`` for nested keys) and return its path."""
+    opt = yaml.safe_load(TINY_YAML.format(name=name, hr=hr, lr=lr))
+    apply_changes(opt, changes)
     path = folder / f"{name}.yml"
     path.write_text(yaml.safe_dump(opt, sort_keys=False), encoding="utf-8")
     return path

@@ -78,6 +78,22 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     return write_atomic(path, text.encode("utf-8"))
 
 
+def replace_between_markers(path: str | os.PathLike[str], marker: str, text: str) -> Path:
+    """Replace what stands between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` in a text file, atomically.
+
+    Raises:
+        ValueError: the file lacks one of the two markers (the message names both and the file).
+    """
+    path = Path(path)
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    content = path.read_text(encoding="utf-8")
+    if start not in content or end not in content:
+        raise ValueError(f"{path}: no {start} ... {end} block to replace")
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return write_text_atomic(path, f"{head}{start}\n{text.rstrip()}\n{end}{tail}")
+
+
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
     """:func:`write_atomic` of strict JSON (indent 2): NaN and infinity are a ``ValueError``, not invalid JSON."""
     return write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")

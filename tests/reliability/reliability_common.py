@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 import yaml
+from test_train_common import apply_changes  # noqa: E402 (tests/ is on the path, as for conftest)
 
 import lkdn  # noqa: F401 (registers)
 from lkdn.training.pipeline import train_pipeline
@@ -79,13 +80,7 @@ def options(hr: Path, lr: Path, *, name: str = "tiny", val: bool = False, **chan
     if val:
         opt["datasets"]["val"] = dict(VAL, dataroot_gt=str(hr), dataroot_lq=str(lr))
         opt["val"] = {"val_freq": 1000, "metrics": METRICS}
-    for key, value in changes.items():
-        node = opt
-        parts = key.split("__")
-        for part in parts[:-1]:
-            node = node[part]
-        node[parts[-1]] = value
-    return opt
+    return apply_changes(opt, changes)
 
 
 def write_yaml(folder: Path, opt: dict[str, Any]) -> Path:
