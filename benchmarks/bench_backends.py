@@ -20,6 +20,11 @@ default options on pnnx's default output (float16 weights). The rest go through
 user's. ``auto`` is timed after its first call (which chose; the choice and its measured times
 are listed).
 
+Memory: at 1280x720 a worker holds up to 13 GiB (onnxruntime's arena for LKDN x4), so not every
+candidate can be alive at once. The larger sizes keep the first size's fastest default alive and
+set the others up in sub-groups, each interleaved with it, as free memory allows (each
+candidate's need predicted from its peak at the first size; see :func:`measure_group`).
+
 Quick mode (``LKDN_BENCH_QUICK=1`` or ``--quick``): LKDN-S only, LR 128x72, 2 rounds, to check the
 benchmark runs. ``LKDN_BENCH_ROUNDS`` overrides the number of rounds (default 5), ``LKDN_BENCH_SIZES``
 the LR sizes (``320x180,1280x720``, width x height).
@@ -33,7 +38,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -50,6 +55,10 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine_facts import cpu_model_and_flags, memory_available  # noqa: E402
 
 NETWORKS = {
     "LKDN x4": "options/test/LKDN/test_LKDN_x4.yml",
@@ -143,17 +152,9 @@ def load_network(yml: str) -> tuple[torch.nn.Module, int, str]:
         return build_network(opt["network_g"]).eval(), opt.scale, "random weights (checkpoint not found)"
 
 
-def machine_line(threads: int) -> str:
-    """CPU model, the ISA flags that matter here, threads and the runtimes' versions."""
-    cpu, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+def machine_line(threads: int, *, cpu_model: bool = True) -> str:
+    """ISA flags that matter here, threads and the runtimes' versions (after the CPU model, unless not ``cpu_model``)."""
+    cpu, flags = cpu_model_and_flags()
     isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
            if f in flags]
     versions = [f"torch {torch.__version__}"]
@@ -164,8 +165,8 @@ def machine_line(threads: int) -> str:
             versions.append(f"{module} {version}")
         except ImportError:
             versions.append(f"{module} not installed")
-    return (f"CPU: {cpu} ({os.cpu_count()} logical cores; ISA: {', '.join(isa) or 'none of note'}), "
-            f"{threads} threads per candidate; {', '.join(versions)}")
+    where = f"CPU: {cpu} ({os.cpu_count()} logical cores; ISA: " if cpu_model else "CPU ISA: "
+    return f"{where}{', '.join(isa) or 'none of note'}{')' if cpu_model else ''}, {threads} threads per candidate; {', '.join(versions)}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,6 +285,7 @@ def worker() -> None:
                         info["max_abs"] = float((out - ref).abs().max())
                         mse = float((out - ref).pow(2).mean())
                         info["psnr"] = math.inf if mse == 0 else 10 * math.log10(1 / mse)
+                info["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
                 runtime = getattr(forward, "runtime", None)
                 if runtime is not None and hasattr(runtime, "times_ms"):
                     info["auto"] = {"chosen": runtime.chosen, "times_ms": runtime.times_ms}
@@ -323,7 +325,12 @@ class Worker:
         except BrokenPipeError:
             line = ""
         if not line:
-            return {"ok": False, "error": f"the worker died (exit status {self.process.poll()}); log: {self.log.name}"}
+            try:
+                status = self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # it closed its output but still runs
+                status = None
+            killed = " (SIGKILL: out of memory?)" if status == -9 else ""
+            return {"ok": False, "error": f"the worker died (exit status {status}{killed})"}
         return json.loads(line)
 
     def close(self) -> None:
@@ -374,42 +381,102 @@ def export_files(net: torch.nn.Module, folder: Path, scale: int) -> dict[str, st
     return files
 
 
+MEMORY_MARGIN_BYTES = 1 << 30
+"""Free memory kept besides 1.5 x the largest worker seen, before one more candidate is set up."""
+
+
+def _short_of_memory(need: float) -> bool:
+    """Less than ``need`` bytes (and the margin) are free."""
+    available = memory_available()
+    return available is not None and available < need + MEMORY_MARGIN_BYTES
+
+
+def scaled_peaks(results: list[Result], ratio: float) -> dict[str, float]:
+    """Each candidate's expected peak memory on an input ``ratio`` times as large as that of ``results``' group.
+
+    The smallest peak of the group stands for what every worker holds whatever the input (Python,
+    torch, the runtimes' libraries); the rest of each worker's peak grows with the pixels.
+    """
+    peaks = {r.candidate.key: float(r.info["peak_bytes"]) for r in results if r.info.get("peak_bytes")}
+    if not peaks:
+        return {}
+    fixed = min(peaks.values())
+    return {key: fixed + (peak - fixed) * ratio for key, peak in peaks.items()}
+
+
+def _interleave(workers: Mapping[str, Worker], results: Mapping[str, Result], rounds: int) -> None:
+    """``rounds`` rounds of one forward per live worker, the order rotated each round."""
+    keys = [k for k in workers if not results[k].error]
+    for r in range(rounds):
+        for key in keys[r % max(len(keys), 1):] + keys[:r % max(len(keys), 1)]:
+            if results[key].error:
+                continue
+            time.sleep(PAUSE_S)
+            answer = workers[key].ask({"cmd": "run"})
+            if answer.get("ok"):
+                results[key].times.append(answer["ms"])
+            else:
+                results[key].error = answer["error"]
+
+
 def measure_group(
     candidates: tuple[Candidate, ...], *, yml: str, size: tuple[int, int], threads: int, rounds: int, files: Mapping[str, str],
-    reference: Path | None, accuracy_size: tuple[int, int], folder: Path,
+    reference: Path | None, accuracy_size: tuple[int, int], folder: Path, notes: list[str] | None = None,
+    anchor: str | None = None, expected_peaks: Mapping[str, float] | None = None,
 ) -> list[Result]:
-    """Set up every candidate in its own process, then time them in interleaved rounds."""
-    results, workers = [], []
-    for candidate in candidates:
-        result = Result(candidate)
+    """Set up every candidate in its own process, then time them in interleaved rounds.
+
+    The baselines are set up first and stay up: every default candidate, or only ``anchor``
+    (the fastest default of an earlier group) when given; then the other defaults are ordinary
+    candidates. When free memory runs short of what the next candidate is expected to need
+    (``expected_peaks``: its peak in a smaller group, scaled; else 1.5 x the largest worker so
+    far; large inputs: every runtime keeps its buffers, onnxruntime's arena for LKDN x4 at
+    1280x720 holds 13 GB), the candidates set up until then are timed together with the baselines and closed before
+    the next one starts: a sub-group. The baselines take part in every sub-group, so every
+    candidate is timed side by side with them; their medians are over all their rounds.
+    ``notes`` gets a line when a group needed more than one sub-group.
+    """
+    results = {c.key: Result(c) for c in candidates}
+    baselines: dict[str, Worker] = {}
+    batch: dict[str, Worker] = {}
+    peak, subgroups = 0, 0
+
+    def is_baseline(c: Candidate) -> bool:
+        return c.key == anchor if anchor else c.default
+
+    for candidate in sorted(candidates, key=lambda c: not is_baseline(c)):  # the baselines first, else in order
+        need = (expected_peaks or {}).get(candidate.key, 1.5 * peak)
+        if batch and _short_of_memory(need):
+            _interleave({**baselines, **batch}, results, rounds)
+            for w in batch.values():
+                w.close()
+            batch.clear()
+            subgroups += 1
+        result = results[candidate.key]
         worker = Worker(folder / f"{candidate.key}-{size[1]}x{size[0]}.log")
         spec = {"key": candidate.key, "yml": yml, "size": list(size), "threads": threads, "files": dict(files),
                 "reference": str(reference) if reference else None, "accuracy_size": list(accuracy_size)}
         answer = worker.ask({"cmd": "setup", "spec": spec})
         if answer.pop("ok"):
             result.info = answer
+            peak = max(peak, int(answer.get("peak_bytes", 0)))
+            (baselines if is_baseline(candidate) else batch)[candidate.key] = worker
         else:
             result.error = answer["error"]
             worker.close()
-            worker = None
-        results.append(result)
-        workers.append(worker)
         print(f"   set up {candidate.key}: {result.error or 'ok'}", file=sys.stderr, flush=True)
-    live = [i for i, w in enumerate(workers) if w is not None]
-    for r in range(rounds):
-        for i in live[r % max(len(live), 1):] + live[:r % max(len(live), 1)]:
-            if results[i].error:
-                continue
-            time.sleep(PAUSE_S)
-            answer = workers[i].ask({"cmd": "run"})
-            if answer.get("ok"):
-                results[i].times.append(answer["ms"])
-            else:
-                results[i].error = answer["error"]
-    for w in workers:
-        if w is not None:
-            w.close()
-    return results
+    if batch or not subgroups:
+        _interleave({**baselines, **batch}, results, rounds)
+        subgroups += 1
+    for w in [*baselines.values(), *batch.values()]:
+        w.close()
+    if subgroups > 1 and notes is not None:
+        notes.append(
+            f"Timed in {subgroups} sub-groups (free memory: the largest worker peaked at {peak / 2**30:.1f} GiB), each "
+            f"interleaved with {', '.join(results[k].candidate.label for k in baselines) or 'no baseline'}, "
+            f"which ran {rounds} rounds in each"
+        )
+    return [results[c.key] for c in candidates]
 
 
 def _fmt(value: float | None, pattern: str) -> str:
@@ -483,7 +550,7 @@ def run(ctx: dict) -> str:
     lines = [
         "## Backends: every CPU runtime and precision side by side",
         "",
-        machine_line(threads) + ".",
+        machine_line(threads, cpu_model=False) + ".",
         "",
         f"{'QUICK MODE (a check that the benchmark runs, not a measurement): ' if quick else ''}"
         f"each candidate in its own process pinned to {threads} cores, {rounds} interleaved rounds "
@@ -512,12 +579,23 @@ def run(ctx: dict) -> str:
             reference = net_folder / "reference.npy"
             with torch.inference_mode():
                 np.save(reference, net(photo(accuracy_size)).numpy())
+            anchor, expected = None, None
             for index, size in enumerate(sizes):
                 multi_adds = conv_counts(net, (1, 3, *size)).multi_adds
+                notes: list[str] = []
                 results = measure_group(
                     CANDIDATES, yml=yml, size=size, threads=threads, rounds=rounds, files=files,
                     reference=reference if index == 0 else None, accuracy_size=accuracy_size, folder=net_folder,
+                    notes=notes, anchor=anchor, expected_peaks=expected,
                 )
+                if index == 0:
+                    first_results, first_pixels = results, size[0] * size[1]
+                if index + 1 < len(sizes):  # what each candidate will need at the next size
+                    following = sizes[index + 1]
+                    expected = scaled_peaks(first_results, following[0] * following[1] / first_pixels)
+                timed_defaults = [r for r in results if r.candidate.default and r.times]
+                if anchor is None and timed_defaults:  # the larger sizes keep this one alive in every sub-group
+                    anchor = min(timed_defaults, key=lambda r: r.median).candidate.key
                 lines += [
                     "", f"### {name}, LR {size[1]}x{size[0]} -> x{scale} ({weights}; {multi_adds / 1e9:.2f} G Multi-Adds)", "",
                     "| candidate | precision | median ms | min-max ms | vs fastest default | max abs vs fp32 | PSNR vs fp32 dB "
@@ -525,7 +603,7 @@ def run(ctx: dict) -> str:
                     "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
                 ]
                 lines += section_rows(results, gflop=2 * multi_adds / 1e9, peaks=peaks)
-                lines += [""] + [f"* {line}" for line in goal_lines(results)]
+                lines += [""] + [f"* {line}" for line in goal_lines(results) + notes]
                 for r in results:
                     if "auto" in r.info:
                         times = ", ".join(f"{k} {v:.1f} ms" for k, v in sorted(r.info["auto"]["times_ms"].items(),

@@ -23,18 +23,16 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from machine_facts import cpu_model_and_flags  # noqa: E402
+
 OUTPUT = HERE.parent / "docs" / "benchmarks.md"
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu, _ = cpu_model_and_flags()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return (
         f"CPU: {cpu} ({os.cpu_count()} logical cores), GPU: {gpu}, torch {torch.__version__}, "

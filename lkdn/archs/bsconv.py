@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lkdn.archs import ops
+
 
 class BSConvU(nn.Module):
     """Pointwise conv (no bias) then depthwise conv (with bias).
@@ -39,6 +41,12 @@ class BSConvU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dw(self.pw(x))
+
+    def forward_act(self, x: torch.Tensor, act: nn.Module) -> torch.Tensor:
+        """``act(self(x))`` with ``act`` fused into the depthwise conv where :func:`lkdn.archs.ops.conv_act` can."""
+        if type(self).forward is not BSConvU.forward:  # a subclass computes something else (BSConvU_idt)
+            return ops.activate(act, self(x))
+        return ops.conv_act(self.dw, act, self.pw(x))
 
 
 class BSConvU_idt(BSConvU):  # noqa: N801 (official name, used in YAML)

@@ -45,17 +45,18 @@ class DistillationBody(nn.Module):
         self.c5 = nn.Conv2d(dc * 4, fused_channels or channels, 1)
 
     def _remaining(self, conv: nn.Module, r: torch.Tensor) -> torch.Tensor:
-        out = conv(r)
-        return ops.activate(self.act, ops.add(out, r) if self.shallow_residual else out)
+        if not self.shallow_residual:
+            return ops.conv_act(conv, self.act, r)
+        return ops.activate(self.act, ops.add(conv(r), r))
 
     def distill(self, x: torch.Tensor) -> torch.Tensor:
         """The fused distilled features ``c5(cat(d1, d2, d3, r4))``."""
         act = self.act
-        d1 = ops.activate(act, self.c1_d(x))
+        d1 = ops.conv_act(self.c1_d, act, x)
         r1 = self._remaining(self.c1_r, x)
-        d2 = ops.activate(act, self.c2_d(r1))
+        d2 = ops.conv_act(self.c2_d, act, r1)
         r2 = self._remaining(self.c2_r, r1)
-        d3 = ops.activate(act, self.c3_d(r2))
+        d3 = ops.conv_act(self.c3_d, act, r2)
         r3 = self._remaining(self.c3_r, r2)
-        r4 = ops.activate(act, self.c4(r3))
+        r4 = ops.conv_act(self.c4, act, r3)
         return self.c5(torch.cat([d1, d2, d3, r4], dim=1))

@@ -50,6 +50,10 @@ class FoldedConv3XC(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.eval_conv(x)
 
+    def forward_act(self, x: torch.Tensor, act: nn.Module) -> torch.Tensor:
+        """``act(self(x))`` as one fused convolution where :func:`lkdn.archs.ops.conv_act` can."""
+        return ops.conv_act(self.eval_conv, act, x)
+
 
 class _FoldedKernel(nn.Module):
     """``eval_conv`` of the training form: the folded kernel as buffers (state-dict keys only)."""
@@ -132,8 +136,8 @@ class SPAB(nn.Module):
         self.act1 = nn.SiLU()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        o1 = ops.activate(self.act1, self.c1_r(x))
-        o3 = self.c3_r(ops.activate(self.act1, self.c2_r(o1)))
+        o1 = ops.conv_act(self.c1_r, self.act1, x)
+        o3 = self.c3_r(ops.conv_act(self.c2_r, self.act1, o1))
         att = torch.sigmoid(o3) - 0.5
         return ops.mul(ops.add(o3, x), att), o1, att
 

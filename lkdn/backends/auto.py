@@ -25,9 +25,9 @@ logger = logging.getLogger(__name__)
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
-ROUNDS = 2
+ROUNDS = 3
 """Timed runs per candidate (interleaved); the minimum counts."""
-DROP_FACTOR = 2.0
+DROP_FACTOR = 1.5
 """After the first round, candidates slower than this times the fastest are not timed again."""
 PAUSE_S = 0.05
 """Idle time before each timed run: the thread pool of the runtime that ran last (OpenMP, TBB, onnxruntime

@@ -1,0 +1,161 @@
+"""``benchmarks/bench_backends.py``: candidates that do not fit in memory together are timed in sub-groups."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_backends_under_test", ROOT / "benchmarks" / "bench_backends.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+class FakeWorker:
+    """Stands for a candidate's process: records which workers were alive at each timed run."""
+
+    alive: set[str] = set()
+    runs: list[tuple[str, frozenset[str]]] = []
+
+    def __init__(self, log: Path) -> None:
+        self.key = None
+
+    def ask(self, command):
+        if command["cmd"] == "setup":
+            self.key = command["spec"]["key"]
+            FakeWorker.alive.add(self.key)
+            return {"ok": True, "peak_bytes": 3 << 30}
+        FakeWorker.runs.append((self.key, frozenset(FakeWorker.alive)))
+        return {"ok": True, "ms": 10.0}
+
+    def close(self) -> None:
+        FakeWorker.alive.discard(self.key)
+
+
+@pytest.fixture
+def fake(bench, monkeypatch):
+    FakeWorker.alive, FakeWorker.runs = set(), []
+    monkeypatch.setattr(bench, "Worker", FakeWorker)
+    monkeypatch.setattr(bench, "PAUSE_S", 0.0)
+    return bench
+
+
+def group(bench, tmp_path, rounds=2, notes=None):
+    return bench.measure_group(bench.CANDIDATES, yml="x.yml", size=(72, 128), threads=1, rounds=rounds, files={},
+                               reference=None, accuracy_size=(72, 128), folder=tmp_path, notes=notes)
+
+
+def test_enough_memory_one_group(fake, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(fake, "memory_available", lambda: 1 << 40)
+    notes: list[str] = []
+    results = group(fake, tmp_path, notes=notes)
+    everyone = frozenset(c.key for c in fake.CANDIDATES)
+    assert [r.candidate for r in results] == list(fake.CANDIDATES)  # reported in the table's order
+    assert all(len(r.times) == 2 for r in results)
+    assert all(alive == everyone for _, alive in FakeWorker.runs) and not notes and not FakeWorker.alive
+
+
+def test_short_of_memory_sub_groups_keep_the_baselines(fake, tmp_path, monkeypatch) -> None:
+    """Room for two non-default workers at a time: each sub-group is timed with every baseline alive."""
+    defaults = frozenset(c.key for c in fake.CANDIDATES if c.default)
+    others = [c.key for c in fake.CANDIDATES if not c.default]
+
+    def available():
+        extra = len(FakeWorker.alive - defaults)
+        return (4.5 * 2**30 + fake.MEMORY_MARGIN_BYTES) * (1 if extra < 2 else 0.5)  # 1.5 x 3 GiB + margin
+
+    monkeypatch.setattr(fake, "memory_available", available)
+    notes: list[str] = []
+    results = {r.candidate.key: r for r in group(fake, tmp_path, rounds=3, notes=notes)}
+    subgroups = -(-len(others) // 2)
+    for key in others:
+        alive_at_runs = {alive for k, alive in FakeWorker.runs if k == key}
+        assert len(results[key].times) == 3
+        assert all(defaults <= alive and len(alive - defaults) <= 2 for alive in alive_at_runs)
+    for key in defaults:
+        assert len(results[key].times) == 3 * subgroups
+    assert notes and f"{subgroups} sub-groups" in notes[0] and "3.0 GiB" in notes[0]
+    assert not FakeWorker.alive  # every worker closed
+
+
+def test_a_failed_setup_is_reported_and_not_timed(fake, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(fake, "memory_available", lambda: None)  # unknown: one group
+    ask = FakeWorker.ask
+
+    def failing(self, command):
+        if command["cmd"] == "setup" and command["spec"]["key"] == "ov-int8":
+            return {"ok": False, "error": "BackendError: int8 does not reproduce PyTorch"}
+        return ask(self, command)
+
+    monkeypatch.setattr(FakeWorker, "ask", failing)
+    results = {r.candidate.key: r for r in group(fake, tmp_path)}
+    assert results["ov-int8"].error.startswith("BackendError") and not results["ov-int8"].times
+    assert all(len(r.times) == 2 for k, r in results.items() if k != "ov-int8")
+
+
+def test_an_anchor_is_the_only_baseline_kept_alive(fake, tmp_path, monkeypatch) -> None:
+    """Larger sizes keep only the earlier group's fastest default in every sub-group (room for one more worker)."""
+    monkeypatch.setattr(fake, "memory_available",
+                        lambda: (4.5 * 2**30 + fake.MEMORY_MARGIN_BYTES) * (1 if len(FakeWorker.alive) < 2 else 0.5))
+    notes: list[str] = []
+    results = {r.candidate.key: r for r in fake.measure_group(
+        fake.CANDIDATES, yml="x.yml", size=(72, 128), threads=1, rounds=2, files={}, reference=None,
+        accuracy_size=(72, 128), folder=tmp_path, notes=notes, anchor="ov-default")}
+    others = [c.key for c in fake.CANDIDATES if c.key != "ov-default"]
+    assert all(alive == {"ov-default", key} for key in others for k, alive in FakeWorker.runs if k == key)
+    assert all(len(results[k].times) == 2 for k in others)  # the other defaults too: ordinary candidates now
+    assert len(results["ov-default"].times) == 2 * len(others)
+    assert f"{len(others)} sub-groups" in notes[0] and "OpenVINO defaults on our IR" in notes[0]
+
+
+def test_expected_peaks_keep_every_moment_within_memory(fake, tmp_path, monkeypatch) -> None:
+    """A candidate known (from the smaller size) to need a lot is set up only after the others are closed."""
+    total = 24 * 2**30
+    sizes = {c.key: 3 * 2**30 for c in fake.CANDIDATES}
+    sizes.update({"ort-default": 13 * 2**30, "ort-fp16": 12 * 2**30, "ov-default": 4 * 2**30})
+    worst: list[float] = []
+    setup = FakeWorker.ask
+
+    def ask(self, command):
+        answer = setup(self, command)
+        if command["cmd"] == "setup":
+            worst.append(sum(sizes[k] for k in FakeWorker.alive))
+            answer["peak_bytes"] = sizes[self.key]
+        return answer
+
+    monkeypatch.setattr(FakeWorker, "ask", ask)
+    monkeypatch.setattr(fake, "memory_available", lambda: total - sum(sizes[k] for k in FakeWorker.alive))
+    results = fake.measure_group(
+        fake.CANDIDATES, yml="x.yml", size=(72, 128), threads=1, rounds=1, files={}, reference=None,
+        accuracy_size=(72, 128), folder=tmp_path, anchor="ov-default", expected_peaks=sizes)
+    assert max(worst) <= total - fake.MEMORY_MARGIN_BYTES
+    assert all(len(r.times) >= 1 for r in results)
+
+
+def test_scaled_peaks_grow_what_is_above_the_fixed_part(bench) -> None:
+    small = [bench.Result(c, info={"peak_bytes": peak}) for c, peak in zip(bench.CANDIDATES[:3], (1e9, 2e9, 3e9), strict=True)]
+    assert bench.scaled_peaks(small, 16) == {small[0].candidate.key: 1e9, small[1].candidate.key: 17e9,
+                                              small[2].candidate.key: 33e9}
+
+
+def test_a_killed_worker_is_reported_as_such(bench, tmp_path) -> None:
+    """A worker the kernel kills (out of memory) gives a row that says so, not a hang or a traceback."""
+    import os
+    import signal
+
+    worker = bench.Worker(tmp_path / "killed.log")
+    os.kill(worker.process.pid, signal.SIGKILL)
+    worker.process.wait(timeout=30)
+    answer = worker.ask({"cmd": "run"})
+    worker.close()
+    assert answer == {"ok": False, "error": "the worker died (exit status -9 (SIGKILL: out of memory?))"}
