@@ -58,7 +58,7 @@ import torch  # noqa: E402
 
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine_facts import cpu_model_and_flags, memory_available  # noqa: E402
+from machine_facts import cpu_model_and_flags, memory_available, memory_total  # noqa: E402
 
 NETWORKS = {
     "LKDN x4": "options/test/LKDN/test_LKDN_x4.yml",
@@ -383,6 +383,9 @@ def export_files(net: torch.nn.Module, folder: Path, scale: int) -> dict[str, st
 
 MEMORY_MARGIN_BYTES = 1 << 30
 """Free memory kept besides 1.5 x the largest worker seen, before one more candidate is set up."""
+ALONE_FRACTION = 0.25
+"""A candidate expected to need more than this fraction of the machine's memory is timed alone with the
+baselines (predictions undershoot: onnxruntime's arena grows in powers of two)."""
 
 
 def _short_of_memory(need: float) -> bool:
@@ -431,7 +434,8 @@ def measure_group(
     candidates. When free memory runs short of what the next candidate is expected to need
     (``expected_peaks``: its peak in a smaller group, scaled; else 1.5 x the largest worker so
     far; large inputs: every runtime keeps its buffers, onnxruntime's arena for LKDN x4 at
-    1280x720 holds 13 GB), the candidates set up until then are timed together with the baselines and closed before
+    1280x720 holds 13 GB), or when the next candidate or one in the sub-group is expected to need
+    more than :data:`ALONE_FRACTION` of the memory, the candidates set up until then are timed together with the baselines and closed before
     the next one starts: a sub-group. The baselines take part in every sub-group, so every
     candidate is timed side by side with them; their medians are over all their rounds.
     ``notes`` gets a line when a group needed more than one sub-group.
@@ -439,19 +443,21 @@ def measure_group(
     results = {c.key: Result(c) for c in candidates}
     baselines: dict[str, Worker] = {}
     batch: dict[str, Worker] = {}
-    peak, subgroups = 0, 0
+    peak, subgroups, big_in_batch = 0, 0, False
 
     def is_baseline(c: Candidate) -> bool:
         return c.key == anchor if anchor else c.default
 
     for candidate in sorted(candidates, key=lambda c: not is_baseline(c)):  # the baselines first, else in order
         need = (expected_peaks or {}).get(candidate.key, 1.5 * peak)
-        if batch and _short_of_memory(need):
+        big = need > ALONE_FRACTION * (memory_total() or math.inf)
+        if batch and (_short_of_memory(need) or big or big_in_batch):
             _interleave({**baselines, **batch}, results, rounds)
             for w in batch.values():
                 w.close()
             batch.clear()
             subgroups += 1
+        big_in_batch = big and not is_baseline(candidate)
         result = results[candidate.key]
         worker = Worker(folder / f"{candidate.key}-{size[1]}x{size[0]}.log")
         spec = {"key": candidate.key, "yml": yml, "size": list(size), "threads": threads, "files": dict(files),

@@ -21,12 +21,21 @@ def cpu_model_and_flags() -> tuple[str, set[str]]:
     return cpu, flags
 
 
-def memory_available() -> int | None:
-    """Bytes the system can still give without swapping (``MemAvailable``), or None where unknown."""
+def _meminfo(field: str) -> int | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def memory_available() -> int | None:
+    """Bytes the system can still give without swapping (``MemAvailable``), or None where unknown."""
+    return _meminfo("MemAvailable")
+
+
+def memory_total() -> int | None:
+    """The system's memory in bytes (``MemTotal``), or None where unknown."""
+    return _meminfo("MemTotal")

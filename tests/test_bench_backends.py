@@ -47,6 +47,7 @@ def fake(bench, monkeypatch):
     FakeWorker.alive, FakeWorker.runs = set(), []
     monkeypatch.setattr(bench, "Worker", FakeWorker)
     monkeypatch.setattr(bench, "PAUSE_S", 0.0)
+    monkeypatch.setattr(bench, "memory_total", lambda: 1 << 40)  # the alone rule off unless a test sets the total
     return bench
 
 
@@ -135,6 +136,7 @@ def test_expected_peaks_keep_every_moment_within_memory(fake, tmp_path, monkeypa
 
     monkeypatch.setattr(FakeWorker, "ask", ask)
     monkeypatch.setattr(fake, "memory_available", lambda: total - sum(sizes[k] for k in FakeWorker.alive))
+    monkeypatch.setattr(fake, "memory_total", lambda: total)
     results = fake.measure_group(
         fake.CANDIDATES, yml="x.yml", size=(72, 128), threads=1, rounds=1, files={}, reference=None,
         accuracy_size=(72, 128), folder=tmp_path, anchor="ov-default", expected_peaks=sizes)
@@ -159,3 +161,15 @@ def test_a_killed_worker_is_reported_as_such(bench, tmp_path) -> None:
     answer = worker.ask({"cmd": "run"})
     worker.close()
     assert answer == {"ok": False, "error": "the worker died (exit status -9 (SIGKILL: out of memory?))"}
+
+
+def test_a_candidate_expected_to_be_big_is_timed_alone_with_the_anchor(fake, tmp_path, monkeypatch) -> None:
+    """Predictions undershoot (onnxruntime: 8 GiB expected, 13 GiB held): a big one gets the machine to itself."""
+    total = 24 * 2**30
+    held = {c.key: 3 * 2**30 for c in fake.CANDIDATES} | {"ort-default": 13 * 2**30, "ov-default": 4 * 2**30}
+    expected = dict(held) | {"ort-default": 8 * 2**30}
+    monkeypatch.setattr(fake, "memory_available", lambda: total - sum(held[k] for k in FakeWorker.alive))
+    monkeypatch.setattr(fake, "memory_total", lambda: total)
+    fake.measure_group(fake.CANDIDATES, yml="x.yml", size=(72, 128), threads=1, rounds=1, files={}, reference=None,
+                       accuracy_size=(72, 128), folder=tmp_path, anchor="ov-default", expected_peaks=expected)
+    assert {alive for key, alive in FakeWorker.runs if key == "ort-default"} == {frozenset({"ov-default", "ort-default"})}
