@@ -394,6 +394,22 @@ def _short_of_memory(need: float) -> bool:
     return available is not None and available < need + MEMORY_MARGIN_BYTES
 
 
+def choose_anchor(results: list[Result], expected_peaks: Mapping[str, float], memory: float) -> str | None:
+    """The default kept alive in every sub-group of the larger sizes: the fastest timed one that is
+    expected to stay within :data:`ALONE_FRACTION` of ``memory`` there, else the smallest.
+
+    The anchor shares the machine with every sub-group, so a fast default that needs a quarter of the
+    memory (onnxruntime's arena for LKDN x4 at 1280x720) would crowd the others out, and die itself.
+    """
+    timed = [r for r in results if r.candidate.default and r.times]
+    if not timed:
+        return None
+    fits = [r for r in timed if expected_peaks.get(r.candidate.key, 0.0) <= ALONE_FRACTION * memory]
+    if fits:
+        return min(fits, key=lambda r: r.median).candidate.key
+    return min(timed, key=lambda r: expected_peaks.get(r.candidate.key, 0.0)).candidate.key
+
+
 def scaled_peaks(results: list[Result], ratio: float) -> dict[str, float]:
     """Each candidate's expected peak memory on an input ``ratio`` times as large as that of ``results``' group.
 
@@ -599,9 +615,8 @@ def run(ctx: dict) -> str:
                 if index + 1 < len(sizes):  # what each candidate will need at the next size
                     following = sizes[index + 1]
                     expected = scaled_peaks(first_results, following[0] * following[1] / first_pixels)
-                timed_defaults = [r for r in results if r.candidate.default and r.times]
-                if anchor is None and timed_defaults:  # the larger sizes keep this one alive in every sub-group
-                    anchor = min(timed_defaults, key=lambda r: r.median).candidate.key
+                if anchor is None:  # the larger sizes keep this one alive in every sub-group
+                    anchor = choose_anchor(results, expected or {}, memory_total() or math.inf)
                 lines += [
                     "", f"### {name}, LR {size[1]}x{size[0]} -> x{scale} ({weights}; {multi_adds / 1e9:.2f} G Multi-Adds)", "",
                     "| candidate | precision | median ms | min-max ms | vs fastest default | max abs vs fp32 | PSNR vs fp32 dB "

@@ -173,3 +173,17 @@ def test_a_candidate_expected_to_be_big_is_timed_alone_with_the_anchor(fake, tmp
     fake.measure_group(fake.CANDIDATES, yml="x.yml", size=(72, 128), threads=1, rounds=1, files={}, reference=None,
                        accuracy_size=(72, 128), folder=tmp_path, anchor="ov-default", expected_peaks=expected)
     assert {alive for key, alive in FakeWorker.runs if key == "ort-default"} == {frozenset({"ov-default", "ort-default"})}
+
+
+def test_the_anchor_is_the_fastest_default_expected_to_fit(bench) -> None:
+    """The run of 2026-12-02 kept onnxruntime's default alive at 1280x720 (fastest at 320x180, then
+    13 GiB) and lost it and the workers beside it: the anchor must be expected to stay small."""
+    by_key = {c.key: c for c in bench.CANDIDATES}
+    results = [bench.Result(by_key["ort-default"], times=[280.0]), bench.Result(by_key["ov-default"], times=[290.0]),
+               bench.Result(by_key["ncnn-default"], times=[600.0]), bench.Result(by_key["torch"], times=[100.0])]
+    gib = float(1 << 30)
+    expected = {"ort-default": 13 * gib, "ov-default": 4 * gib, "ncnn-default": 3 * gib, "torch": 1 * gib}
+    assert bench.choose_anchor(results, expected, 24 * gib) == "ov-default"  # torch is not a default
+    assert bench.choose_anchor(results, {}, 24 * gib) == "ort-default"  # no prediction: the fastest
+    assert bench.choose_anchor(results, expected, 8 * gib) == "ncnn-default"  # none fits: the smallest
+    assert bench.choose_anchor([bench.Result(by_key["ov-default"], error="died")], expected, 24 * gib) is None
