@@ -176,8 +176,9 @@ def test_a_candidate_expected_to_be_big_is_timed_alone_with_the_anchor(fake, tmp
 
 
 def test_the_anchor_is_the_fastest_default_expected_to_fit(bench) -> None:
-    """The run of 2026-12-02 kept onnxruntime's default alive at 1280x720 (fastest at 320x180, then
-    13 GiB) and lost it and the workers beside it: the anchor must be expected to stay small."""
+    """A re-run of 2026-12-02 kept onnxruntime's default alive through LKDN x4's 1280x720 sub-groups
+    (the fastest default at 320x180, 13 GiB at 1280x720) and lost it: the anchor must be expected to
+    stay small, and only a default can be the anchor."""
     by_key = {c.key: c for c in bench.CANDIDATES}
     results = [bench.Result(by_key["ort-default"], times=[280.0]), bench.Result(by_key["ov-default"], times=[290.0]),
                bench.Result(by_key["ncnn-default"], times=[600.0]), bench.Result(by_key["torch"], times=[100.0])]
