@@ -385,7 +385,7 @@ MEMORY_MARGIN_BYTES = 1 << 30
 """Free memory kept besides 1.5 x the largest worker seen, before one more candidate is set up."""
 ALONE_FRACTION = 0.25
 """A candidate expected to need more than this fraction of the machine's memory is timed alone with the
-baselines (predictions undershoot: onnxruntime's arena grows in powers of two)."""
+baselines (the memory it needs grows with the input, and onnxruntime's arena in powers of two)."""
 
 
 def _short_of_memory(need: float) -> bool:
@@ -401,7 +401,7 @@ def choose_anchor(results: list[Result], expected_peaks: Mapping[str, float], me
     The anchor shares the machine with every sub-group, so a fast default that needs a quarter of the
     memory (onnxruntime's arena for LKDN x4 at 1280x720) would crowd the others out, and die itself.
     """
-    timed = [r for r in results if r.candidate.default and r.times]
+    timed = [r for r in results if r.candidate.default and r.times and not r.error]
     if not timed:
         return None
     fits = [r for r in timed if expected_peaks.get(r.candidate.key, 0.0) <= ALONE_FRACTION * memory]
@@ -421,6 +421,17 @@ def scaled_peaks(results: list[Result], ratio: float) -> dict[str, float]:
         return {}
     fixed = min(peaks.values())
     return {key: fixed + (peak - fixed) * ratio for key, peak in peaks.items()}
+
+
+def peak_bounds(results: list[Result], ratio: float) -> dict[str, float]:
+    """What each candidate's peak memory should stay under on an input ``ratio`` (>= 1) times as large:
+    its whole peak in ``results``' group, scaled.
+
+    :func:`scaled_peaks` is the better guess but undershoots. On 2026-12-02 it put onnxruntime's
+    default (LKDN x4, 1280x720) under a quarter of the memory (5.9 GiB), and the worker held 10.8 GiB.
+    This bound is the one that keeps the machine from running out.
+    """
+    return {r.candidate.key: float(r.info["peak_bytes"]) * ratio for r in results if r.info.get("peak_bytes")}
 
 
 def _interleave(workers: Mapping[str, Worker], results: Mapping[str, Result], rounds: int) -> None:
@@ -446,9 +457,9 @@ def measure_group(
     """Set up every candidate in its own process, then time them in interleaved rounds.
 
     The baselines are set up first and stay up: every default candidate, or only ``anchor``
-    (the fastest default of an earlier group) when given; then the other defaults are ordinary
+    (a default of an earlier group, :func:`choose_anchor`) when given; then the other defaults are ordinary
     candidates. When free memory runs short of what the next candidate is expected to need
-    (``expected_peaks``: its peak in a smaller group, scaled; else 1.5 x the largest worker so
+    (``expected_peaks``: a bound from a smaller group, :func:`peak_bounds`; else 1.5 x the largest worker so
     far; large inputs: every runtime keeps its buffers, onnxruntime's arena for LKDN x4 at
     1280x720 holds 13 GB), or when the next candidate or one in the sub-group is expected to need
     more than :data:`ALONE_FRACTION` of the memory, the candidates set up until then are timed together with the baselines and closed before
@@ -507,7 +518,7 @@ def _fmt(value: float | None, pattern: str) -> str:
 
 def section_rows(results: list[Result], *, gflop: float, peaks: Mapping[str, float]) -> list[str]:
     rows = []
-    defaults = [r for r in results if r.candidate.default and r.times]
+    defaults = [r for r in results if r.candidate.default and r.times and not r.error]
     best_default = min((r.median for r in defaults), default=math.nan)
     for r in results:
         c = r.candidate
@@ -526,8 +537,9 @@ def section_rows(results: list[Result], *, gflop: float, peaks: Mapping[str, flo
 
 
 def goal_lines(results: list[Result]) -> list[str]:
-    by_key = {r.candidate.key: r for r in results if r.times}
-    defaults = {r.candidate.label: r.median for r in results if r.candidate.default and r.times}
+    timed = [r for r in results if r.times and not r.error]  # a worker that died part-way is a failed row
+    by_key = {r.candidate.key: r for r in timed}
+    defaults = {r.candidate.label: r.median for r in timed if r.candidate.default}
     lines = []
     if not defaults:
         return ["no default baseline ran"]
@@ -542,8 +554,8 @@ def goal_lines(results: list[Result]) -> list[str]:
                 f"with its defaults ({best_label}, {defaults[best_label]:.1f} ms): goal 1.3x "
                 f"{'reached' if ratio >= 1.3 else 'not reached'}."
             )
-    exact = {r.candidate.label: r.median for r in results  # the runtimes themselves, not auto's choice of them
-             if r.times and not r.candidate.key.startswith("auto") and r.info.get("max_abs") is not None
+    exact = {r.candidate.label: r.median for r in timed  # the runtimes themselves, not auto's choice of them
+             if not r.candidate.key.startswith("auto") and r.info.get("max_abs") is not None
              and r.info["max_abs"] <= EXACT_TOLERANCE}
     if "auto-fp32" in by_key and exact:
         fastest = min(exact, key=exact.__getitem__)
@@ -601,20 +613,21 @@ def run(ctx: dict) -> str:
             reference = net_folder / "reference.npy"
             with torch.inference_mode():
                 np.save(reference, net(photo(accuracy_size)).numpy())
-            anchor, expected = None, None
+            anchor, expected, bounds = None, None, None
             for index, size in enumerate(sizes):
                 multi_adds = conv_counts(net, (1, 3, *size)).multi_adds
                 notes: list[str] = []
                 results = measure_group(
                     CANDIDATES, yml=yml, size=size, threads=threads, rounds=rounds, files=files,
                     reference=reference if index == 0 else None, accuracy_size=accuracy_size, folder=net_folder,
-                    notes=notes, anchor=anchor, expected_peaks=expected,
+                    notes=notes, anchor=anchor, expected_peaks=bounds,
                 )
                 if index == 0:
                     first_results, first_pixels = results, size[0] * size[1]
                 if index + 1 < len(sizes):  # what each candidate will need at the next size
                     following = sizes[index + 1]
-                    expected = scaled_peaks(first_results, following[0] * following[1] / first_pixels)
+                    ratio = following[0] * following[1] / first_pixels
+                    expected, bounds = scaled_peaks(first_results, ratio), peak_bounds(first_results, ratio)
                 if anchor is None:  # the larger sizes keep this one alive in every sub-group
                     anchor = choose_anchor(results, expected or {}, memory_total() or math.inf)
                 lines += [

@@ -188,3 +188,54 @@ def test_the_anchor_is_the_fastest_default_expected_to_fit(bench) -> None:
     assert bench.choose_anchor(results, {}, 24 * gib) == "ort-default"  # no prediction: the fastest
     assert bench.choose_anchor(results, expected, 8 * gib) == "ncnn-default"  # none fits: the smallest
     assert bench.choose_anchor([bench.Result(by_key["ov-default"], error="died")], expected, 24 * gib) is None
+
+
+def test_peak_bounds_keep_the_larger_size_within_memory(fake, tmp_path, monkeypatch) -> None:
+    """LKDN x4 on 2026-12-02 (23.4 GiB): what the workers held at 1280x720 (sampled), and peaks at
+    320x180 like those of that run. :func:`scaled_peaks` put onnxruntime's default under a quarter
+    of the memory (it was set up beside the torch candidates); it then held 10.8 GiB, and two
+    workers died. Set up by :func:`peak_bounds`, no moment exceeds the memory, and every candidate
+    is timed."""
+    gib = float(1 << 30)
+    at_320 = {"torch-eager": 1.25, "torch": 1.35, "torch-bf16": 1.25, "ort-default": 1.5, "ort-fp16": 1.5,
+              "ov-default": 1.42, "ov-fp32": 1.69, "ov-bf16": 1.5, "ov-int8": 3.0, "ncnn-default": 1.85,
+              "ncnn-fp32": 1.95, "auto-fp32": 3.1, "auto-bf16": 1.4}
+    held = {"torch-eager": 3.9, "torch": 4.7, "torch-bf16": 2.6, "ort-default": 10.8, "ort-fp16": 7.8,
+            "ov-default": 4.2, "ov-fp32": 7.0, "ov-bf16": 4.6, "ov-int8": 4.4, "ncnn-default": 12.5,
+            "ncnn-fp32": 13.4, "auto-fp32": 6.3, "auto-bf16": 3.6}
+    ms = {"torch-eager": 1142.0, "ort-default": 408.0, "ov-default": 161.0, "ncnn-default": 429.0}  # the defaults
+    small = [fake.Result(c, times=[ms.get(c.key, 100.0)], info={"peak_bytes": at_320[c.key] * gib})
+             for c in fake.CANDIDATES]
+    assert fake.scaled_peaks(small, 16)["ort-default"] < 6 * gib  # the guess that undershot
+    total, worst = 23.4 * gib, []
+    setup = FakeWorker.ask
+
+    def ask(self, command):
+        answer = setup(self, command)
+        worst.append(sum(held[k] * gib for k in FakeWorker.alive))
+        return answer
+
+    monkeypatch.setattr(FakeWorker, "ask", ask)
+    monkeypatch.setattr(fake, "memory_available", lambda: total - sum(held[k] * gib for k in FakeWorker.alive))
+    monkeypatch.setattr(fake, "memory_total", lambda: total)
+    anchor = fake.choose_anchor(small, fake.scaled_peaks(small, 16), total)
+    results = fake.measure_group(
+        fake.CANDIDATES, yml="x.yml", size=(720, 1280), threads=1, rounds=1, files={}, reference=None,
+        accuracy_size=(180, 320), folder=tmp_path, anchor=anchor, expected_peaks=fake.peak_bounds(small, 16))
+    assert anchor == "ov-default"
+    assert max(worst) <= total - fake.MEMORY_MARGIN_BYTES
+    assert all(len(r.times) >= 1 for r in results)
+    assert fake.peak_bounds(small[:1], 16) == {"torch-eager": 20 * gib}
+
+
+def test_a_worker_that_died_part_way_is_not_a_result(bench) -> None:
+    """A worker killed after some rounds gives a failed row: no median, no goal line, not the baseline."""
+    by_key = {c.key: c for c in bench.CANDIDATES}
+    results = [bench.Result(by_key["ov-default"], times=[100.0, 110.0]),
+               bench.Result(by_key["ort-default"], times=[50.0], error="the worker died"),
+               bench.Result(by_key["auto-fp32"], times=[2844.0], error="the worker died")]
+    assert bench.goal_lines(results) == []
+    rows = bench.section_rows(results, gflop=1.0, peaks={"fp32": 1.0})
+    assert rows[0].split(" | ")[4] == "1.00x"  # the fastest default is OpenVINO's, not the dead one's
+    assert "failed: the worker died" in rows[1] and "failed: the worker died" in rows[2]
+    assert bench.choose_anchor(results, {}, 1e12) == "ov-default"
