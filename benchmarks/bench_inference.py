@@ -58,7 +58,9 @@ def load(options: dict, weights: str | None) -> tuple[nn.Module, str]:
     if path is not None:
         return load_network_from_options({"network_g": options, "path": {"pretrain_network_g": str(path)}}), \
             f"official `{weights}.pth`"
-    return build_network(options).eval(), "random weights (no reference copy found)"
+    if weights is None:
+        return build_network(options).eval(), "random weights (no checkpoint of this form is published)"
+    return build_network(options).eval(), f"random weights (`{weights}.pth` not found)"
 
 
 def reference_ops(net: nn.Module) -> Forward:
