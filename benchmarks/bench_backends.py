@@ -428,7 +428,7 @@ def peak_bounds(results: list[Result], ratio: float) -> dict[str, float]:
     its whole peak in ``results``' group, scaled.
 
     :func:`scaled_peaks` is the better guess but undershoots. On 2026-12-02 it put onnxruntime's
-    default (LKDN x4, 1280x720) under a quarter of the memory (5.9 GiB), and the worker held 10.8 GiB.
+    default (LKDN x4, 1280x720) under a quarter of the memory (5.9 GiB), and the worker held 10.6 GiB.
     This bound is the one that keeps the machine from running out.
     """
     return {r.candidate.key: float(r.info["peak_bytes"]) * ratio for r in results if r.info.get("peak_bytes")}

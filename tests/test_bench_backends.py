@@ -193,16 +193,16 @@ def test_the_anchor_is_the_fastest_default_expected_to_fit(bench) -> None:
 def test_peak_bounds_keep_the_larger_size_within_memory(fake, tmp_path, monkeypatch) -> None:
     """LKDN x4 on 2026-12-02 (23.4 GiB): what the workers held at 1280x720 (sampled), and peaks at
     320x180 like those of that run. :func:`scaled_peaks` put onnxruntime's default under a quarter
-    of the memory (it was set up beside the torch candidates); it then held 10.8 GiB, and two
+    of the memory (it was set up beside the torch candidates); it then held 10.6 GiB, and two
     workers died. Set up by :func:`peak_bounds`, no moment exceeds the memory, and every candidate
     is timed."""
     gib = float(1 << 30)
     at_320 = {"torch-eager": 1.25, "torch": 1.35, "torch-bf16": 1.25, "ort-default": 1.5, "ort-fp16": 1.5,
               "ov-default": 1.42, "ov-fp32": 1.69, "ov-bf16": 1.5, "ov-int8": 3.0, "ncnn-default": 1.85,
               "ncnn-fp32": 1.95, "auto-fp32": 3.1, "auto-bf16": 1.4}
-    held = {"torch-eager": 3.9, "torch": 4.7, "torch-bf16": 2.6, "ort-default": 10.8, "ort-fp16": 7.8,
-            "ov-default": 4.2, "ov-fp32": 7.0, "ov-bf16": 4.6, "ov-int8": 4.4, "ncnn-default": 12.5,
-            "ncnn-fp32": 13.4, "auto-fp32": 6.3, "auto-bf16": 3.6}
+    held = {"torch-eager": 3.8, "torch": 4.6, "torch-bf16": 2.5, "ort-default": 10.6, "ort-fp16": 7.6,
+            "ov-default": 4.1, "ov-fp32": 6.8, "ov-bf16": 4.5, "ov-int8": 4.3, "ncnn-default": 12.2,
+            "ncnn-fp32": 13.1, "auto-fp32": 6.2, "auto-bf16": 3.5}  # GiB
     ms = {"torch-eager": 1142.0, "ort-default": 408.0, "ov-default": 161.0, "ncnn-default": 429.0}  # the defaults
     small = [fake.Result(c, times=[ms.get(c.key, 100.0)], info={"peak_bytes": at_320[c.key] * gib})
              for c in fake.CANDIDATES]
