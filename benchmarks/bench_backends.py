@@ -410,13 +410,18 @@ def choose_anchor(results: list[Result], expected_peaks: Mapping[str, float], me
     return min(timed, key=lambda r: expected_peaks.get(r.candidate.key, 0.0)).candidate.key
 
 
+def _peaks(results: list[Result]) -> dict[str, float]:
+    """Each set-up candidate's peak memory in bytes (``ru_maxrss`` after its first calls)."""
+    return {r.candidate.key: float(r.info["peak_bytes"]) for r in results if r.info.get("peak_bytes")}
+
+
 def scaled_peaks(results: list[Result], ratio: float) -> dict[str, float]:
     """Each candidate's expected peak memory on an input ``ratio`` times as large as that of ``results``' group.
 
     The smallest peak of the group stands for what every worker holds whatever the input (Python,
     torch, the runtimes' libraries); the rest of each worker's peak grows with the pixels.
     """
-    peaks = {r.candidate.key: float(r.info["peak_bytes"]) for r in results if r.info.get("peak_bytes")}
+    peaks = _peaks(results)
     if not peaks:
         return {}
     fixed = min(peaks.values())
@@ -431,7 +436,7 @@ def peak_bounds(results: list[Result], ratio: float) -> dict[str, float]:
     default (LKDN x4, 1280x720) under a quarter of the memory (5.9 GiB), and the worker held 10.6 GiB.
     This bound is the one that keeps the machine from running out.
     """
-    return {r.candidate.key: float(r.info["peak_bytes"]) * ratio for r in results if r.info.get("peak_bytes")}
+    return {key: peak * ratio for key, peak in _peaks(results).items()}
 
 
 def _interleave(workers: Mapping[str, Worker], results: Mapping[str, Result], rounds: int) -> None:
