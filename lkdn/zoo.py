@@ -39,24 +39,41 @@ OFFLINE_ENV = "LKDN_OFFLINE"
 CACHE = ROOT / "experiments" / "pretrained_models"
 CHUNK = 1 << 16
 
-URLS = {  # the public homes, by family; {} is the file's stem
-    "LKDN": "https://github.com/stella-von/LKDN/raw/main/experiments/pretrained_models/LKDN/{}.pth",
-    "RFDN": "https://github.com/njulj/RFDN/raw/master/trained_model/{}.pth",
-    "BSRN": "https://github.com/xiaom233/BSRN/raw/main/experiments/pretrained_models/net_g_{}.pth",
-    "SPAN": "https://github.com/Amazingren/NTIRE2026_ESR/raw/main/model_zoo/team00_SPAN.pth",
+HOMES = {  # the public homes: a repository's raw-file prefix
+    "LKDN": "https://github.com/stella-von/LKDN/raw/main/experiments/pretrained_models/LKDN/",
+    "RFDN": "https://github.com/njulj/RFDN/raw/master/trained_model/",
+    "BSRN": "https://github.com/xiaom233/BSRN/raw/main/experiments/pretrained_models/",
+    "IMDN": "https://github.com/Zheng222/IMDN/raw/master/checkpoints/",
+    "NTIRE2022": "https://github.com/ofsoundof/NTIRE2022_ESR/raw/main/model_zoo/",
+    "NTIRE2025": "https://github.com/Amazingren/NTIRE2025_ESR/raw/main/model_zoo/",
+    "NTIRE2026": "https://github.com/Amazingren/NTIRE2026_ESR/raw/main/model_zoo/",
 }
-# name, family, SHA-256, size in bytes (the file is <family>/<name>.pth under a weights root)
+# name, family (the folder under a weights root: <family>/<name>.pth), SHA-256, size in bytes, public home,
+# and the file's name there ({} stands for the name)
 _TABLE = """
-LKDN_x2                LKDN  02b429e795ad0863fdf21c6924c79344e30a39d637c44442d13124193b012e6b  2579929
-LKDN_x3                LKDN  52835d49d402683ea2085c13e4afc3aca49f6b806ea29d6ed29b2238cd7874c5  2640473
-LKDN_x4                LKDN  f534422583c99dad994fd7df897f6f872637218430cfedf6c2d2a072ea86dbd7  2725465
-LKDN-S_x4              LKDN  39ff2c69cdeb40f842c9f93368caee3323a4309c350373edeb2dc9ef3cc05851  1494129
-LKDN-S_del_rep_x4      LKDN  b802a3945d7d4f22f836668a78448b37fe5da90d7b08afc564fbddfa594a8cf1   559105
-RFDN_AIM               RFDN  11af8ec8ebd68689e90ef1e29044f9804c72d3bd9f7573820b7b26035782760c  1754927
-BSRN_x2                BSRN  09bd1f85e017c7902e65a9c9770ee592efe3d013f6b5cf1fe7de8cabac4ba37d  1441677
-BSRN_x3                BSRN  6eb73a300aaec5029bc0de7f5ae85c02b8dcd8fdaf438c77f90272939fecca7e  1476301
-BSRN_x4                BSRN  47518e0f549f5696da0c84ca2d65bf50d789c7ac20e621909f5fd6c8c8d70bcb  1524813
-SPAN_NTIRE_ESR_c28_x4  SPAN  6c80f05048313289c6526e5fc9726688d7bb3dfdd6ae3c8b1e7dd09f601e5971   618658
+LKDN_x2                LKDN     02b429e795ad0863fdf21c6924c79344e30a39d637c44442d13124193b012e6b  2579929  LKDN       {}.pth
+LKDN_x3                LKDN     52835d49d402683ea2085c13e4afc3aca49f6b806ea29d6ed29b2238cd7874c5  2640473  LKDN       {}.pth
+LKDN_x4                LKDN     f534422583c99dad994fd7df897f6f872637218430cfedf6c2d2a072ea86dbd7  2725465  LKDN       {}.pth
+LKDN-S_x4              LKDN     39ff2c69cdeb40f842c9f93368caee3323a4309c350373edeb2dc9ef3cc05851  1494129  LKDN       {}.pth
+LKDN-S_del_rep_x4      LKDN     b802a3945d7d4f22f836668a78448b37fe5da90d7b08afc564fbddfa594a8cf1   559105  LKDN       {}.pth
+RFDN_AIM               RFDN     11af8ec8ebd68689e90ef1e29044f9804c72d3bd9f7573820b7b26035782760c  1754927  RFDN       {}.pth
+BSRN_x2                BSRN     09bd1f85e017c7902e65a9c9770ee592efe3d013f6b5cf1fe7de8cabac4ba37d  1441677  BSRN       net_g_{}.pth
+BSRN_x3                BSRN     6eb73a300aaec5029bc0de7f5ae85c02b8dcd8fdaf438c77f90272939fecca7e  1476301  BSRN       net_g_{}.pth
+BSRN_x4                BSRN     47518e0f549f5696da0c84ca2d65bf50d789c7ac20e621909f5fd6c8c8d70bcb  1524813  BSRN       net_g_{}.pth
+SPAN_NTIRE_ESR_c28_x4  SPAN     6c80f05048313289c6526e5fc9726688d7bb3dfdd6ae3c8b1e7dd09f601e5971   618658  NTIRE2026  team00_SPAN.pth
+IMDN_x2                IMDN     740b39653592bd3f49955a21cd9e16f2d37f2c413368cc09327601b8fbe42ce1  2796052  IMDN       {}.pth
+IMDN_x3                IMDN     11b1716a19bc16e5e353e1db798d476169338e631eb170c82d765559888cb028  2830672  IMDN       {}.pth
+IMDN_x4                IMDN     e660c38221147217a136debeb99eb304d62d9c0f73ac421ed66281b619719714  2879112  IMDN       {}.pth
+IMDN_NTIRE2022         IMDN     115b4cc557eba9daaf1a6543c4858014c7e2a410655aafef7c8348ae54acc203  3589744  NTIRE2022  imdn_baseline.pth
+RLFN_NTIRE2022         RLFN     ca81b7757708ce749ac3766589690db6c2729961d026c0137e7659924ec36622  1292283  NTIRE2022  team04_rlfn.pth
+EFDN_NTIRE2025         EFDN     71069f10ef234cd123f45ac8e69099f0a1fdc0c16afcfe2189e50071d47ce477  1153119  NTIRE2025  team00_EFDN.pth
+DSCLoRA_NTIRE2025      DSCLoRA  239e76bc4e4e738491c3963805c0a79f524400acf5fbde34b2cb1a855dd62cb1   535137  NTIRE2025  team23_DSCF.pth
+SPANF_NTIRE2025        SPANF    1508c566008654646bea1edff537c83dd7a6fe8f6ffda3f25f9eb7ba09cbbcd3   606629  NTIRE2025  team24_spanf.pth
+SPANV2_NTIRE2026       SPANV2   fca2743272b8a7fb32931ed3287454173c7d209f204cb2f58084ee868414d371   565288  NTIRE2026  team22_spanv2_c2.pth
+PDS_NTIRE2026          PDS      6196a5e03e7d3fb58e3c35427bdd00290e693c8b530f5f8573108e517b9ade46   577848  NTIRE2026  team01_PDS.pth
+PKDSR_NTIRE2026        PKDSR    737fb4bb122c8dcdc0e3b6864d420819206ef7260e90b4a3e984c40c64e56d24  1176443  NTIRE2026  team16_PKDSR.pth
+DISP_NTIRE2026         DISP     b53944ab3a6ab63d5004f5dd0fae3d76cc7d308f2145942d0e41211aaf9225bf   666790  NTIRE2026  team18_DISP.pth
+DSCF_Fused_NTIRE2026   DSCF     2d6157faa97494dc4970016720b75b06db584e1386c54bcaa2e45feb41e9a189   519116  NTIRE2026  team15_DSCF_Fused.pth
 """
 
 
@@ -71,8 +88,8 @@ class Checkpoint:
 
 
 CHECKPOINTS: dict[str, Checkpoint] = {
-    name: Checkpoint(f"{family}/{name}.pth", URLS[family].format(name), sha256, int(size))
-    for name, family, sha256, size in (line.split() for line in _TABLE.strip().splitlines())
+    name: Checkpoint(f"{family}/{name}.pth", HOMES[home] + remote.format(name), sha256, int(size))
+    for name, family, sha256, size, home, remote in (line.split() for line in _TABLE.strip().splitlines())
 }
 
 

@@ -13,7 +13,7 @@ interrupted (HTTP ``Range``); a transfer that stops short keeps the part file, o
 past the published size is stopped, and the finished file must match its published size and
 SHA-256, else it is deleted and the script fails. A file already in place with the right hash is
 not downloaded again. ``--base-url`` replaces the public homes with a mirror that serves
-``<base-url>/<LKDN|RFDN|BSRN|SPAN>/<file>``. Without a network, copy the file by hand to the
+``<base-url>/<Family>/<file>``. Without a network, copy the file by hand to the
 path the error names (``--list`` shows the sources). The table of names, sources and hashes is
 :data:`lkdn.zoo.CHECKPOINTS`.
 Exit status: 0 all verified, 1 a download or verification failed, 2 bad arguments.
@@ -39,7 +39,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     which.add_argument("--list", action="store_true", help="list the checkpoints, their sources and local copies")
     parser.add_argument("--dest", default=str(CACHE),
                         help="destination folder (default: experiments/pretrained_models of this checkout)")
-    parser.add_argument("--base-url", default=None, help="mirror serving <base-url>/<LKDN|RFDN|BSRN|SPAN>/<file>")
+    parser.add_argument("--base-url", default=None, help="mirror serving <base-url>/<Family>/<file>")
     parser.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds")
     return parser.parse_args(argv)
 

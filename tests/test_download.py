@@ -84,10 +84,14 @@ def _run(url: str, dest: Path) -> int:
 def test_registry_has_every_official_checkpoint_with_its_hash() -> None:
     assert set(download.CHECKPOINTS) == {
         "LKDN_x2", "LKDN_x3", "LKDN_x4", "LKDN-S_x4", "LKDN-S_del_rep_x4", "RFDN_AIM", "BSRN_x2", "BSRN_x3", "BSRN_x4",
-        "SPAN_NTIRE_ESR_c28_x4",
+        "SPAN_NTIRE_ESR_c28_x4", "IMDN_x2", "IMDN_x3", "IMDN_x4", "IMDN_NTIRE2022", "RLFN_NTIRE2022", "EFDN_NTIRE2025",
+        "DSCLoRA_NTIRE2025", "SPANF_NTIRE2025", "SPANV2_NTIRE2026", "PDS_NTIRE2026", "PKDSR_NTIRE2026", "DISP_NTIRE2026",
+        "DSCF_Fused_NTIRE2026",
     }
     assert download.CHECKPOINTS["BSRN_x3"].path == "BSRN/BSRN_x3.pth"
     assert download.CHECKPOINTS["BSRN_x3"].url.endswith("/net_g_BSRN_x3.pth")
+    assert download.CHECKPOINTS["DSCLoRA_NTIRE2025"].path == "DSCLoRA/DSCLoRA_NTIRE2025.pth"
+    assert download.CHECKPOINTS["DSCLoRA_NTIRE2025"].url.endswith("NTIRE2025_ESR/raw/main/model_zoo/team23_DSCF.pth")
     assert all(re.fullmatch(r"[0-9a-f]{64}", c.sha256) for c in download.CHECKPOINTS.values())
 
 
