@@ -9,6 +9,7 @@ Reference files (official checkpoints, Set5) are looked for as the scripts look 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -64,6 +65,59 @@ def shared_file(kind: str, *parts: str) -> Path:
         pytest.skip(f"needs the reference file {kind}/{where}, not found in $LKDN_SHARED, experiments/pretrained_models/, "
                     f"datasets/ or ../shared; get it with {how} (README 'Data and weights')")
     return path
+
+
+def reference_root() -> Path | None:
+    """The official code of the field (``<shared>/reference``: ``ntire_esr/<year>/models/``, ``IMDN/``), or None.
+
+    Looked for as the other reference files are: ``$LKDN_SHARED/reference`` when the variable is
+    set (``LKDN_SHARED=/nonexistent`` hides it, as on a fresh clone), else ``../shared/reference``.
+    """
+    env = os.environ.get("LKDN_SHARED")
+    root = Path(env) / "reference" if env else ROOT.parent / "shared" / "reference"
+    return root if root.is_dir() else None
+
+
+@contextlib.contextmanager
+def cuda_is_a_no_op() -> Iterator[None]:
+    """``Module.cuda()`` and ``Tensor.cuda()`` return ``self`` inside the block.
+
+    Several official constructors move themselves to CUDA (or run a CUDA warm-up); this runs
+    them on the CPU unchanged, as ``<shared>/reference/README.md`` describes.
+    """
+    module_cuda, tensor_cuda = torch.nn.Module.cuda, torch.Tensor.cuda
+    torch.nn.Module.cuda = lambda self, *args, **kwargs: self  # type: ignore[method-assign]
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.nn.Module.cuda, torch.Tensor.cuda = module_cuda, tensor_cuda  # type: ignore[method-assign]
+
+
+def official_module(relative: str) -> ModuleType:
+    """An official model file of ``<shared>/reference`` (``"ntire_esr/2025/models/team24_SPANF.py"``), imported
+    as a fresh module with its own folder on ``sys.path`` (for its sibling imports), or skip the test.
+
+    Tests compare our networks with it; nothing of it is used outside the tests.
+    """
+    root = reference_root()
+    path = None if root is None else root / relative
+    if path is None or not path.is_file():
+        pytest.skip(f"needs the official code reference/{relative}, not found in $LKDN_SHARED/reference or "
+                    "../shared/reference (it is only used to compare our networks with the official ones)")
+    name = "official_" + relative.removesuffix(".py").replace("/", "_").replace("-", "_")
+    folders = [str(path.parent), str(path.parent.parent)]
+    sys.path[:0] = folders
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        with cuda_is_a_no_op():
+            spec.loader.exec_module(module)
+    finally:
+        for folder in folders:
+            sys.path.remove(folder)
+    return module
 
 
 @pytest.fixture
