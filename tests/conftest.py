@@ -20,6 +20,8 @@ from types import ModuleType
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
+from hypothesis.vendor import pretty
 
 os.environ.setdefault("LKDN_OFFLINE", "1")
 
@@ -27,6 +29,21 @@ import lkdn  # noqa: E402,F401 (installs basicsr's torchvision alias before any 
 from lkdn.zoo import find_reference  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Hypothesis: no test may depend on the machine's speed (CI machines are shared and slow), so no
+# deadline and no too-slow health check; examples are derandomized and not stored between runs.
+# A failing example names its tensors by shape and dtype rather than dumping their values.
+settings.register_profile("lkdn", deadline=None, derandomize=True, database=None, print_blob=False,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.load_profile("lkdn")
+
+
+def _short_tensor_repr(tensor: torch.Tensor, printer: pretty.RepresentationPrinter, cycle: bool) -> None:
+    printer.text(f"tensor(shape={tuple(tensor.shape)}, dtype={tensor.dtype})")
+
+
+pretty.for_type_by_name("torch", "Tensor", _short_tensor_repr)
+pretty.for_type_by_name("torch.nn.parameter", "Parameter", _short_tensor_repr)
 
 
 

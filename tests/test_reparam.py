@@ -27,7 +27,7 @@ from lkdn.utils.checkpoint import load_state_dict
 
 TRAIN_FORM = {"conv": "BSConvU_rep", "upsampler": "pixelshuffle_rep"}
 LKDN_S_TRAIN = {"type": "LKDN_S", **TRAIN_FORM}
-PROPERTY = settings(max_examples=25, deadline=None, database=None, derandomize=True)
+PROPERTY = settings(max_examples=25)  # no deadline, derandomized: the suite-wide profile (conftest.py)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

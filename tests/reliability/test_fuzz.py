@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from reliability_common import TINY, make_images
 
@@ -19,7 +19,7 @@ from lkdn.evaluate import read_image
 from lkdn.options import OptionsError, parse_options
 from lkdn.schema import TOP, SchemaError
 
-FUZZ = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+FUZZ = settings(max_examples=150)  # no deadline, derandomized: the suite-wide profile (conftest.py)
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
                     st.text(max_size=12), st.sampled_from(["auto", "1e-3", "~", "LKDN", "Adan", "L1Loss", "disk", "lmdb"]))
@@ -133,7 +133,7 @@ def dataset_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     return make_images(tmp_path_factory.mktemp("fuzz_data"))
 
 
-@settings(FUZZ, max_examples=100, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(FUZZ, max_examples=100)
 @given(data=images, target=st.sampled_from(["HR", "LRx2"]), phase=st.sampled_from(["train", "val"]))
 def test_dataset_loading_returns_a_sample_or_names_the_file(dataset_folder, data: bytes, target: str,
                                                             phase: str) -> None:

@@ -20,7 +20,7 @@ import pytest
 import torch
 import yaml
 from conftest import load_script
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lkdn import Upscaler, build_network
@@ -29,8 +29,7 @@ from lkdn.options import OptionsError, load_options
 from lkdn.schema import SchemaError
 from lkdn.utils.checkpoint import CheckpointError, load_network, network_from_file
 
-FUZZ = settings(max_examples=60, deadline=5000, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=60)  # no deadline, derandomized, short reprs: the suite-wide profile (conftest.py)
 TINY_NET = {"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscale": 2, "num_in": 1}
 CLEAR = (CheckpointError, OptionsError, SchemaError, ValueError)
 PWNED = "pwned_marker"
