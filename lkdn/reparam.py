@@ -11,10 +11,11 @@ and :func:`verify_reparameterization` checks the two forms agree (float32 and fl
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,6 +169,20 @@ class Verification:
         )
 
 
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Make ``dtype`` torch's default floating dtype inside the block, and restore the previous one after.
+
+    Modules and tensors created without an explicit dtype (``nn.Conv2d(...)`` in a ``fuse``) get ``dtype``.
+    """
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
 @torch.no_grad()
 def max_abs_difference(
     reference: nn.Module, candidate: nn.Module, inputs: torch.Tensor, *, dtype: torch.dtype = torch.float32
@@ -200,13 +215,16 @@ def verify_reparameterization(
       :func:`reparameterize_model` (the maths of every ``fuse``, free of float32 rounding of the
       folded weights); ``atol64`` is relative to the output's magnitude
       (``atol64 * max(1, max|output|)``). A correct fold differs by float64 rounding only, a
-      wrong one by as much as in float32.
+      wrong one by as much as in float32. The fold runs with float64 as torch's default dtype, so a
+      ``fuse`` that builds its modules in the default dtype (``nn.Conv2d(...)``, then copies the
+      folded weights in) keeps them in float64 instead of rounding them to float32.
     """
     generator = torch.Generator().manual_seed(seed)
     inputs = torch.rand(tuple(input_shape), generator=generator, dtype=torch.float64)
     diff32, scale32, _ = max_abs_difference(original, deploy, inputs, dtype=torch.float32)
     original64 = copy.deepcopy(original).to(torch.float64)
-    folded64 = reparameterize_model(original64, fold_num_in=fold_num_in)
+    with default_dtype(torch.float64):
+        folded64 = reparameterize_model(original64, fold_num_in=fold_num_in)
     diff64, scale, shape = max_abs_difference(original64, folded64, inputs, dtype=torch.float64)
     return Verification(
         max_diff32=diff32, max_diff64=diff64, atol=atol * max(1.0, scale32), atol64=atol64 * max(1.0, scale),

@@ -6,6 +6,10 @@ written here. Then, each as a user runs it: the registry-driven tests, ``lkdn/tr
 ``lkdn/test.py``, ``scripts/reparameterize.py`` and ``lkdn/test.py`` on the deploy YAML it wrote
 (same PSNR), ``scripts/export_onnx.py``, ``scripts/profile_model.py`` and ``Upscaler`` with tiles
 (exact: the network declares itself translation-local).
+
+``tests/data/tinycopy_arch.py`` is a second such network whose ``fuse()`` builds ``nn.Conv2d`` in the
+default dtype and copies the folded weights in: ``scripts/reparameterize.py`` accepts its exact fold
+(the deploy output matches) and refuses a fold that is wrong by 1e-6.
 """
 
 from __future__ import annotations
@@ -60,7 +64,8 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "tests").mkdir()
     for name in ("conftest.py", "test_archs_registry.py", "test_upscaler.py"):
         shutil.copy(ROOT / "tests" / name, root / "tests" / name)
-    shutil.copy(ROOT / "tests" / "data" / "tinyrep_arch.py", root / "lkdn" / "archs" / "tinyrep_arch.py")
+    for name in ("tinyrep_arch.py", "tinycopy_arch.py"):
+        shutil.copy(ROOT / "tests" / "data" / name, root / "lkdn" / "archs" / name)
     return root
 
 
@@ -136,3 +141,46 @@ def test_export_profile_and_tiles(checkout: Path, trained: dict) -> None:
     )
     exact, diff = run(checkout, "-c", code).stdout.split()
     assert exact == "True" and float(diff) <= 1e-5
+
+
+@pytest.mark.parametrize("fold_error", [0.0, 1e-6])
+def test_reparameterize_a_fuse_that_builds_modules_in_the_default_dtype(checkout: Path, fold_error: float) -> None:
+    work = checkout / f"copy_{fold_error}"
+    val_hr, val_lr = images(work / "val", 1, 32, seed=2)
+    network = {"type": "TinyCopyNet", "num_feat": 8, "num_block": 2, "upscale": SCALE, "fold_error": fold_error}
+    weights, deploy, deploy_yml = work / "net.pth", work / "deploy.pth", work / "test_deploy.yml"
+    code = (
+        "import torch, lkdn; from lkdn import build_network\n"
+        "torch.manual_seed(0)\n"
+        f"net = build_network({network!r})\n"
+        f"torch.save({{'params': net.state_dict()}}, {str(weights)!r})\n"
+    )
+    run(checkout, "-c", code)
+    opt = {"name": "copy", "scale": SCALE, "num_gpu": 0, "network_g": network, "path": {"pretrain_network_g": str(weights)},
+           "datasets": {"test_1": {"name": "val", "type": "PairedImageDataset", "dataroot_gt": str(val_hr),
+                                   "dataroot_lq": str(val_lr), "io_backend": {"type": "disk"}}},
+           "val": {"metrics": METRICS}}
+    test_yml = work / "test.yml"
+    test_yml.write_text(yaml.safe_dump(opt, sort_keys=False))
+    args = ["scripts/reparameterize.py", "-opt", str(test_yml), "--input", str(weights), "--output", str(deploy),
+            "--output-opt", str(deploy_yml)]
+    if fold_error:
+        env = {**os.environ, "LKDN_OFFLINE": "1"}
+        done = subprocess.run([sys.executable, *args], cwd=checkout, capture_output=True, text=True, env=env,
+                              timeout=600)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "verification failed" in done.stderr and "nothing written" in done.stderr
+        assert not deploy.exists() and not deploy_yml.exists()
+        return
+    done = run(checkout, *args)
+    assert "folded: 2 CopyBlock" in done.stdout
+    code = (
+        "import torch, lkdn; from lkdn import Upscaler\n"
+        f"a = Upscaler.from_config({str(test_yml)!r}, device='cpu', optimize=False)\n"
+        f"b = Upscaler.from_config({str(deploy_yml)!r}, device='cpu', optimize=False)\n"
+        "x = torch.rand(1, 3, 21, 17, generator=torch.Generator().manual_seed(0))\n"
+        "print(sum(p.numel() for p in a.network.parameters()), sum(p.numel() for p in b.network.parameters()),"
+        " float((a(x) - b(x)).abs().max()))\n"
+    )
+    before, after, diff = run(checkout, "-c", code).stdout.split()
+    assert int(after) < int(before) and float(diff) <= 1e-5

@@ -156,6 +156,66 @@ def test_verification_catches_a_wrong_fold() -> None:
     assert "float32" in bad.describe() and f"{bad.max_diff32:.3g}" in bad.describe()
 
 
+class DefaultDtypeFuse(nn.Module):
+    """``conv3(x) + conv1(x) + x`` whose ``fuse`` builds ``nn.Conv2d`` in the default dtype and copies
+    the folded weights in, as most public code writes it; ``error`` is added to the folded bias."""
+
+    def __init__(self, channels: int, error: float = 0.0) -> None:
+        super().__init__()
+        self.error = error
+        self.conv3 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv1 = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv3(x) + self.conv1(x) + x
+
+    def fuse(self) -> nn.Conv2d:
+        channels = self.conv3.in_channels
+        fused = nn.Conv2d(channels, channels, 3, padding=1)
+        identity = torch.zeros_like(self.conv3.weight)
+        identity[torch.arange(channels), torch.arange(channels), 1, 1] = 1.0
+        fused.weight.copy_(self.conv3.weight + nn.functional.pad(self.conv1.weight, [1, 1, 1, 1]) + identity)
+        fused.bias.copy_(self.conv3.bias + self.conv1.bias + self.error)
+        return fused
+
+
+def default_dtype_net(error: float) -> nn.Module:
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), DefaultDtypeFuse(8, error), nn.ReLU(),
+                        DefaultDtypeFuse(8, error), nn.Conv2d(8, 3, 3, padding=1))
+    return randomize_(net, 11)
+
+
+def test_verification_folds_in_float64_a_fuse_that_builds_modules_in_the_default_dtype() -> None:
+    net = default_dtype_net(0.0)
+    deploy = reparameterize_model(net)
+    assert deploy[1].weight.dtype == torch.float32  # the written weights are unchanged
+    check = verify_reparameterization(net, deploy, input_shape=(1, 3, 13, 11))
+    # folded in float32 inside the float64 check, the fold's own rounding is about 1e-8, over atol64 = 1e-9
+    assert check.ok and check.max_diff64 < 1e-12, check.describe()
+    assert torch.get_default_dtype() == torch.float32
+
+
+def test_verification_still_refuses_a_wrong_fold_that_builds_modules_in_the_default_dtype() -> None:
+    net = default_dtype_net(1e-6)  # small enough to pass float32's atol 1e-5: only float64 sees it
+    check = verify_reparameterization(net, reparameterize_model(net), input_shape=(1, 3, 13, 11))
+    assert not check.ok and check.max_diff32 <= check.atol
+    assert check.max_diff64 > 1e-7 and check.max_diff64 > check.atol64
+    assert torch.get_default_dtype() == torch.float32
+
+
+def test_default_dtype_is_restored_when_a_fuse_fails() -> None:
+    class Broken(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+        def fuse(self) -> nn.Module:
+            raise RuntimeError("Broken.fuse failed")
+
+    with pytest.raises(RuntimeError, match="Broken.fuse failed"):
+        verify_reparameterization(nn.Sequential(nn.Conv2d(3, 3, 1), Broken()), nn.Conv2d(3, 3, 1))
+    assert torch.get_default_dtype() == torch.float32
+
+
 # ---------------------------------------------------------------- random LKDN configs, random weights
 
 CONFIGS = st.fixed_dictionaries(
