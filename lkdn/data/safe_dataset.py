@@ -36,6 +36,8 @@ from basicsr.utils import FileClient
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils.data import Dataset
 
+from lkdn.images import FLOAT_TYPES, float_peak
+
 logger = logging.getLogger(__name__)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -93,19 +95,28 @@ def decode_image(data: bytes | None, source: str, *, flags: int = cv2.IMREAD_COL
         img = cv2.imdecode(buffer, flags)
         if (img is None or img.size == 0) and flags != cv2.IMREAD_UNCHANGED:
             # OpenCV decodes 32-bit float TIFFs only unchanged: read them so, then convert to 8-bit BGR
-            img = _float_to_bgr8(cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED), flags)
+            img = _float_to_bgr8(cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED), flags, source)
+        elif img is not None and img.dtype in FLOAT_TYPES:
+            float_peak(img, source)  # NaN, infinity or an unknown range: refused here, naming the file
     except cv2.error as err:
         raise DataError(f"{source}: cannot decode image ({err}); {READ_FIX}", path=source) from err
+    except ValueError as err:
+        raise DataError(str(err), path=source) from err
     if img is None or img.size == 0:
         raise DataError(f"{source}: cannot decode image (corrupt, or not an image file); {READ_FIX}", path=source)
     return img
 
 
-def _float_to_bgr8(img: np.ndarray | None, flags: int) -> np.ndarray | None:
-    """A float image (values in [0, 1]) decoded unchanged, as ``cv2.imdecode(..., flags)`` would give an 8-bit one."""
-    if img is None or img.dtype not in (np.float32, np.float64):
+def _float_to_bgr8(img: np.ndarray | None, flags: int, source: str) -> np.ndarray | None:
+    """A float image decoded unchanged, as ``cv2.imdecode(..., flags)`` would give an 8-bit one.
+
+    Its range ([0, 1] or 0-255) is told by its values (:func:`lkdn.images.float_peak`, which
+    refuses non-finite values and other ranges with a ValueError naming ``source``).
+    """
+    if img is None or img.dtype not in FLOAT_TYPES:
         return None
-    img = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
+    peak = float_peak(img, source)
+    img = np.round(np.clip(img.astype(np.float64) * (255.0 / peak), 0, 255)).astype(np.uint8)
     if img.ndim == 3 and img.shape[2] == 4:
         img = img[..., :3]
     if flags == cv2.IMREAD_GRAYSCALE:

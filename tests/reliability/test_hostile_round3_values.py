@@ -1,0 +1,137 @@
+"""Hostile values, round 3: float images by their range, option values basicsr would trip on, the
+small scripts' arguments, locks and archiving. Each test failed before its fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import load_script
+from reliability_common import METRICS, VAL, make_images, write_yaml
+
+from lkdn import build_network
+from lkdn.data.safe_dataset import DataError, read_image_file
+from lkdn.utils.checkpoint import save_file
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+TINY_NET = {"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscale": 2, "num_in": 1}
+
+
+def script(name: str) -> ModuleType:
+    return load_script(f"scripts/{name}.py")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_images(tmp_path_factory.mktemp("round3") / "data")
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    return save_file({"params": build_network(TINY_NET).state_dict()}, tmp_path_factory.mktemp("w") / "tiny.pth")
+
+
+def options_file(folder: Path, data: tuple[Path, Path], weights: Path, **changes) -> Path:
+    hr, lr = data
+    opt = {"name": "round3", "scale": 2, "num_gpu": 0, "network_g": TINY_NET,
+           "datasets": {"test_1": {**VAL, "name": "set", "dataroot_gt": str(hr), "dataroot_lq": str(lr)}},
+           "path": {"pretrain_network_g": str(weights)}, "val": {"save_img": True, "metrics": METRICS}}
+    opt.update(changes)
+    return write_yaml(folder, opt)
+
+
+# ------------------------------------------------------------------ float images by their range
+
+
+def _upscale_file(tmp_path: Path, data, weights, image: np.ndarray, suffix: str = ".tif") -> np.ndarray:
+    source = tmp_path / "in" / f"photo{suffix}"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(source), image)
+    code = script("inference").main(["-opt", str(options_file(tmp_path, data, weights)), "--input", str(source),
+                                      "--output", str(tmp_path / "out")])
+    assert code == 0
+    return cv2.imread(str(tmp_path / "out" / "photo.png"), cv2.IMREAD_UNCHANGED)
+
+
+@pytest.mark.parametrize("peak", [1.0, 255.0])
+def test_a_float_tiff_is_upscaled_by_its_range(tmp_path: Path, data, weights, peak: float) -> None:
+    photo = cv2.imread(str(data[1] / "a.png"))
+    from_png = _upscale_file(tmp_path / "png", data, weights, photo, ".png")
+    from_tiff = _upscale_file(tmp_path, data, weights, photo.astype(np.float32) * np.float32(peak / 255))
+    assert from_png.dtype == np.uint8 and from_tiff.dtype == np.uint16  # a float image keeps its precision
+    assert from_tiff.shape == from_png.shape
+    # the same picture: within one 8-bit step of the 8-bit result (rounding of the 8-bit output)
+    assert np.abs(from_tiff / 257.0 - from_png).max() <= 1.0
+    assert from_tiff.mean() / 257.0 == pytest.approx(from_png.mean(), abs=0.5)
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    (np.nan, r"photo\.tif: 1 of 300 float pixel values are NaN or infinite"),
+    (np.inf, r"photo\.tif: 1 of 300 float pixel values are NaN or infinite"),
+    (-0.5, r"photo\.tif: float pixel values span \[-0\.5, 0\.\d+\]: expected \[0, 1\] or \[0, 255\]"),
+    (1000.0, r"photo\.tif: float pixel values span \[0, 1000\]: expected \[0, 1\] or \[0, 255\]"),
+])
+def test_non_finite_or_out_of_range_float_pixels_are_refused_naming_the_file(
+        tmp_path: Path, values: float, expected: str) -> None:
+    image = np.random.default_rng(0).random((10, 10, 3)).astype(np.float32) * np.float32(0.9)
+    image[0, 0] = 0
+    image[3, 4, 1] = values
+    path = tmp_path / "photo.tif"
+    assert cv2.imwrite(str(path), image)
+    for flags in (cv2.IMREAD_COLOR, cv2.IMREAD_UNCHANGED):  # training / test data, and scripts/inference.py
+        with pytest.raises(DataError, match=expected):
+            read_image_file(path, flags=flags)
+
+
+def test_a_0_255_float_tiff_is_read_as_0_255_for_training(tmp_path: Path) -> None:
+    image = np.random.default_rng(1).integers(0, 256, (6, 7, 3)).astype(np.float32)
+    assert cv2.imwrite(str(tmp_path / "f.tif"), image)
+    np.testing.assert_array_equal(read_image_file(tmp_path / "f.tif"), image.astype(np.uint8))
+
+
+# ------------------------------------------------------------------ option values basicsr trips on
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"val": {"metrics": {"psnr": {"type": "calculate_psnr", "crop_border": -2}}}},
+     r"round3\.yml:\d+: val\.metrics\.psnr\.crop_border: must be non-negative, got -2"),
+    ({"val": {"metrics": {"psnr": {"type": "calculate_lpips", "crop_border": 2}}}},
+     r"val\.metrics\.psnr\.type: unknown metric 'calculate_lpips'.*\(known: calculate_psnr, calculate_ssim\)"),
+    ({"datasets": {"test_1": {"filename_tmpl": "{0}{1}"}}},
+     r"datasets\.test_1\.filename_tmpl: '\{0\}\{1\}' has 2 field\(s\) \['0', '1'\]: expected exactly one \{\}"),
+    ({"datasets": {"test_1": {"filename_tmpl": "x4"}}},
+     r"datasets\.test_1\.filename_tmpl: 'x4' has 0 field\(s\)"),
+    ({"datasets": {"test_1": {"filename_tmpl": "{name}"}}},
+     r"datasets\.test_1\.filename_tmpl: '\{name\}' has 1 field\(s\) \['name'\]"),
+    ({"datasets": {"test_1": {"filename_tmpl": "{}x{"}}},
+     r"datasets\.test_1\.filename_tmpl: '\{\}x\{' is not a valid template"),
+])
+def test_option_values_basicsr_trips_on_are_refused_by_the_schema(tmp_path: Path, data, weights, change: dict,
+                                                                  expected: str) -> None:
+    from lkdn import test as test_entry
+    from lkdn.schema import SchemaError
+
+    opt = yaml.safe_load(options_file(tmp_path, data, weights).read_text())
+    for section, values in change.items():
+        for key, value in values.items():
+            if isinstance(opt[section].get(key), dict) and section == "datasets":
+                opt[section][key].update(value)
+            else:
+                opt[section][key] = value
+    with pytest.raises(SchemaError, match=expected):
+        test_entry.main(["-opt", str(write_yaml(tmp_path, opt)), "--root", str(tmp_path)])
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("template", ["{}", "{}x2", "{0}_x2", "{:s}"])
+def test_templates_of_one_field_are_accepted(template: str) -> None:
+    from lkdn.schema import validate_options
+
+    validate_options({"name": "t", "scale": 2, "datasets": {"test_1": {"name": "s", "filename_tmpl": template}},
+                      "val": {"metrics": {"psnr": {"type": "calculate_psnr", "crop_border": 0}}}})
