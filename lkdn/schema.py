@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import string
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,9 @@ PATH: Spec = {
     "results_root": ((str,), "filled in"),
     "root": ((str,), "root folder of experiments and results"),
 }
+
+#: metrics of basicsr's registry that score two numpy images (``val.metrics.<name>.type``)
+METRIC_TYPES = ("calculate_psnr", "calculate_ssim")
 
 METRIC: Spec = {
     "type": ((str,), "calculate_psnr or calculate_ssim"),
@@ -310,6 +314,35 @@ def _safe_name(checker: _Checker, value: Any, path: tuple[str, ...]) -> None:
         checker.error(path, f"{value!r} is not a valid name: use {NAME_HELP}")
 
 
+def _metrics(checker: _Checker, opt: Mapping[str, Any]) -> None:
+    """``val.metrics``: a known metric type and a non-negative ``crop_border`` (basicsr trips on others)."""
+    metrics = _value(opt, ("val", "metrics"))
+    for name, metric in metrics.items() if isinstance(metrics, Mapping) else ():
+        if not isinstance(metric, Mapping):
+            continue
+        path = ("val", "metrics", str(name))
+        kind = metric.get("type")
+        if isinstance(kind, str) and kind not in METRIC_TYPES:
+            checker.error(path + ("type",), f"unknown metric {kind!r}{did_you_mean(kind, list(METRIC_TYPES))} "
+                          f"(known: {', '.join(METRIC_TYPES)})")
+        _positive(checker, opt, path + ("crop_border",), strict=False)
+
+
+def _filename_template(checker: _Checker, value: Any, path: tuple[str, ...]) -> None:
+    """``filename_tmpl`` makes an LR name from an HR name with ``str.format``: exactly one ``{}`` field."""
+    if not isinstance(value, str):
+        return
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(value) if field is not None]
+    except ValueError as err:
+        checker.error(path, f"{value!r} is not a valid template ({err}): write the LR name with one {{}} for the "
+                      "HR name, e.g. '{}x4'")
+        return
+    if len(fields) != 1 or fields[0] not in ("", "0"):
+        checker.error(path, f"{value!r} has {len(fields)} field(s) {fields}: expected exactly one {{}} (the HR "
+                      "name), e.g. '{}' or '{}x4'")
+
+
 def _scheduler(checker: _Checker, opt: Mapping[str, Any]) -> None:
     scheduler = _value(opt, ("train", "scheduler"))
     if not isinstance(scheduler, Mapping):
@@ -374,6 +407,7 @@ def validate_options(
     if "amp" in train and (amp not in AMP_VALUES or amp is True):
         checker.error(("train", "amp"), f"expected bf16, fp16 or false, got {amp!r}")
     _scheduler(checker, opt)
+    _metrics(checker, opt)
     compile_opt = train.get("compile")
     if isinstance(compile_opt, Mapping):
         import torch
@@ -403,6 +437,7 @@ def validate_options(
             checker.error(("datasets", str(name), "prefetch_mode"), f"expected cpu, cuda or ~, got {mode!r}")
         elif mode == "cuda" and dataset.get("pin_memory") is not True:
             checker.error(("datasets", str(name), "pin_memory"), "must be true with prefetch_mode: cuda (as in basicsr)")
+        _filename_template(checker, dataset.get("filename_tmpl"), ("datasets", str(name), "filename_tmpl"))
         gt_size = dataset.get("gt_size")
         if isinstance(scale, int) and scale > 0 and isinstance(gt_size, int) and gt_size % scale:
             checker.error(("datasets", str(name), "gt_size"), f"{gt_size} is not divisible by scale {scale}")
