@@ -113,7 +113,8 @@ def cuda_is_a_no_op() -> Iterator[None]:
 
 def official_module(relative: str) -> ModuleType:
     """An official model file of ``<shared>/reference`` (``"ntire_esr/2025/models/team24_SPANF.py"``), imported
-    as a fresh module with its own folder on ``sys.path`` (for its sibling imports), or skip the test.
+    as a fresh module with its own folder on ``sys.path`` (for its sibling imports) and in a package of
+    that folder (for its relative imports), or skip the test.
 
     Tests compare our networks with it; nothing of it is used outside the tests.
     """
@@ -122,7 +123,11 @@ def official_module(relative: str) -> ModuleType:
     if path is None or not path.is_file():
         pytest.skip(f"needs the official code reference/{relative}, not found in $LKDN_SHARED/reference or "
                     "../shared/reference (it is only used to compare our networks with the official ones)")
-    name = "official_" + relative.removesuffix(".py").replace("/", "_").replace("-", "_")
+    # a package for the file's folder, so relative imports of its siblings (``from . import block``) work
+    package = "official_" + str(Path(relative).parent).replace("/", "_").replace("-", "_").replace(".", "_")
+    holder = sys.modules.setdefault(package, ModuleType(package))
+    holder.__path__ = [str(path.parent)]
+    name = f"{package}.{path.stem}"
     folders = [str(path.parent), str(path.parent.parent)]
     sys.path[:0] = folders
     try:
