@@ -164,6 +164,8 @@ def span_options_from_state(state: Mapping[str, torch.Tensor]) -> dict[str, Any]
     spandrel=StateDictDetection(
         keys=("conv_1.eval_conv.weight", "block_1.c1_r.eval_conv.weight", "block_6.c3_r.eval_conv.weight",
               "conv_cat.weight", "conv_2.eval_conv.weight", "upsampler.0.weight"),
+        # DSCLoRA's training form (lkdn.archs.dsclora_arch) has these keys and low-rank updates
+        absent=("block_1.c1_r.eval_conv.lora_A", "conv_2.eval_conv.lora_A", "upsampler.0.lora_A"),
         options=span_options_from_state, supports_half=True,
     ),
 )
