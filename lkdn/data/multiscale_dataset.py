@@ -95,6 +95,7 @@ class MultiScaleImageDataset(data.Dataset):
         super().__init__()
         self.opt = opt
         where = f"datasets.{opt.get('name', opt.get('phase', '?'))}"
+        self.where = where
         for key in ("dataroot_gt", "scales"):
             if key not in opt:
                 raise ValueError(f"{where}: missing key {key!r} (MultiScaleImageDataset)")
@@ -150,7 +151,8 @@ class MultiScaleImageDataset(data.Dataset):
         if self.train:
             h, w = gt.shape[:2]
             if h < self.gt_size or w < self.gt_size:
-                raise ValueError(f"image {path} ({h}x{w}) is smaller than gt_size {self.gt_size}")
+                raise ValueError(f"{self.where}.gt_size: {self.gt_size} is larger than the image {path} ({h}x{w}); "
+                                 f"use gt_size <= {min(h, w)} or remove the image")
             top, left = random.randint(0, h - self.gt_size), random.randint(0, w - self.gt_size)
             gt = gt[top:top + self.gt_size, left:left + self.gt_size]
             gt = augment(gt, self.opt.get("use_hflip", False), self.opt.get("use_rot", False))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -268,6 +269,10 @@ def build_checked_dataset(opt: Mapping[str, Any], *, where: str) -> CheckedDatas
 # ------------------------------------------------------------------------------------------ wrapper
 
 
+# basicsr's paired_random_crop when the LR image is smaller than gt_size / scale
+_PATCH_TOO_LARGE = re.compile(r"LQ \((?P<h>\d+), (?P<w>\d+)\) is smaller than patch size")
+
+
 def _is_bad_image(err: BaseException) -> bool:
     """Whether an error while loading a sample comes from the image (not from the code)."""
     if isinstance(err, (DataError, ValueError, OSError, cv2.error)):
@@ -333,10 +338,19 @@ class CheckedDataset(Dataset):
                 except DataError as culprit:  # name the file that does not decode
                     text, err = str(culprit), culprit
                     break
+        elif patch := _PATCH_TOO_LARGE.search(text):
+            lq_h, lq_w = int(patch["h"]), int(patch["w"])
+            scale = int(self.opt.get("scale") or 1)
+            gt_size = self.opt.get("gt_size")
+            fits = min(lq_h, lq_w) * scale
+            text = (f"{self.where}.gt_size: {gt_size} is larger than the image (HR {lq_h * scale}x{lq_w * scale}, "
+                    f"LR {lq_h}x{lq_w} at scale {scale}); use gt_size <= {fits} or remove the image")
         elif "Scale mismatches" in text or "smaller than patch size" in text:
             text = (f"LR/HR sizes do not fit scale {self.opt.get('scale')}: {text}; the HR image must be scale x the "
                     "LR image (and at least gt_size)")
         message = f"{self.where}: sample {index}{named}: {text}"
+        if ".gt_size: " in text and "is larger than the image" in text:  # nothing wrong with the file
+            return DataError(message, path=files[0] if files else None)
         if READ_FIX not in text and "LR/HR sizes" not in text:
             message += f"; {READ_FIX}"
         if not self.whole_images and not self.skip_bad_images:

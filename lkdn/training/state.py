@@ -122,8 +122,10 @@ class RunLock:
 
     It is taken before the folder is archived or created, so a second run of the same name (a new
     one or ``--auto_resume``) is refused while the first is alive, instead of archiving the first
-    run's folder under it. A lock left by a process that no longer runs (a SIGKILL, a crash) is
-    taken over with a warning.
+    run's folder under it. The lock holds ``<pid> <host> <time> <process start>``. A lock that is
+    stale is taken over with a warning saying what it held: empty or unreadable, a process that
+    no longer runs, or a process id now used by another process (it started after the lock was
+    written, or it is not a Python process).
 
     Args:
         experiment_dir: the run's folder (``path.experiments_root``).
@@ -134,34 +136,70 @@ class RunLock:
         self.path = folder.parent / f".{folder.name}.lock"
         self.held = False
 
-    def _owner(self) -> tuple[int, str] | None:
+    def _text(self) -> str | None:
         try:
-            pid, host = self.path.read_text(encoding="utf-8").split()[:2]
-            return int(pid), host
-        except (OSError, ValueError):
+            return self.path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
             return None
+        except OSError as err:
+            return f"<unreadable: {err.strerror or err}>"
+
+    def _owner(self) -> tuple[int, str] | None:
+        fields = (self._text() or "").split()
+        try:
+            return int(fields[0]), fields[1]
+        except (IndexError, ValueError):
+            return None
+
+    def _stale(self, text: str) -> str | None:
+        """Why the lock holding ``text`` is stale (None: a live training process holds it); refuses other hosts."""
+        fields = text.split()
+        if not fields:
+            return "is empty (a run stopped while taking it, or not written by lkdn)"
+        try:
+            pid, host = int(fields[0]), fields[1]
+        except (IndexError, ValueError):
+            return f"holds {text.strip()[:80]!r}, not '<pid> <host> <time>'"
+        if host != socket.gethostname():
+            raise RunInUseError(f"{self.path} is held by a process on host {host}; remove the lock if that "
+                                "run has ended")
+        if not _alive(pid):
+            return f"is stale: process {pid} no longer runs"
+        recorded = fields[3] if len(fields) > 3 else None
+        started = _process_start(pid)
+        if recorded is not None and started is not None and recorded != started:
+            return f"holds PID {pid}, now the id of another process (started after the lock was written): stale"
+        command = _process_command(pid)
+        if command is not None and "python" not in command.lower():
+            return f"holds PID {pid} of a process that is not training ({command[:80]})"
+        return None
 
     def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
+        for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                owner = self._owner()
-                if owner is not None and owner[1] == socket.gethostname() and _alive(owner[0]):
+                text = self._text()
+                if text == "":  # a process may have created the lock and not written it yet
+                    time.sleep(0.2)
+                    text = self._text()
+                if text is None:  # removed meanwhile
+                    continue
+                reason = self._stale(text)
+                if reason is None:
+                    pid = int(text.split()[0])
+                    command = _process_command(pid)
+                    running = f" ({command[:80]})" if command else ""
                     raise RunInUseError(
-                        f"{self.path.parent / self.path.name[1:-5]} is in use by training process {owner[0]} "
+                        f"{self.path.parent / self.path.name[1:-5]} is in use by training process {pid}{running} "
                         f"(lock {self.path}); wait for it to end, stop it, or give this run another name"
                     ) from None
-                if owner is not None and owner[1] != socket.gethostname():
-                    raise RunInUseError(f"{self.path} is held by a process on host {owner[1]}; remove the lock if that "
-                                        "run has ended") from None
-                logger.warning("removing the stale lock %s (process %s no longer runs)", self.path,
-                               owner[0] if owner else "?")
+                logger.warning("taking over the lock %s: it %s", self.path, reason)
                 self.path.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(f"{os.getpid()} {socket.gethostname()} {time_str()}\n")
+                handle.write(f"{os.getpid()} {socket.gethostname()} {time_str()} {_process_start(os.getpid()) or '-'}\n")
             self.held = True
             _HELD.append(self)
             return self
@@ -194,3 +232,22 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by another user
         return True
     return True
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started, in clock ticks after boot (Linux ``/proc``; None elsewhere)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # after the command name, which may hold spaces
+    return fields[19] if len(fields) > 19 else None
+
+
+def _process_command(pid: int) -> str | None:
+    """The command line of process ``pid`` (Linux ``/proc``; None elsewhere or when unreadable)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return raw.replace(b"\0", b" ").decode("utf-8", "replace").strip() or None

@@ -135,3 +135,74 @@ def test_templates_of_one_field_are_accepted(template: str) -> None:
 
     validate_options({"name": "t", "scale": 2, "datasets": {"test_1": {"name": "s", "filename_tmpl": template}},
                       "val": {"metrics": {"psnr": {"type": "calculate_psnr", "crop_border": 0}}}})
+
+
+# ------------------------------------------------------------------ training data
+
+
+def test_a_patch_larger_than_the_images_names_the_key_value_and_size(tmp_path: Path, data) -> None:
+    from reliability_common import options, train
+
+    opt = options(*data, name="bigpatch", datasets__train__gt_size=4096)
+    with pytest.raises(DataError, match=r"datasets\.train\.gt_size: 4096 is larger than the image \(HR 32x32, LR 16x16 "
+                                        r"at scale 2\); use gt_size <= 32") as err:
+        train(write_yaml(tmp_path, opt), tmp_path)
+    assert "LR/HR sizes do not fit" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_patch_larger_than_the_images_of_a_multiscale_dataset(tmp_path: Path, data) -> None:
+    from lkdn.data.multiscale_dataset import MultiScaleImageDataset
+    from lkdn.data.safe_dataset import checked
+
+    dataset = checked(MultiScaleImageDataset({"name": "train", "phase": "train", "dataroot_gt": str(data[0]),
+                                              "scales": [2], "gt_size": 64}), where="datasets.train")
+    with pytest.raises(DataError, match=r"datasets\.train\.gt_size: 64 is larger than the image .*a\.png \(32x32\); "
+                                        r"use gt_size <= 32"):
+        dataset.__getitems__([0]) if hasattr(dataset, "__getitems__") else dataset[0]
+
+
+# ------------------------------------------------------------------ run locks say what they hold
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="process start times and commands come from /proc")
+@pytest.mark.parametrize(("content", "expected"), [
+    ("", r"\.run\.lock: it is empty"),
+    ("garbage\n", r"\.run\.lock: it holds 'garbage', not '<pid> <host> <time>'"),
+    ("1 {host} 20260101_000000\n", r"\.run\.lock: it holds PID 1 of a process that is not training \("),
+    ("999999999 {host} 20260101_000000\n", r"\.run\.lock: it is stale: process 999999999 no longer runs"),
+])
+def test_a_lock_that_holds_no_training_process_is_taken_over_saying_what_it_held(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, content: str, expected: str) -> None:
+    import socket
+
+    from lkdn.training.state import RunLock
+
+    lock_file = tmp_path / ".run.lock"
+    lock_file.write_text(content.format(host=socket.gethostname()))
+    with caplog.at_level("WARNING", logger="lkdn.training.state"):
+        lock = RunLock(tmp_path / "run").acquire()
+    lock.release()
+    assert any(__import__("re").search(expected, r.getMessage()) for r in caplog.records), caplog.text
+    assert not lock_file.exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="process start times come from /proc")
+def test_a_lock_of_a_live_python_process_is_refused_unless_its_pid_was_reused(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from lkdn.training.state import RunInUseError, RunLock, _process_start
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock_file = tmp_path / ".run.lock"
+        lock_file.write_text(f"{other.pid} {socket.gethostname()} 20260101_000000 {_process_start(other.pid)}\n")
+        with pytest.raises(RunInUseError, match=rf"run is in use by training process {other.pid} \(.*python.*time\.sleep"):
+            RunLock(tmp_path / "run").acquire()
+        lock_file.write_text(f"{other.pid} {socket.gethostname()} 20260101_000000 1\n")  # an earlier process's id
+        RunLock(tmp_path / "run").acquire().release()
+        assert not lock_file.exists()
+    finally:
+        other.kill()
+        other.wait()
