@@ -1,0 +1,121 @@
+"""Checks shared by the tests of the NTIRE entries: our network against the official module on Set5,
+Set5 through ``lkdn/test.py``, exact folds, ``scripts/reparameterize.py`` and spandrel detection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from conftest import ROOT, load_script, shared_file
+
+from lkdn import build_network
+from lkdn import test as test_entry
+from lkdn.reparam import deploy_form
+from lkdn.utils.checkpoint import load_network, save_file
+
+
+@torch.no_grad()
+def randomize(net: torch.nn.Module, seed: int = 0, std: float = 0.1) -> torch.nn.Module:
+    """Random weights and non-zero biases everywhere."""
+    generator = torch.Generator().manual_seed(seed)
+    for p in net.parameters():
+        p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * std)
+    return net
+
+
+def reference(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Autograd on: every branch computed out of place, as in training."""
+    with torch.enable_grad():
+        return net.eval()(x.clone().requires_grad_(True)).detach()
+
+
+def set5_lr() -> list[tuple[str, torch.Tensor]]:
+    """Every Set5 x4 LR image as a 1x3xHxW float32 RGB tensor in [0, 1], by name."""
+    images = []
+    for path in sorted((shared_file("benchmarks", "Set5", "x4") / "LR").glob("*.png")):
+        rgb = cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1].astype(np.float32) / 255.0
+        images.append((path.stem, torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None]))
+    assert len(images) == 5
+    return images
+
+
+def max_difference_on_set5(ours: torch.nn.Module, official: torch.nn.Module) -> dict[str, float]:
+    """max |ours - official| per Set5 image, both fed the same [0, 1] input (the harness's data_range 1.0)."""
+    differences = {}
+    with torch.no_grad():
+        for name, x in set5_lr():
+            expected = official.eval()(x.clone())
+            got = ours.eval()(x.clone())
+            assert got.shape == expected.shape == (1, 3, x.shape[2] * 4, x.shape[3] * 4)
+            differences[name] = (got - expected).abs().max().item()
+    return differences
+
+
+def set5_numbers(tmp_path: Path, yml: Path, weights: Path) -> tuple[float, float]:
+    """(PSNR, SSIM) of Set5 x4 through ``lkdn/test.py`` with the option file ``yml`` and the checkpoint ``weights``."""
+    set5 = shared_file("benchmarks", "Set5", "x4")
+    results = test_entry.main(["-opt", str(yml), "--root", str(tmp_path), "--force_yml", "num_gpu=0",
+                               "val:save_img=false", f"datasets:test_1:dataroot_gt={set5 / 'HR'}",
+                               f"datasets:test_1:dataroot_lq={set5 / 'LR'}", f"path:pretrain_network_g={weights}"])
+    return results["Set5"]["psnr"], results["Set5"]["ssim"]
+
+
+def assert_folds_exactly(options: Mapping[str, Any], *, size: tuple[int, int] = (11, 14)) -> None:
+    """The float64 training form with random weights folds into its deploy options' network, which loads
+    the folded state dict strictly and gives the same output within 1e-10 of the output scale."""
+    net = randomize(build_network(dict(options)).double())
+    folded, deploy_options = deploy_form(net, dict(options))
+    assert deploy_options["deploy"] is True
+    deploy = build_network(deploy_options).double()
+    deploy.load_state_dict(folded.state_dict(), strict=True)
+    x = torch.rand(1, deploy_options.get("num_in_ch", 3), *size, dtype=torch.float64)
+    expected = reference(net, x)
+    scale = expected.abs().max().item()
+    assert scale > 0.1  # a non-trivial output
+    with torch.no_grad():
+        torch.testing.assert_close(deploy(x), expected, atol=1e-10 * scale, rtol=0)
+
+
+def assert_reparameterize_script_writes_the_deploy_form(tmp_path: Path, options: Mapping[str, Any]) -> None:
+    """``scripts/reparameterize.py`` folds a training checkpoint into one that loads strictly into the deploy form."""
+    net = randomize(build_network(dict(options)), std=0.05)
+    save_file({"params": net.state_dict()}, tmp_path / "train.pth")
+    yml = tmp_path / "train.yml"
+    network = ", ".join(f"{k}: {v}" for k, v in options.items())
+    yml.write_text(f"name: folded\nscale: {options.get('upscale', 4)}\nnetwork_g: {{{network}}}\n")
+    out = tmp_path / "deploy.pth"
+    script = load_script("scripts/reparameterize.py")
+    assert script.main(["-opt", str(yml), "--input", str(tmp_path / "train.pth"), "--output", str(out),
+                        "--output-opt", str(tmp_path / "deploy.yml")]) == 0
+    deploy = load_network(build_network(dict(options) | {"deploy": True}), out, strict=True)
+    x = torch.rand(1, 3, 10, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(deploy(x), reference(net, x), atol=1e-5, rtol=1e-5)
+
+
+def assert_spandrel_detects(path: Path, architecture: str, ours: torch.nn.Module,
+                            check: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """spandrel (with our architectures installed) reads ``path`` as ``architecture`` with our output."""
+    import spandrel
+
+    import lkdn.integrations.spandrel as lkdn_spandrel
+
+    lkdn_spandrel.install()
+    descriptor = spandrel.ModelLoader().load_from_file(path)
+    assert descriptor.architecture.id == f"lkdn:{architecture}"
+    assert descriptor.scale == 4 and (descriptor.input_channels, descriptor.output_channels) == (3, 3)
+    if check is not None:
+        check(descriptor.architecture.options(descriptor.model.state_dict()))
+    x = torch.rand(1, 3, 23, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(descriptor.model.eval()(x), ours.eval()(x), atol=0, rtol=0)
+
+
+def option_file(family: str, name: str) -> Path:
+    """``options/test/<family>/test_<name>.yml``."""
+    return ROOT / "options" / "test" / family / f"test_{name}.yml"
+

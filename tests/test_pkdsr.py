@@ -1,0 +1,97 @@
+"""PKDSR (NTIRE 2026 3rd place): the official checkpoint loads strictly, equals the official code on
+Set5 and reproduces its Set5 numbers and the harness's counts; the Conv3XC training form folds exactly
+into the deploy form (also through scripts/reparameterize.py); spandrel reads the checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import cuda_is_a_no_op, official_module, shared_file
+from ntire_checks import (
+    assert_folds_exactly,
+    assert_reparameterize_script_writes_the_deploy_form,
+    assert_spandrel_detects,
+    max_difference_on_set5,
+    option_file,
+    set5_numbers,
+)
+
+from lkdn import build_network
+from lkdn.archs.span_arch import Conv3XC, FoldedConv3XC
+from lkdn.profiling import count_parameters, ntire_counts
+from lkdn.utils.checkpoint import load_network
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+DEPLOY = {"type": "PKDSR", "feature_channels": 32, "tail_channels": 24, "upscale": 4, "deploy": True}
+
+
+def official_checkpoint() -> Path:
+    return shared_file("pretrained", "PKDSR", "PKDSR_NTIRE2026.pth")
+
+
+def ours() -> torch.nn.Module:
+    return load_network(build_network(DEPLOY), official_checkpoint(), strict=True)  # params_ema preferred
+
+
+def test_official_checkpoint_loads_strictly_with_its_parameter_count() -> None:
+    net = ours()
+    assert count_parameters(net) == 143_928
+    assert net.conv_cat.out_channels == 24 and net.conv_2.eval_conv.in_channels == 24
+
+
+def test_equals_the_official_code_on_set5() -> None:
+    module = official_module("ntire_esr/2026/models/team16_PKDSR.py")
+    with cuda_is_a_no_op():  # the official constructor moves itself to CUDA and runs 16 warm-up passes
+        official = module.SPANFPrunedKD(3, 3, upscale=4, tail_channels=24, feature_channels=32)
+    state = torch.load(official_checkpoint(), map_location="cpu", weights_only=True)["params_ema"]
+    official.load_state_dict(state, strict=True)
+    differences = max_difference_on_set5(ours(), official)
+    assert max(differences.values()) <= 1e-5, differences
+
+
+def test_set5_reproduces_the_official_numbers(tmp_path: Path) -> None:
+    psnr, ssim = set5_numbers(tmp_path, option_file("PKDSR", "PKDSR_NTIRE2026"), official_checkpoint())
+    assert abs(psnr - 31.77) <= 0.01 and abs(ssim - 0.8895) <= 0.0005
+
+
+def test_ntire_counts_match_the_harness() -> None:
+    """results.txt, row 16_PKDSR_FINAL_CKPT: 0.144 M params, 9.40 G FLOPs, 39.32 M activations, 18 convs."""
+    pytest.importorskip("fvcore")
+    counts = ntire_counts(build_network(DEPLOY))
+    assert (counts.params, counts.activations, counts.convs) == (143_928, 39_321_600, 18)
+    assert (round(counts.params / 1e6, 3), round(counts.flops / 1e9, 2), round(counts.activations / 1e6, 2)) == (
+        0.144, 9.40, 39.32)
+
+
+def test_the_training_form_folds_exactly_into_the_deploy_form() -> None:
+    training = build_network({"type": "PKDSR", "feature_channels": 8, "tail_channels": 6})
+    assert sum(isinstance(m, Conv3XC) for m in training.modules()) == 16  # 5 blocks x 3 + conv_2
+    assert_folds_exactly({"type": "PKDSR", "feature_channels": 8, "tail_channels": 6, "upscale": 3})
+    deploy = build_network({"type": "PKDSR", "feature_channels": 8, "tail_channels": 6, "deploy": True})
+    assert sum(isinstance(m, FoldedConv3XC) for m in deploy.modules()) == 16
+
+
+def test_reparameterize_script_writes_a_checkpoint_of_the_deploy_form(tmp_path: Path) -> None:
+    assert_reparameterize_script_writes_the_deploy_form(tmp_path, {"type": "PKDSR", "feature_channels": 8,
+                                                                   "tail_channels": 6})
+
+
+def test_spandrel_reads_the_official_checkpoint_as_pkdsr() -> None:
+    pytest.importorskip("spandrel")
+
+    def check(options: dict) -> None:
+        assert options == {"type": "PKDSR", "num_in_ch": 3, "num_out_ch": 3, "feature_channels": 32,
+                           "tail_channels": 24, "upscale": 4, "deploy": True}
+
+    assert_spandrel_detects(official_checkpoint(), "PKDSR", ours(), check)
+
+
+def test_a_training_form_state_dict_reads_back_its_options() -> None:
+    from lkdn.archs.pkdsr_arch import PKDSR, trunk_options_from_state
+
+    net = build_network({"type": "PKDSR", "feature_channels": 8, "tail_channels": 6, "upscale": 2, "num_out_ch": 1})
+    assert trunk_options_from_state(net.state_dict(), PKDSR) == {
+        "type": "PKDSR", "num_in_ch": 3, "num_out_ch": 1, "feature_channels": 8, "tail_channels": 6, "upscale": 2}
