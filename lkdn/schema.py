@@ -403,6 +403,7 @@ def validate_options(
         _positive(checker, opt, ("train", "warmup_iter"), strict=False, whole=True)
     _positive(checker, opt, ("val", "tile", "pad"), strict=False)
     _safe_name(checker, opt.get("name"), ("name",))
+    _safe_name(checker, _value(opt, ("val", "suffix")) or None, ("val", "suffix"))  # part of every SR image's file name
     amp = train.get("amp")
     if "amp" in train and (amp not in AMP_VALUES or amp is True):
         checker.error(("train", "amp"), f"expected bf16, fp16 or false, got {amp!r}")

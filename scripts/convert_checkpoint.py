@@ -37,6 +37,7 @@ from lkdn.utils.checkpoint import (
     read_metadata,
     save_network_file,
 )
+from lkdn.utils.files import OutputIsInputError, refuse_overwriting_inputs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -93,8 +94,10 @@ def convert(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.input.resolve() == args.output.resolve():
-        print("error: --input and --output are the same file", file=sys.stderr)
+    try:
+        refuse_overwriting_inputs({"--output": args.output}, {"--input": args.input, "-opt": args.opt})
+    except OutputIsInputError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 1
     if args.output.is_dir():
         print(f"error: --output {args.output} is a folder; give the file to write", file=sys.stderr)

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         return export_ncnn(job.net, args.output, precision=args.precision, check_images=job.images, scale=job.scale,
                            threads=args.threads)
 
-    return run_export(args, export, check=check, errors=(BackendError,))
+    return run_export(args, export, check=check, errors=(BackendError,), also_writes=(".bin",))
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             metadata=export_metadata(job.opt["network_g"], job.net, job.scale), scale=job.scale, threads=args.threads,
         )
 
-    return run_export(args, export, check=check, errors=(BackendError,))
+    return run_export(args, export, check=check, errors=(BackendError,), also_writes=(".bin",))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@
 colour stays colour, grey stays grey (the network sees it replicated to three channels), 16-bit
 stays 16-bit, and an alpha channel is upscaled bicubically and re-attached (``--alpha error``
 refuses such images instead). Unreadable files are reported by name and skipped; the exit
-status is 1 when any file failed, 2 for bad arguments or options.
+status is 1 when any file failed, 2 for bad arguments or options. Nothing is written over an
+input: an ``--output`` that is the input folder (or would replace an input image, ``-opt`` or
+``--weights``) and two inputs of one stem (``x.png``, ``x.jpg``) are refused before any work.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from lkdn.schema import SchemaError
 from lkdn.tiling import InferenceMemoryError
 from lkdn.upscaler import Upscaler, resolve_device
 from lkdn.utils.checkpoint import CheckpointError
+from lkdn.utils.files import refuse_overwriting_inputs
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -71,6 +74,17 @@ def list_inputs(path: Path) -> list[Path]:
     raise FileNotFoundError(f"--input: no such file or folder: {path}")
 
 
+def result_paths(inputs: Sequence[Path], output: Path) -> list[Path]:
+    """``<output>/<stem>.png`` for each input; a ValueError when two inputs share a stem (``x.png``, ``x.jpg``)."""
+    targets: dict[Path, Path] = {}
+    for path in inputs:
+        target = output / f"{path.stem}.png"
+        if target in targets:
+            raise ValueError(f"{targets[target]} and {path} would both be written as {target}; rename one of them")
+        targets[target] = path
+    return list(targets)
+
+
 def build_upscaler(args: argparse.Namespace) -> Upscaler:
     opt = parse_options(args.opt, is_train=False, overrides=args.force_yml)
     if args.device:
@@ -95,8 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         inputs = list_inputs(Path(args.input))
-        upscaler = build_upscaler(args)
         output = Path(args.output)
+        targets = result_paths(inputs, output)
+        refuse_overwriting_inputs(
+            [("--output folder", output), *((f"result {t.name}", t) for t in targets)],
+            [("--input", args.input), *(("input image", p) for p in inputs), ("-opt", args.opt), ("--weights", args.weights)],
+        )
+        upscaler = build_upscaler(args)
         output.mkdir(parents=True, exist_ok=True)
     except (OptionsError, SchemaError, CheckpointError, FileNotFoundError, ValueError, BackendError, MissingExtraError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -105,8 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: cannot create the output folder {args.output} ({error.strerror or error})", file=sys.stderr)
         return 2
     failures = []
-    for path in tqdm(inputs, desc="Super-resolve", unit="image", dynamic_ncols=True):
-        target = output / f"{path.stem}.png"
+    for path, target in tqdm(list(zip(inputs, targets, strict=True)), desc="Super-resolve", unit="image", dynamic_ncols=True):
         try:
             result: np.ndarray = upscaler.upscale_image(read_image_unchanged(path), alpha=args.alpha)
             write_image(target, result)

@@ -39,7 +39,7 @@ from lkdn.options import Options, OptionsError, load_options
 from lkdn.reparam import count_parameters, deploy_form, fold_summary, verify_reparameterization
 from lkdn.schema import SchemaError
 from lkdn.utils.checkpoint import PREFERRED_KEYS, CheckpointError, load_file, save_network_file
-from lkdn.utils.files import file_in_the_way, write_text_atomic
+from lkdn.utils.files import file_in_the_way, refuse_overwriting_inputs, write_text_atomic
 from lkdn.utils.frozen import thaw
 from lkdn.utils.logger import setup_logging
 from lkdn.zoo import DownloadError, resolve_weights
@@ -120,9 +120,8 @@ def summary(counts: Mapping[str, int]) -> str:
 
 def load_input(args: argparse.Namespace) -> tuple[Options, Any, str]:
     """The validated options, the network with the input weights, and the checkpoint key they came from."""
+    refuse_overwriting_inputs({"--output": args.output, "--output-opt": args.output_opt}, {"--input": args.input, "-opt": args.opt})
     for given, name in ((args.output, "--output"), (args.output_opt, "--output-opt")):
-        if given is not None and given.resolve() in (args.input.resolve(), args.opt.resolve()):
-            raise ReparamError(f"{name} {given} would overwrite an input file; choose another path")
         if given is not None and given.is_dir():
             raise ReparamError(f"{name} {given} is a folder; give a file name")
         blocking = file_in_the_way(given) if given is not None else None

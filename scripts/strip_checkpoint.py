@@ -31,6 +31,7 @@ from lkdn.utils.checkpoint import (
     load_file,
     save_file,
 )
+from lkdn.utils.files import OutputIsInputError, refuse_overwriting_inputs
 from lkdn.utils.logger import setup_logging
 
 CHOICES = ("params_ema", "params", "both")
@@ -88,7 +89,10 @@ def describe(obj: Mapping[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.output.resolve() == args.input.resolve() and not args.in_place:
+    try:
+        if not args.in_place:
+            refuse_overwriting_inputs({"--output": args.output}, {"--input": args.input})
+    except OutputIsInputError:
         print(f"error: --output is --input ({args.input}); write another file, or add --in-place to replace it",
               file=sys.stderr)
         return 2

@@ -9,7 +9,8 @@ network's scale (:func:`lkdn.zoo.find_benchmark`), the precision loss is also me
 PSNR/SSIM (Y channel, crop = scale) through the runtime against PyTorch. Only when every check
 passes are the files written, each atomically (:func:`lkdn.utils.files.write_atomic`), weights
 first, so a graph file never points at missing weights; otherwise :class:`BackendError` and
-nothing is written.
+nothing is written. Both formats keep their weights in ``<name>.bin``, so an export whose ``.bin``
+belongs to the other format's graph beside it (``x.xml`` and ``x.param``) is refused.
 """
 
 from __future__ import annotations
@@ -120,6 +121,20 @@ def _finish(
     return report
 
 
+def refuse_shared_weights(path: Path, other_suffix: str, other_format: str) -> None:
+    """A :class:`BackendError` when the ``.bin`` of ``path`` also belongs to the ``other_format`` graph beside it.
+
+    An OpenVINO IR ``x.xml`` and an ncnn graph ``x.param`` both keep their weights in ``x.bin``:
+    writing one would silently break the other.
+    """
+    sibling = path.with_suffix(other_suffix)
+    if sibling.exists():
+        raise BackendError(
+            f"{path.with_suffix('.bin')} is the weights file of the {other_format} {sibling}: writing {path} "
+            "would replace it; choose another output name (or remove both files first)"
+        )
+
+
 def _reference(net: nn.Module) -> nn.Module:
     """A float32 CPU copy in eval mode (the caller's network keeps its device, dtype and mode)."""
     return copy.deepcopy(net).float().cpu().eval()
@@ -153,6 +168,7 @@ def export_openvino(
     path = Path(path)
     if path.suffix != ".xml":
         raise ValueError(f"{path}: an OpenVINO IR is an .xml file (its weights go beside it as .bin)")
+    refuse_shared_weights(path, ".param", "ncnn graph")
     if precision not in OpenVINOBackend.precisions:
         raise ValueError(f"OpenVINO export precision must be one of {', '.join(OpenVINOBackend.precisions)}, got {precision!r}")
     ov = _openvino()
@@ -200,12 +216,12 @@ def export_ncnn(
     from lkdn.backends.ncnn_backend import NcnnBackend, pnnx_convert
     from lkdn.export import input_channels, torchscript_graph
 
-    for module in ("ncnn", "pnnx"):
-        require(module, needed_for="ncnn export")
-
     path = Path(path)
     if path.suffix != ".param":
         raise ValueError(f"{path}: an ncnn graph is a .param file (its weights go beside it as .bin)")
+    refuse_shared_weights(path, ".xml", "OpenVINO IR")
+    for module in ("ncnn", "pnnx"):
+        require(module, needed_for="ncnn export")
     if precision not in NcnnBackend.precisions:
         raise ValueError(f"ncnn export precision must be one of {', '.join(NcnnBackend.precisions)}, got {precision!r}")
     net = _reference(net)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,11 @@ import numpy as np
 
 from lkdn.evaluate import read_image
 from lkdn.export import ExportError
-from lkdn.loading import load_network_from_options
+from lkdn.loading import load_network_from_options, weights_file
 from lkdn.options import Options, OptionsError, load_options
 from lkdn.schema import SchemaError
 from lkdn.utils.checkpoint import CheckpointError
+from lkdn.utils.files import refuse_overwriting_inputs
 from lkdn.utils.logger import setup_logging
 from lkdn.zoo import find_benchmark
 
@@ -50,7 +51,8 @@ class ExportJob:
     def __init__(self, args: argparse.Namespace) -> None:
         self.opt: Options = load_options(args.opt)
         self.scale: int = self.opt.scale
-        self.net = load_network_from_options(self.opt, weights=args.weights)
+        self.weights: Path = weights_file(self.opt, args.weights)
+        self.net = load_network_from_options(self.opt, weights=self.weights)
         image_path = args.check_image or default_check_image(self.scale)
         self.images: list[tuple[str, np.ndarray]] = (
             [(image_path.name, read_image(image_path))] if image_path is not None else []
@@ -59,14 +61,26 @@ class ExportJob:
             print("note: no check image (Set5 not found); checking on a random input only", file=sys.stderr)  # noqa: T201
 
 
+def refuse_overwriting(args: argparse.Namespace, also_writes: Sequence[str] = (), weights: Path | None = None) -> None:
+    """An :class:`~lkdn.utils.files.OutputIsInputError` when ``--output`` (or its companion files of the
+    suffixes ``also_writes``: the ``.bin`` beside an IR) is ``-opt``, the weights or ``--check-image``."""
+    outputs = [("--output", args.output), *((f"the {s} file of --output", args.output.with_suffix(s)) for s in also_writes)]
+    inputs = [("-opt", args.opt), ("--weights", args.weights), ("--check-image", args.check_image)]
+    if weights is not None and args.weights is None:
+        inputs.append(("path.pretrain_network_g", weights))
+    refuse_overwriting_inputs(outputs, inputs)
+
+
 def run_export(
     args: argparse.Namespace, export: Callable[[ExportJob], Any], *,
     check: Callable[[argparse.Namespace], None] | None = None, errors: tuple[type, ...] = (),
+    also_writes: Sequence[str] = (),
 ) -> int:
     """``check(args)``, load the network, ``export(job)`` and print its report.
 
-    Returns 0, or 1 after one ``error: ...`` line for a clear error (``errors`` adds the
-    script's own kinds to those of loading and exporting).
+    No file written (``--output`` and its companions of the suffixes ``also_writes``) may be an
+    input (``-opt``, the weights, ``--check-image``). Returns 0, or 1 after one ``error: ...``
+    line for a clear error (``errors`` adds the script's own kinds to those of loading and exporting).
     """
     setup_logging()
     if args.threads:
@@ -74,9 +88,12 @@ def run_export(
 
         torch.set_num_threads(args.threads)
     try:
+        refuse_overwriting(args, also_writes)
         if check is not None:
             check(args)
-        report = export(ExportJob(args))
+        job = ExportJob(args)
+        refuse_overwriting(args, also_writes, job.weights)
+        report = export(job)
     except (*errors, ExportError, OptionsError, SchemaError, CheckpointError, ValueError, ImportError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)  # noqa: T201 (a command's output)
         return 1

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -113,3 +113,43 @@ def file_in_the_way(path: str | os.PathLike[str]) -> Path | None:
         if parent.exists():
             return None if parent.is_dir() else parent
     return None
+
+
+PathArg = str | os.PathLike[str] | None
+Labelled = Mapping[str, PathArg] | Iterable[tuple[str, PathArg]]
+
+
+class OutputIsInputError(ValueError):
+    """A file or folder to be written is one of the command's inputs; the message names both."""
+
+
+def _identities(path: Path) -> list[tuple[int, int] | str]:
+    """Keys that every name of one file shares: its resolved path, and (device, inode) when it exists."""
+    keys: list[tuple[int, int] | str] = [str(path.absolute().resolve())]
+    try:
+        stat = path.stat()
+    except (OSError, ValueError):
+        return keys
+    return [*keys, (stat.st_dev, stat.st_ino)]
+
+
+def refuse_overwriting_inputs(outputs: Labelled, inputs: Labelled) -> None:
+    """Raise :class:`OutputIsInputError` when one of ``outputs`` is one of ``inputs``.
+
+    Both are ``label -> path`` (a mapping or ``(label, path)`` pairs; ``None`` paths are skipped),
+    the labels as the user gave them (``--output``, ``-opt``). The same file reached by another
+    name (a relative path, a symbolic or hard link) counts as the same. Every script that writes
+    a file it did not read calls this before any work.
+    """
+    pairs = inputs.items() if isinstance(inputs, Mapping) else inputs
+    known = {key: (label, path) for label, path in pairs if path is not None for key in _identities(Path(path))}
+    for label, path in outputs.items() if isinstance(outputs, Mapping) else outputs:
+        if path is None:
+            continue
+        found = next((known[key] for key in _identities(Path(path)) if key in known), None)
+        if found is not None:
+            source_label, source = found
+            same = "" if str(source) == str(path) else f" ({source})"
+            raise OutputIsInputError(
+                f"{label} {path} is the {source_label}{same}: writing it would overwrite an input file; choose another path"
+            )
