@@ -8,7 +8,8 @@ and the options of ``val.metrics``, exactly as BasicSR's ``SRModel.validation`` 
 under ``results/<name>/``: the log, SR images when ``val.save_img``
 (``visualization/<dataset>/<image>_<suffix or name>.png``) and ``metrics.json``; prints a
 table with one row per dataset. A dataset whose folder is missing is an error, or is skipped
-with a warning when the dataset says ``optional: true``. Scoring is :func:`lkdn.evaluate.evaluate`,
+with a warning when the dataset says ``optional: true``. Missing data and missing weights are
+reported together, before ``results/<name>/`` is created. Scoring is :func:`lkdn.evaluate.evaluate`,
 the same function training validation and the published-number tests use.
 """
 
@@ -42,7 +43,7 @@ from lkdn.backends import BACKENDS, BackendError, MissingExtraError  # noqa: E40
 from lkdn.data.safe_dataset import DataError, build_checked_dataset  # noqa: E402
 from lkdn.evaluate import evaluate  # noqa: E402
 from lkdn.images import write_image  # noqa: E402
-from lkdn.loading import load_network_from_options  # noqa: E402
+from lkdn.loading import load_network_from_options, weights_file  # noqa: E402
 from lkdn.options import Options, OptionsError, device_of, parse_options  # noqa: E402
 from lkdn.schema import SchemaError  # noqa: E402
 from lkdn.tiling import InferenceMemoryError  # noqa: E402
@@ -51,6 +52,7 @@ from lkdn.utils.checkpoint import CheckpointError  # noqa: E402
 from lkdn.utils.files import write_json_atomic  # noqa: E402
 from lkdn.utils.frozen import thaw  # noqa: E402
 from lkdn.utils.logger import setup_logging  # noqa: E402
+from lkdn.zoo import checkpoint_for_path, find_checkpoint  # noqa: E402
 
 logger = logging.getLogger("lkdn.test")
 
@@ -103,6 +105,55 @@ def check_dataset_folders(key: str, dataset_opt: Mapping[str, Any]) -> str | Non
             f"datasets:{key}:{root_key}=<folder>), or mark the dataset 'optional: true' to skip it when absent."
         )
     return None
+
+
+def _weights_problem(opt: Mapping[str, Any], *, fetch: bool) -> str | None:
+    """What is wrong with the weights of ``opt`` (None: they are here, or were just fetched when ``fetch``)."""
+    source = (opt.get("path") or {}).get("pretrain_network_g")
+    if not source:
+        return "path.pretrain_network_g: no weights named; set it to your weights (published ones: " \
+               "python scripts/download.py --list)"
+    if fetch:  # a published checkpoint downloads on first use
+        try:
+            found = weights_file(opt)
+        except CheckpointError as err:
+            return f"path.pretrain_network_g: {err}"
+        return None if found.exists() else f"path.pretrain_network_g: checkpoint not found: {found}"
+    path = Path(os.path.expanduser(str(source)))
+    name = checkpoint_for_path(path)
+    if path.exists() or (name is not None and find_checkpoint(name) is not None):
+        return None
+    if name is not None:
+        return (f"path.pretrain_network_g: {source} is missing; get it with python scripts/download.py --names {name} "
+                "(or let this command download it once the data is there)")
+    return f"path.pretrain_network_g: checkpoint not found: {source}; point it at your weights"
+
+
+def check_inputs(opt: Options) -> None:
+    """Check every required test folder and the weights together, before anything is written.
+
+    Missing data and missing weights are reported in one message (a published checkpoint is not
+    downloaded while the data is missing); then each dataset is built (empty folders, LR/HR
+    names that do not match are :class:`DataError`).
+
+    Raises:
+        DatasetMissingError: a required folder is missing (the message adds any weights problem).
+        CheckpointError: the data is here and the weights are not (and could not be downloaded).
+    """
+    problems = []
+    for key, dataset_opt in sorted(opt.section("datasets").items()):
+        try:
+            check_dataset_folders(key, dataset_opt)
+        except DatasetMissingError as err:
+            problems.append(str(err))
+    weights = _weights_problem(opt, fetch=not problems)
+    if problems:
+        raise DatasetMissingError("; and ".join(problems + ([weights] if weights else [])))
+    if weights:
+        raise CheckpointError(weights)
+    for key, dataset_opt in sorted(opt.section("datasets").items()):
+        if check_dataset_folders(key, dataset_opt) is None:
+            build_test_loader(key, dataset_opt)
 
 
 def build_test_loader(key: str, dataset_opt: Mapping[str, Any]) -> torch.utils.data.DataLoader:
@@ -195,6 +246,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         device = resolve_device(args.device)
     else:  # the non-torch backends run on the CPU
         device = device_of(opt) if args.backend == "torch" else torch.device("cpu")
+    if not opt.section("datasets"):
+        raise OptionsError("datasets: no test dataset in the options")
+    check_inputs(opt)  # data and weights, before results/<name>/ is created
     results_root = Path(opt["path"]["results_root"])
     try:
         results_root.mkdir(parents=True, exist_ok=True)

@@ -206,3 +206,47 @@ def test_a_lock_of_a_live_python_process_is_refused_unless_its_pid_was_reused(tm
     finally:
         other.kill()
         other.wait()
+
+
+# ------------------------------------------------------------------ lkdn/test.py checks its inputs first
+
+
+def test_missing_data_and_missing_weights_are_said_together_before_anything_is_written(
+        tmp_path: Path, data, weights, monkeypatch) -> None:
+    import lkdn.zoo
+    from lkdn import test as test_entry
+
+    monkeypatch.setattr(lkdn.zoo, "download", lambda *a, **k: pytest.fail("downloads while the data is missing"))
+    monkeypatch.setattr(test_entry, "find_checkpoint", lambda name: None)  # no copy anywhere
+    published = tmp_path / "experiments" / "pretrained_models" / "LKDN" / "LKDN_x4.pth"
+    yml = options_file(tmp_path, data, weights, path={"pretrain_network_g": str(published)})
+    argv = ["-opt", str(yml), "--root", str(tmp_path), "--force_yml", f"datasets:test_1:dataroot_gt={tmp_path / 'Set5'}"]
+    with pytest.raises(test_entry.DatasetMissingError) as err:
+        test_entry.main(argv)
+    message = str(err.value)
+    assert f"datasets.test_1.dataroot_gt: folder not found: {tmp_path / 'Set5'}" in message
+    assert f"path.pretrain_network_g: {published} is missing; get it with python scripts/download.py --names LKDN_x4" \
+        in message
+    assert "\n" not in message
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_weights_are_found_before_the_results_folder_is_made(tmp_path: Path, data, weights) -> None:
+    from lkdn import test as test_entry
+    from lkdn.utils.checkpoint import CheckpointError
+
+    yml = options_file(tmp_path, data, weights, path={"pretrain_network_g": str(tmp_path / "mine.pth")})
+    with pytest.raises(CheckpointError, match=rf"path\.pretrain_network_g: checkpoint not found: {tmp_path}/mine\.pth"):
+        test_entry.main(["-opt", str(yml), "--root", str(tmp_path)])
+    assert not (tmp_path / "results").exists()
+
+
+def test_an_empty_test_folder_creates_no_results_folder(tmp_path: Path, data, weights) -> None:
+    from lkdn import test as test_entry
+
+    (tmp_path / "empty").mkdir()
+    yml = options_file(tmp_path, data, weights)
+    with pytest.raises(DataError, match="no images found"):
+        test_entry.main(["-opt", str(yml), "--root", str(tmp_path), "--force_yml",
+                         f"datasets:test_1:dataroot_gt={tmp_path / 'empty'}", f"datasets:test_1:dataroot_lq={tmp_path / 'empty'}"])
+    assert not (tmp_path / "results").exists()
