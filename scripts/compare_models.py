@@ -33,12 +33,15 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from lkdn.options import load_options  # noqa: E402
+from lkdn.profiling import lr_size_for_output, parse_size  # noqa: E402
+from lkdn.upscaler import resolve_device  # noqa: E402
 from lkdn.utils.files import replace_between_markers, write_text_atomic  # noqa: E402
 from lkdn.zoo import find_benchmark  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS_PREFIX = "experiments/pretrained_models"
 README_START, README_END = "<!-- comparison:start -->", "<!-- comparison:end -->"
+TABLE_METRICS = ("psnr", "ssim")  # val.metrics names read from metrics.json
 
 
 def prepare_options(
@@ -69,6 +72,46 @@ def prepare_options(
     return opt
 
 
+def check_metrics(path: Path, opt: dict[str, Any]) -> None:
+    """The table reads ``psnr`` and ``ssim`` of ``metrics.json``: ``val.metrics`` must name both."""
+    metrics = (opt.get("val") or {}).get("metrics") or {}
+    missing = [name for name in TABLE_METRICS if name not in metrics]
+    if missing:
+        raise ValueError(f"{path}: val.metrics has no {' and no '.join(missing)} (has: {', '.join(metrics) or 'none'}); "
+                         f"the comparison table needs {' and '.join(TABLE_METRICS)}: add them as in "
+                         "options/test/LKDN/test_LKDN_x4.yml")
+
+
+def check_arguments(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every argument and option file, before any work; the prepared options, one per file.
+
+    Raises:
+        ValueError: the first argument or option at fault, named.
+    """
+    if args.runs < 1:
+        raise ValueError(f"--runs must be at least 1, got {args.runs}")
+    parse_size(args.output_size)
+    if args.device is not None:
+        resolve_device(args.device)
+    if args.readme is not None:
+        text = args.readme.read_text(encoding="utf-8") if args.readme.is_file() else None
+        if text is None or README_START not in text or README_END not in text:
+            raise ValueError(f"--readme {args.readme}: no {README_START} ... {README_END} block to replace")
+    prepared = []
+    for path in args.opt:
+        if not path.is_file():
+            raise ValueError(f"-opt {path}: no such option file")
+        opt = prepare_options(path, datasets=args.datasets, benchmark_root=args.benchmark_root,
+                              weights_root=args.weights_root)
+        check_metrics(path, opt)
+        lr_size_for_output(parse_size(args.output_size), int(opt["scale"]))
+        prepared.append(opt)
+    names = [opt["name"] for opt in prepared]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two option files share a name ({', '.join(names)}): their results would overwrite each other")
+    return prepared
+
+
 def run_json(args: Sequence[str]) -> Any:
     proc = subprocess.run([sys.executable, *args], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -79,12 +122,19 @@ def run_json(args: Sequence[str]) -> Any:
 def compare(
     option_files: Sequence[Path], *, workdir: Path, datasets: Sequence[str] | None = None,
     benchmark_root: Path | None = None, weights_root: Path | None = None, output_size: str = "1280x720",
-    runs: int = 3, device: str | None = None,
+    runs: int = 3, device: str | None = None, prepared: Sequence[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per option file: name, profile (as configured) and metrics per test set."""
+    """One row per option file: name, profile (as configured) and metrics per test set.
+
+    ``prepared``: the options of :func:`check_arguments`, one per file (else prepared here).
+    """
     rows = []
-    for path in option_files:
-        opt = prepare_options(path, datasets=datasets, benchmark_root=benchmark_root, weights_root=weights_root)
+    for index, path in enumerate(option_files):
+        if prepared is not None:
+            opt = prepared[index]
+        else:
+            opt = prepare_options(path, datasets=datasets, benchmark_root=benchmark_root, weights_root=weights_root)
+            check_metrics(path, opt)
         tmp_opt = workdir / f"{opt['name']}.yml"
         tmp_opt.write_text(yaml.safe_dump(opt, sort_keys=False), encoding="utf-8")
         test_args = [str(REPO / "lkdn" / "test.py"), "-opt", str(tmp_opt), "--root", str(workdir)]
@@ -146,13 +196,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the rows as JSON here")
     parser.add_argument("--readme", type=Path, help="replace the comparison block of this file")
     args = parser.parse_args(argv)
+    try:
+        prepared = check_arguments(args)
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)
-        workdir.mkdir(parents=True, exist_ok=True)
         try:
+            workdir.mkdir(parents=True, exist_ok=True)
             rows = compare(args.opt, workdir=workdir, datasets=args.datasets, benchmark_root=args.benchmark_root,
                            weights_root=args.weights_root, output_size=args.output_size, runs=args.runs,
-                           device=args.device)
+                           device=args.device, prepared=prepared)
         except (RuntimeError, ValueError, OSError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

@@ -250,3 +250,28 @@ def test_an_empty_test_folder_creates_no_results_folder(tmp_path: Path, data, we
         test_entry.main(["-opt", str(yml), "--root", str(tmp_path), "--force_yml",
                          f"datasets:test_1:dataroot_gt={tmp_path / 'empty'}", f"datasets:test_1:dataroot_lq={tmp_path / 'empty'}"])
     assert not (tmp_path / "results").exists()
+
+
+# ------------------------------------------------------------------ small scripts check before working
+
+
+@pytest.mark.parametrize(("change", "extra", "expected"), [
+    ({"val": {"metrics": {"psnr": METRICS["psnr"]}}}, [],
+     r"round3\.yml: val\.metrics has no ssim \(has: psnr\); the comparison table needs psnr and ssim"),
+    ({}, ["--runs", "0"], r"--runs must be at least 1, got 0"),
+    ({}, ["--output-size", "1280x"], r"expected a size WIDTHxHEIGHT such as 1280x720, got '1280x'"),
+    ({}, ["--output-size", "1281x720"], r"output size 1281x720 is not a multiple of the scale 2"),
+    ({}, ["--readme", "{tmp}/README.md"], r"--readme .*README\.md: no <!-- comparison:start -->"),
+])
+def test_compare_models_checks_arguments_and_options_before_any_work(
+        tmp_path: Path, data, weights, capsys, monkeypatch, change: dict, extra: list[str], expected: str) -> None:
+    compare_models = script("compare_models")
+    monkeypatch.setattr(compare_models, "run_json", lambda args: pytest.fail(f"ran {args[0]} before checking"))
+    metrics = {"psnr": METRICS["psnr"], "ssim": {**METRICS["psnr"], "type": "calculate_ssim"}}
+    yml = options_file(tmp_path, data, weights, val={"save_img": False, "metrics": metrics, **change.get("val", {})})
+    (tmp_path / "README.md").write_text("no markers\n")
+    argv = ["-opt", str(yml), *[a.format(tmp=tmp_path) for a in extra], "--workdir", str(tmp_path / "work")]
+    assert compare_models.main(argv) == 2
+    err = capsys.readouterr().err
+    assert __import__("re").search(expected, err), err
+    assert err.count("\n") == 1 and not (tmp_path / "work").exists()
