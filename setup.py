@@ -19,6 +19,7 @@ COMMANDS = ["lkdn-train = lkdn.cli:train", "lkdn-test = lkdn.cli:test"] + [
         ("lkdn-export-openvino", "export_openvino"), ("lkdn-export-ncnn", "export_ncnn"),
         ("lkdn-profile", "profile_model"), ("lkdn-download", "download"), ("lkdn-convert", "convert_checkpoint"),
         ("lkdn-compare", "compare_models"), ("lkdn-ntire", "ntire_esr"), ("lkdn-demo", "demo"),
+        ("lkdn-leaderboard", "leaderboard"),
     )
 ]
 

@@ -23,7 +23,7 @@ SCRIPTS = {
     "lkdn-reparam": "reparameterize", "lkdn-infer": "inference", "lkdn-export-onnx": "export_onnx",
     "lkdn-export-openvino": "export_openvino", "lkdn-export-ncnn": "export_ncnn", "lkdn-profile": "profile_model",
     "lkdn-download": "download", "lkdn-convert": "convert_checkpoint", "lkdn-compare": "compare_models",
-    "lkdn-ntire": "ntire_esr", "lkdn-demo": "demo",
+    "lkdn-ntire": "ntire_esr", "lkdn-demo": "demo", "lkdn-leaderboard": "leaderboard",
 }
 
 

@@ -175,9 +175,10 @@ def _sync(device: torch.device) -> None:
 
 
 def measure_runtime(
-    forward: Forward, x: torch.Tensor, *, runs: int = 5, warmup: int = 1, ntire: bool = False,
-) -> dict[str, float]:
-    """Time ``forward(x)``; returns ``median_ms``, ``mean_ms``, ``min_ms``, ``runs``.
+    forward: Forward, x: torch.Tensor, *, runs: int = 5, warmup: int = 1, ntire: bool = False, keep_times: bool = False,
+) -> dict[str, Any]:
+    """Time ``forward(x)``; returns ``median_ms``, ``mean_ms``, ``min_ms``, ``runs`` (and ``times_ms``, every
+    timed run in order, with ``keep_times``).
 
     Default: inference mode, ``warmup`` untimed runs, then ``runs`` timed runs, synchronized on
     CUDA. With ``ntire=True`` (the NTIRE efficient-SR harness): autograd mode left on as the
@@ -212,7 +213,11 @@ def measure_runtime(
                     times.append((time.perf_counter() - start_s) * 1e3)
     finally:
         torch.backends.cudnn.benchmark = previous
-    return {"median_ms": statistics.median(times), "mean_ms": statistics.fmean(times), "min_ms": min(times), "runs": runs}
+    result: dict[str, Any] = {"median_ms": statistics.median(times), "mean_ms": statistics.fmean(times),
+                              "min_ms": min(times), "runs": runs}
+    if keep_times:
+        result["times_ms"] = times
+    return result
 
 
 def time_interleaved(
