@@ -20,14 +20,20 @@ to put it. ``LKDN_OFFLINE=1`` turns the download off (the test suite sets it).
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import http.client
 import logging
+import math
 import os
 import re
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from tqdm import tqdm
 
@@ -38,6 +44,9 @@ SHARED_ENV = "LKDN_SHARED"
 OFFLINE_ENV = "LKDN_OFFLINE"
 CACHE = ROOT / "experiments" / "pretrained_models"
 CHUNK = 1 << 16
+MIN_RATE = 1024
+"""Bytes per second a download must average over each ``timeout`` seconds, else it stops (resumable)."""
+MAX_TIMEOUT = 86400.0
 
 HOMES = {  # the public homes: a repository's raw-file prefix
     "LKDN": "https://github.com/stella-von/LKDN/raw/main/experiments/pretrained_models/LKDN/",
@@ -175,18 +184,72 @@ def url_for(name: str, base_url: str | None = None) -> str:
     return f"{base_url.rstrip('/')}/{checkpoint.path}" if base_url else checkpoint.url
 
 
+def check_timeout(timeout: float, *, what: str = "timeout") -> None:
+    """A :class:`DownloadError` unless ``timeout`` is a finite number of seconds in (0, :data:`MAX_TIMEOUT`]."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0:
+        raise DownloadError(f"{what} must be a positive number of seconds, got {timeout}")
+    if timeout > MAX_TIMEOUT:
+        raise DownloadError(f"{what} must be at most {MAX_TIMEOUT:g} seconds (a day), got {timeout:g}")
+
+
+def check_base_url(base_url: str | None, *, what: str = "base URL") -> None:
+    """A :class:`DownloadError` unless ``base_url`` is None or an ``http(s)://host/...`` or ``file:///...`` URL."""
+    if base_url is None:
+        return
+    usage = "give http://host/folder, https://host/folder or file:///folder"
+    try:
+        parts = urllib.parse.urlsplit(base_url)
+        parts.port  # noqa: B018 (parsing the port raises on a bad one)
+    except ValueError as error:
+        raise DownloadError(f"{what} {base_url!r} is not a URL ({error}); {usage}") from None
+    if parts.scheme not in ("http", "https", "file") or (parts.scheme != "file" and not parts.hostname):
+        raise DownloadError(f"{what} {base_url!r} is not a URL; {usage}")
+
+
 def manual_instructions(name: str, dest: Path = CACHE) -> str:
     """One line: what to download by hand and where to put it."""
     checkpoint = CHECKPOINTS[name]
     return f"download {checkpoint.url} (SHA-256 {checkpoint.sha256}) and save it as {dest / checkpoint.path}"
 
 
+def _open_part(part: Path, *, append: bool) -> BinaryIO:
+    """``part`` opened to write (appended to, or emptied), never through a symbolic link."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(part, flags, 0o666)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise DownloadError(f"{part} is a symbolic link; a download never writes through one: remove it") from None
+        raise DownloadError(f"cannot write {part}: {error.strerror or error}") from error
+    return os.fdopen(fd, "ab" if append else "wb")
+
+
+def _looks_like_a_web_page(head: bytes) -> bool:
+    """Text starting with ``<``: a checkpoint (zip, pickle, safetensors' length header) never does."""
+    return head.lstrip()[:1] == b"<" and b"\0" not in head[:256]
+
+
+def _not_the_file(url: str, content_type: str, first: bytes, *, at_start: bool) -> DownloadError | None:
+    """An error saying what arrived when it is a web page (a captive portal, a login page) rather than a checkpoint."""
+    html = content_type.split(";")[0].strip().lower() in ("text/html", "application/xhtml+xml")
+    if not html and not (at_start and _looks_like_a_web_page(first)):
+        return None
+    kind = f"Content-Type {content_type}" if content_type else "no Content-Type"
+    return DownloadError(
+        f"{url}: received a web page ({kind}, starting {first[:80]!r}) instead of the checkpoint: a captive portal "
+        "or login page? Nothing of it was kept; check the network or the URL and run again"
+    )
+
+
 def _fetch(url: str, part: Path, *, timeout: float, desc: str, size: int) -> None:
     """Download ``url`` into ``part``, continuing after the bytes already there when the server allows.
 
-    The transfer stops with a :class:`DownloadError` as soon as more than ``size`` bytes (the
-    published size) arrive; a transfer that ends short of the declared length keeps the part
-    file and says to run again.
+    Nothing is written before the reply is known to be the file: a web page (HTML content type,
+    or a body starting with ``<``) or a length other than the published ``size`` is a
+    :class:`DownloadError` that leaves ``part`` as it was. The transfer stops with a
+    :class:`DownloadError` as soon as more than ``size`` bytes arrive, when no data comes for
+    ``timeout`` seconds, or when less than :data:`MIN_RATE` bytes a second arrive over
+    ``timeout`` seconds; a transfer that stops short keeps the part file and says to run again.
     """
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"User-Agent": "lkdn-download/1"})
@@ -200,32 +263,50 @@ def _fetch(url: str, part: Path, *, timeout: float, desc: str, size: int) -> Non
         raise DownloadError(f"{url}: HTTP {error.code} {error.reason}") from error
     except (urllib.error.URLError, OSError) as error:
         raise DownloadError(f"{url}: {getattr(error, 'reason', error)}") from error
+    except (ValueError, http.client.HTTPException) as error:  # a bad URL or a reply that is not HTTP
+        raise DownloadError(f"{url}: {type(error).__name__}: {error}") from error
     with response:
-        mode = "wb"
+        append = False
         if have and response.status == 206:
             match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
-            if match and int(match.group(1)) == have:
-                mode = "ab"
-        if mode == "wb":
-            have = 0  # the server ignored the range: start again
+            append = bool(match) and int(match.group(1)) == have
+        start = have if append else 0  # the server ignored the range: start again
         length = response.headers.get("Content-Length")
-        declared = have + int(length) if length and length.isdigit() else None
-        if declared is not None and declared > size:
-            raise DownloadError(f"{url}: the server announces {declared} bytes, the published file has {size}")
-        received = have
-        with part.open(mode) as handle, tqdm(
-            total=declared or size, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
-            dynamic_ncols=True,
-        ) as bar:
-            try:
-                for block in iter(lambda: response.read(CHUNK), b""):
+        declared = start + int(length) if length and length.isdigit() else None
+        if declared is not None and declared != size:
+            raise DownloadError(f"{url}: the server announces {declared} bytes, the published file has {size}; "
+                                "not this file, nothing was kept")
+        read = getattr(response, "read1", response.read)  # what has arrived, without waiting for a whole chunk
+        received = start
+        try:
+            first = read(CHUNK)
+            wrong = _not_the_file(url, response.headers.get("Content-Type", ""), first, at_start=start == 0)
+            if wrong is not None:
+                raise wrong
+            with _open_part(part, append=append) as handle, tqdm(
+                total=size, initial=start, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, dynamic_ncols=True,
+            ) as bar:
+                window, window_bytes = time.monotonic(), 0
+                block = first
+                while block:
                     received += len(block)
                     if received > size:
                         raise DownloadError(f"{url}: more than the published {size} bytes arrived; not this file")
                     handle.write(block)
                     bar.update(len(block))
-            except OSError as error:  # connection dropped: keep the part file for the next run
-                raise DownloadError(f"{url}: interrupted after {part.stat().st_size} bytes ({error}); run again to resume") from error
+                    window_bytes += len(block)
+                    elapsed = time.monotonic() - window
+                    if elapsed >= timeout:
+                        if window_bytes < MIN_RATE * elapsed:
+                            raise DownloadError(
+                                f"{url}: {window_bytes} bytes in {elapsed:.1f} s, slower than {MIN_RATE} bytes/s; "
+                                f"stopped after {received} of {size} bytes, run again to resume"
+                            )
+                        window, window_bytes = time.monotonic(), 0
+                    block = read(CHUNK)
+        except (OSError, http.client.HTTPException) as error:  # connection dropped: keep the part file for the next run
+            kept = part.stat().st_size if part.exists() and not part.is_symlink() else 0
+            raise DownloadError(f"{url}: interrupted after {kept} bytes ({error}); run again to resume") from error
     if declared is not None and received < declared:
         raise DownloadError(f"{url}: the connection closed after {received} of {declared} bytes; run again to resume")
 
@@ -235,11 +316,12 @@ def download(name: str, dest: Path = CACHE, *, base_url: str | None = None, time
     """Download checkpoint ``name`` into ``dest`` and verify it; return its path.
 
     Raises:
-        DownloadError: the transfer failed or stopped short (the ``.part`` file is kept to resume),
-            or the finished file's size or SHA-256 differs (the download is deleted).
+        DownloadError: a bad ``timeout`` or ``base_url`` (before anything else), the transfer
+            failed or stopped short (the ``.part`` file is kept to resume), or the finished file's
+            size or SHA-256 differs (the download is deleted).
     """
-    if timeout <= 0:
-        raise DownloadError(f"timeout must be a positive number of seconds, got {timeout}")
+    check_timeout(timeout)
+    check_base_url(base_url)
     if dest.exists() and not dest.is_dir():
         raise DownloadError(f"destination {dest} is a file, not a folder")
     checkpoint = CHECKPOINTS[name]
@@ -256,8 +338,14 @@ def download(name: str, dest: Path = CACHE, *, base_url: str | None = None, time
         raise DownloadError(f"cannot create {target.parent}: {error.strerror or error}") from error
     part = target.with_name(target.name + ".part")
     url = url_for(name, base_url)
+    if part.is_symlink():
+        raise DownloadError(f"{part} is a symbolic link; a download never writes through one: remove it")
     if part.exists():
-        if part.stat().st_size > checkpoint.size:
+        with part.open("rb") as handle:
+            web_page = _looks_like_a_web_page(handle.read(256))
+        if web_page:
+            say(f"{name}: {part} holds a web page, not the checkpoint: starting again")
+        if part.stat().st_size > checkpoint.size or web_page:
             part.unlink()
         else:
             say(f"{name}: resuming {part} ({part.stat().st_size} bytes)")

@@ -11,7 +11,11 @@ Files land at ``<dest>/LKDN/<name>.pth``, ``<dest>/RFDN/RFDN_AIM.pth``,
 option files use). A download goes to ``<file>.part`` first and continues from there when
 interrupted (HTTP ``Range``); a transfer that stops short keeps the part file, one that grows
 past the published size is stopped, and the finished file must match its published size and
-SHA-256, else it is deleted and the script fails. A file already in place with the right hash is
+SHA-256, else it is deleted and the script fails. A reply that is a web page (a captive portal's
+login page: HTML content type, or a body starting with ``<``) or announces another size is
+reported and nothing of it is kept. A transfer stops (resumable) when no data comes for
+``--timeout`` seconds or when it averages less than 1 KiB/s over ``--timeout`` seconds. The part
+file is never written through a symbolic link. A file already in place with the right hash is
 not downloaded again. ``--base-url`` replaces the public homes with a mirror that serves
 ``<base-url>/<Family>/<file>``. Without a network, copy the file by hand to the
 path the error names (``--list`` shows the sources). The table of names, sources and hashes is
@@ -28,7 +32,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from lkdn.zoo import CACHE, CHECKPOINTS, DownloadError, download, find_checkpoint, manual_instructions
+from lkdn.zoo import (
+    CACHE,
+    CHECKPOINTS,
+    DownloadError,
+    check_base_url,
+    check_timeout,
+    download,
+    find_checkpoint,
+    manual_instructions,
+)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -40,7 +53,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dest", default=str(CACHE),
                         help="destination folder (default: experiments/pretrained_models of this checkout)")
     parser.add_argument("--base-url", default=None, help="mirror serving <base-url>/<Family>/<file>")
-    parser.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds without data before giving up; also the window over which a transfer must "
+                             "average 1 KiB/s (default 60)")
     return parser.parse_args(argv)
 
 
@@ -55,8 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list:
         list_checkpoints()
         return 0
-    if args.timeout <= 0:
-        print(f"error: --timeout must be a positive number of seconds, got {args.timeout}", file=sys.stderr)
+    try:
+        check_timeout(args.timeout, what="--timeout")
+        check_base_url(args.base_url, what="--base-url")
+    except DownloadError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     dest = Path(args.dest)
     if dest.exists() and not dest.is_dir():

@@ -6,6 +6,7 @@ import hashlib
 import re
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -149,14 +150,39 @@ def test_the_weights_readme_lists_every_checkpoint_with_its_hash() -> None:
 PAYLOAD = bytes(range(256)) * 400  # 102,400 bytes standing for a published checkpoint
 
 
+PORTAL = b"<!DOCTYPE html><html><head><title>Hotel Wi-Fi: log in</title></head><body>Accept the terms</body></html>"
+TRICKLE_BYTES = 60  # sent one every 50 ms: 20 bytes/s
+
+
 class MisbehavingHandler(SimpleHTTPRequestHandler):
-    """``/short``: announces the whole payload, sends half, closes. ``/endless``: no Content-Length, streams on."""
+    """``/short``: announces the whole payload, sends half, closes. ``/endless``: no Content-Length, streams on.
+    ``/trickle``: announces the whole payload, sends TRICKLE_BYTES of it one by one, then closes.
+    ``/portal``: a captive portal's login page (text/html). ``/page``: the same page as application/octet-stream."""
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (signature of the base class)
         pass
 
     def do_GET(self) -> None:
         self.send_response(200)
+        if self.path.startswith(("/portal", "/page")):
+            kind = "text/html; charset=utf-8" if self.path.startswith("/portal") else "application/octet-stream"
+            self.send_header("Content-Type", kind)
+            self.end_headers()
+            self.wfile.write(PORTAL)
+            self.close_connection = True
+            return
+        if self.path.startswith("/trickle"):
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            try:
+                for byte in PAYLOAD[:TRICKLE_BYTES]:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:  # the client gave up
+                pass
+            self.close_connection = True
+            return
         if self.path.startswith("/short"):
             self.send_header("Content-Length", str(len(PAYLOAD)))
             self.end_headers()
@@ -201,8 +227,53 @@ def test_a_stream_without_length_stops_at_the_published_size(misbehaving: str, t
     assert not part.exists() or part.stat().st_size <= len(PAYLOAD)
 
 
+def test_a_trickling_server_is_given_up_at_the_minimum_rate(misbehaving: str, tmp_path: Path) -> None:
+    # 20 bytes/s for 3 s: the socket timeout never fires, the minimum rate of 1 KiB/s over 1 s does
+    with pytest.raises(download.DownloadError, match=r"/trickle/X/synthetic.pth: \d+ bytes in \d+\.\d s, slower than "
+                                                     r"1024 bytes/s; stopped after \d+ of 102400 bytes, run again"):
+        download.download("synthetic", tmp_path, base_url=f"{misbehaving}/trickle", timeout=1, quiet=True)
+    part = tmp_path / "X" / "synthetic.pth.part"
+    assert 0 < part.stat().st_size < TRICKLE_BYTES  # given up before the server was done
+    assert part.read_bytes() == PAYLOAD[: part.stat().st_size]  # kept to resume
+
+
+@pytest.mark.parametrize(("mode", "kind"), [("portal", "Content-Type text/html; charset=utf-8"),
+                                            ("page", "Content-Type application/octet-stream")])
+def test_a_captive_portal_page_is_reported_and_not_kept(misbehaving: str, tmp_path: Path, mode: str, kind: str) -> None:
+    message = rf"/{mode}/X/synthetic.pth: received a web page \({kind}, starting b'<!DOCTYPE html><html><head><title>Hotel"
+    with pytest.raises(download.DownloadError, match=message):
+        download.download("synthetic", tmp_path, base_url=f"{misbehaving}/{mode}", timeout=5, quiet=True)
+    assert list((tmp_path / "X").iterdir()) == []  # no .part "to resume"
+    part = tmp_path / "X" / "synthetic.pth.part"  # a part file of earlier runs is left as it was
+    part.write_bytes(PAYLOAD[:1000])
+    with pytest.raises(download.DownloadError, match="received a web page"):
+        download.download("synthetic", tmp_path, base_url=f"{misbehaving}/portal", timeout=5, quiet=True)
+    assert part.read_bytes() == PAYLOAD[:1000]
+    part.write_bytes(PORTAL)  # a page kept by an older version is thrown away, not resumed
+    with pytest.raises(download.DownloadError, match="51200 of 102400 bytes"):
+        download.download("synthetic", tmp_path, base_url=f"{misbehaving}/short", timeout=5, quiet=True)
+    assert part.read_bytes() == PAYLOAD[: len(PAYLOAD) // 2]
+
+
+def test_a_symlinked_part_file_is_never_written_through(misbehaving: str, tmp_path: Path) -> None:
+    victim = tmp_path / "precious.txt"
+    victim.write_text("precious")
+    part = tmp_path / "dest" / "X" / "synthetic.pth.part"
+    part.parent.mkdir(parents=True)
+    part.symlink_to(victim)
+    with pytest.raises(download.DownloadError, match=r"synthetic\.pth\.part is a symbolic link; .* remove it"):
+        download.download("synthetic", tmp_path / "dest", base_url=f"{misbehaving}/short", timeout=5, quiet=True)
+    assert victim.read_text() == "precious" and part.is_symlink()
+
+
 @pytest.mark.parametrize(("args", "expected"), [
     (["--timeout", "-1"], "--timeout must be a positive number of seconds, got -1.0"),
+    (["--timeout", "nan"], "--timeout must be a positive number of seconds, got nan"),
+    (["--timeout", "inf"], "--timeout must be a positive number of seconds, got inf"),
+    (["--timeout", "1e300"], "--timeout must be at most 86400 seconds (a day), got 1e+300"),
+    (["--base-url", "::::"], "--base-url '::::' is not a URL; give http://host/folder"),
+    (["--base-url", "http://[::1"], "--base-url 'http://[::1' is not a URL (Invalid IPv6 URL)"),
+    (["--base-url", "http://host:99999/x"], "--base-url 'http://host:99999/x' is not a URL (Port out of range"),
     (["--dest", "{file}"], "file is a file; give a folder"),
 ])
 def test_bad_arguments_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
@@ -213,3 +284,4 @@ def test_bad_arguments_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
                           *args]) != 0
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err
+    assert not (tmp_path / "d").exists()  # refused before any work
