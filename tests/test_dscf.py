@@ -1,0 +1,91 @@
+"""DSCF_Fused (NTIRE 2026 5th place): the official checkpoint loads strictly, equals the official code on
+Set5 and reproduces its Set5 numbers and the harness's counts; the Conv3XC training form folds exactly
+into the deploy form (also through scripts/reparameterize.py); spandrel reads the checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import cuda_is_a_no_op, official_module, shared_file
+from ntire_checks import (
+    assert_folds_exactly,
+    assert_reparameterize_script_writes_the_deploy_form,
+    assert_spandrel_detects,
+    max_difference_on_set5,
+    option_file,
+    set5_numbers,
+)
+
+from lkdn import build_network
+from lkdn.archs.span_arch import Conv3XC, FoldedConv3XC
+from lkdn.profiling import count_parameters, ntire_counts
+from lkdn.utils.checkpoint import load_network
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+DEPLOY = {"type": "DSCF_Fused", "feature_channels": 26, "upscale": 4, "deploy": True}
+
+
+def official_checkpoint() -> Path:
+    return shared_file("pretrained", "DSCF", "DSCF_Fused_NTIRE2026.pth")
+
+
+def ours() -> torch.nn.Module:
+    return load_network(build_network(DEPLOY), official_checkpoint(), strict=True)
+
+
+def test_official_checkpoint_loads_strictly_with_its_parameter_count() -> None:
+    assert count_parameters(ours()) == 125_992
+
+
+def test_equals_the_official_code_on_set5() -> None:
+    module = official_module("ntire_esr/2026/models/team15_DSCF_Fused.py")
+    with cuda_is_a_no_op():
+        official = module.DSCF_Fused(num_in_ch=3, num_out_ch=3, feature_channels=26, upscale=4)
+    official.load_state_dict(torch.load(official_checkpoint(), map_location="cpu", weights_only=True), strict=True)
+    differences = max_difference_on_set5(ours(), official)
+    assert max(differences.values()) <= 1e-5, differences
+
+
+def test_set5_reproduces_the_official_numbers(tmp_path: Path) -> None:
+    psnr, ssim = set5_numbers(tmp_path, option_file("DSCF", "DSCF_Fused_NTIRE2026"), official_checkpoint())
+    assert abs(psnr - 31.74) <= 0.01 and abs(ssim - 0.8891) <= 0.0005
+
+
+def test_ntire_counts_match_the_harness() -> None:
+    """results.txt, row 15_DSCF_Fused: 0.126 M params, 8.22 G FLOPs, 38.93 M activations, 22 convs."""
+    pytest.importorskip("fvcore")
+    counts = ntire_counts(build_network(DEPLOY))
+    assert (counts.params, counts.activations, counts.convs) == (125_992, 38_928_384, 22)
+    assert (round(counts.params / 1e6, 3), round(counts.flops / 1e9, 2), round(counts.activations / 1e6, 2)) == (
+        0.126, 8.22, 38.93)
+
+
+def test_the_training_form_folds_exactly_into_the_deploy_form() -> None:
+    training = build_network({"type": "DSCF_Fused", "feature_channels": 8})
+    assert sum(isinstance(m, Conv3XC) for m in training.modules()) == 18  # conv_1, 2 + 5 x 3 block convs
+    assert_folds_exactly({"type": "DSCF_Fused", "feature_channels": 8, "upscale": 3})
+    deploy = build_network({"type": "DSCF_Fused", "feature_channels": 8, "deploy": True})
+    assert sum(isinstance(m, FoldedConv3XC) for m in deploy.modules()) == 18
+
+
+def test_reparameterize_script_writes_a_checkpoint_of_the_deploy_form(tmp_path: Path) -> None:
+    assert_reparameterize_script_writes_the_deploy_form(tmp_path, {"type": "DSCF_Fused", "feature_channels": 8,
+                                                                   "img_range": 1.0})
+
+
+def test_rgb_mean_needs_one_value_per_channel() -> None:
+    with pytest.raises(ValueError, match=r"rgb_mean needs one value per input channel \(1\), got \[0\.5, 0\.5\]"):
+        build_network({"type": "DSCF_Fused", "num_in_ch": 1, "num_out_ch": 1, "rgb_mean": [0.5, 0.5]})
+
+
+def test_spandrel_reads_the_official_checkpoint() -> None:
+    pytest.importorskip("spandrel")
+
+    def check(options: dict) -> None:
+        assert options == {"type": "DSCF_Fused", "num_in_ch": 3, "num_out_ch": 3, "feature_channels": 26,
+                           "upscale": 4, "deploy": True}
+
+    assert_spandrel_detects(official_checkpoint(), "DSCF_Fused", ours(), check)

@@ -1,0 +1,84 @@
+"""SPANF (NTIRE 2025 2nd place): the official checkpoint loads strictly, equals the official code on Set5
+and reproduces its Set5 numbers; the Conv3XC training form folds exactly into the deploy form (also through
+scripts/reparameterize.py); spandrel reads the checkpoint as PKDSR with a full-width fusion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import cuda_is_a_no_op, official_module, shared_file
+from ntire_checks import (
+    assert_folds_exactly,
+    assert_reparameterize_script_writes_the_deploy_form,
+    assert_spandrel_detects,
+    max_difference_on_set5,
+    option_file,
+    set5_numbers,
+)
+
+from lkdn import build_network
+from lkdn.archs.pkdsr_arch import PKDSR
+from lkdn.archs.span_arch import Conv3XC
+from lkdn.profiling import count_parameters, ntire_counts
+from lkdn.utils.checkpoint import load_network
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+DEPLOY = {"type": "SPANF", "feature_channels": 32, "upscale": 4, "deploy": True}
+
+
+def official_checkpoint() -> Path:
+    return shared_file("pretrained", "SPANF", "SPANF_NTIRE2025.pth")
+
+
+def ours() -> torch.nn.Module:
+    return load_network(build_network(DEPLOY), official_checkpoint(), strict=True)
+
+
+def test_official_checkpoint_loads_strictly_with_its_parameter_count() -> None:
+    net = ours()
+    assert count_parameters(net) == 148_288
+    assert isinstance(net, PKDSR) and net.conv_cat.out_channels == net.conv_2.eval_conv.in_channels == 32
+
+
+def test_equals_the_official_code_on_set5() -> None:
+    module = official_module("ntire_esr/2025/models/team24_SPANF.py")
+    with cuda_is_a_no_op():  # the official constructor moves itself to CUDA and runs a warm-up pass
+        official = module.SPANF(3, 3, upscale=4, feature_channels=32)
+    official.load_state_dict(torch.load(official_checkpoint(), map_location="cpu", weights_only=True), strict=True)
+    differences = max_difference_on_set5(ours(), official)
+    assert max(differences.values()) <= 1e-5, differences
+
+
+def test_set5_reproduces_the_official_numbers(tmp_path: Path) -> None:
+    psnr, ssim = set5_numbers(tmp_path, option_file("SPANF", "SPANF_NTIRE2025"), official_checkpoint())
+    assert abs(psnr - 31.77) <= 0.01 and abs(ssim - 0.8896) <= 0.0005
+
+
+def test_ntire_counts() -> None:
+    """No harness row for 2025 entries here: our counts (15 block convs, conv_near, conv_cat, conv_2)."""
+    pytest.importorskip("fvcore")
+    counts = ntire_counts(build_network(DEPLOY))
+    assert (counts.params, counts.flops, counts.activations, counts.convs) == (148_288, 9_681_502_208, 39_845_888, 18)
+
+
+def test_the_training_form_folds_exactly_into_the_deploy_form() -> None:
+    training = build_network({"type": "SPANF", "feature_channels": 8})
+    assert sum(isinstance(m, Conv3XC) for m in training.modules()) == 16  # 5 blocks x 3 + conv_2
+    assert training.conv_cat.out_channels == 8
+    assert_folds_exactly({"type": "SPANF", "feature_channels": 8, "upscale": 3})
+
+
+def test_reparameterize_script_writes_a_checkpoint_of_the_deploy_form(tmp_path: Path) -> None:
+    assert_reparameterize_script_writes_the_deploy_form(tmp_path, {"type": "SPANF", "feature_channels": 8})
+
+
+def test_spandrel_reads_the_official_checkpoint_as_pkdsr_with_a_full_width_fusion() -> None:
+    pytest.importorskip("spandrel")
+
+    def check(options: dict) -> None:
+        assert options["type"] == "PKDSR" and options["feature_channels"] == options["tail_channels"] == 32
+
+    assert_spandrel_detects(official_checkpoint(), "PKDSR", ours(), check)
