@@ -1,8 +1,8 @@
 """DISP (NTIRE 2026 efficient-SR challenge, 4th place).
 
-Reference: the NTIRE 2026 efficient super-resolution challenge report (team 18, "DISP"); official
-code github.com/Amazingren/NTIRE2026_ESR ``models/team18_DISP.py``. The checkpoint
-``DISP_NTIRE2026`` is the submitted one (a bare state dict, 163,792 parameters).
+Reference: "The Eleventh NTIRE 2026 Efficient Super-Resolution Challenge Report", arXiv:2604.03198
+(team 18, "DISP"); official code github.com/Amazingren/NTIRE2026_ESR ``models/team18_DISP.py``. The
+checkpoint ``DISP_NTIRE2026`` is the submitted one (a bare state dict, 163,792 parameters).
 
 ``conv_1`` (3x3) widens the input to ``feature_channels``; four residual blocks (REECB) follow,
 each ``x + SiLU(c3_r(SiLU(extra(SiLU(c2_r(SiLU(c1_r(x))))))))`` with one extra 3x3 conv

@@ -1,9 +1,9 @@
 """PDS (NTIRE 2026 efficient-SR challenge, 2nd place): SPANF with a 20-channel fusion output.
 
-Reference: the NTIRE 2026 efficient super-resolution challenge report (team 01, "PDS"); official
-code github.com/Amazingren/NTIRE2026_ESR ``models/team01_PDS.py``. The checkpoint
-``PDS_NTIRE2026`` is the submitted one (a bare state dict, 141,748 parameters), a deploy form:
-every 3x3 conv is a folded :class:`~lkdn.archs.span_arch.Conv3XC` (``eval_conv`` keys).
+Reference: "The Eleventh NTIRE 2026 Efficient Super-Resolution Challenge Report", arXiv:2604.03198
+(team 01, "PDS"); official code github.com/Amazingren/NTIRE2026_ESR ``models/team01_PDS.py``. The
+checkpoint ``PDS_NTIRE2026`` is the submitted one (a bare state dict, 141,748 parameters), a deploy
+form: every 3x3 conv is a folded :class:`~lkdn.archs.span_arch.Conv3XC` (``eval_conv`` keys).
 
 The network is the layout of PKDSR (:class:`lkdn.archs.pkdsr_arch.SPANFTrunk`: a learnable
 nearest-neighbour path ``conv_near`` beside five SPAN blocks, a 1x1 fusion of ``[near, block 5,

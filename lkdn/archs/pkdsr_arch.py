@@ -1,10 +1,10 @@
 """PKDSR: SPANF with a pruned tail (NTIRE 2026 efficient-SR challenge, 3rd place).
 
-Reference: the NTIRE 2026 efficient super-resolution challenge report (team 16, "PKDSR": pruning
-and knowledge distillation of SPANF); official code
-github.com/Amazingren/NTIRE2026_ESR ``models/team16_PKDSR.py`` (``SPANFPrunedKD``). The
-checkpoint ``PKDSR_NTIRE2026`` is the submitted one (``params_ema``, 143,928 parameters), a deploy
-form: every 3x3 conv is a folded :class:`~lkdn.archs.span_arch.Conv3XC` (``eval_conv`` keys).
+Reference: "The Eleventh NTIRE 2026 Efficient Super-Resolution Challenge Report", arXiv:2604.03198
+(team 16, "PKDSR": pruning and knowledge distillation of SPANF); official code
+github.com/Amazingren/NTIRE2026_ESR ``models/team16_PKDSR.py`` (``SPANFPrunedKD``). The checkpoint
+``PKDSR_NTIRE2026`` is the submitted one (``params_ema``, 143,928 parameters), a deploy form: every
+3x3 conv is a folded :class:`~lkdn.archs.span_arch.Conv3XC` (``eval_conv`` keys).
 
 The network is SPANF (NTIRE 2025, 2nd place) with the output width of its fusion conv pruned:
 ``conv_near``, a learnable depthwise 3x3 conv giving every input channel ``upscale**2`` copies

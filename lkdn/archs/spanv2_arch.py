@@ -1,11 +1,12 @@
 """SPANV2 (NTIRE 2026 efficient-SR challenge, 1st place).
 
-Reference: the NTIRE 2026 efficient super-resolution challenge report (team 22, "SPANV2_ESR");
-official code github.com/Amazingren/NTIRE2026_ESR ``models/team22_SPANV2_ESR.py`` (built by the
-harness as ``SPANV2_ESR(3, 3, feature_channels=32, upscale=4, bias=False)``). The checkpoint
-``SPANV2_NTIRE2026`` is the submitted one (a bare state dict, 139,104 parameters). The method is
-published in deploy form only: each block conv is one bias-free 3x3 conv (key ``c1.conv``), and no
-training form or re-parameterization is given, so this network has none (it trains as it is).
+Reference: "The Eleventh NTIRE 2026 Efficient Super-Resolution Challenge Report", arXiv:2604.03198
+(team 22, "SPANV2_ESR"); official code github.com/Amazingren/NTIRE2026_ESR
+``models/team22_SPANV2_ESR.py`` (built by the harness as ``SPANV2_ESR(3, 3, feature_channels=32,
+upscale=4, bias=False)``). The checkpoint ``SPANV2_NTIRE2026`` is the submitted one (a bare state
+dict, 139,104 parameters). The method is published in deploy form only: each block conv is one
+bias-free 3x3 conv (key ``c1.conv``), and no training form or re-parameterization is given, so this
+network has none (it trains as it is).
 
 Five blocks of three 3x3 convs with ReLU run on the input; the first widens to
 ``feature_channels`` and ends in a ReLU, the others end in a guided residual
