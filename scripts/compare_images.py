@@ -8,7 +8,8 @@ SR images are found by stem: ``<stem>.png`` or ``<stem>_<suffix>.png`` (what ``l
 writes). The crop (HR pixels) is where the HR image has the most detail (``--pick detail``, the
 default), or where the first SR column gains most over bicubic (``--pick gain``: the largest
 drop of squared error on the Y channel, so the gain is one the eye can see; the crop's own PSNR
-of every column is then shown and the row says "largest-gain crop"), or at the top-left corner
+of every column is then shown, and the row says "largest-gain crop" with the crop's gain, or,
+when the SR image is below bicubic everywhere, "below bicubic everywhere: least-loss crop"), or at the top-left corner
 ``--at X,Y``. The PSNR/SSIM in the titles are over the whole image, Y channel,
 ``crop_border = scale``, as in the benchmark tables.
 """
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 
 from lkdn.evaluate import IMAGE_SUFFIXES, image_metrics, read_image  # noqa: E402
 from lkdn.resize import bicubic_resize  # noqa: E402
+from lkdn.utils.files import refuse_overwriting_inputs  # noqa: E402
 
 
 def find_image(folder: Path, stem: str) -> Path:
@@ -94,7 +96,8 @@ def compare_images(
     if pick == "gain" and not sr_dirs:
         raise ValueError("--pick gain needs an SR column (--sr LABEL=FOLDER)")
     columns = ["Bicubic", *sr_dirs, "HR"]
-    fig, axes = plt.subplots(len(stems), len(columns), figsize=(2.6 * len(columns), 2.8 * len(stems)), squeeze=False)
+    fig, axes = plt.subplots(len(stems), len(columns), figsize=(2.6 * len(columns), 3.1 * len(stems)), squeeze=False,
+                             layout="constrained")  # titles of one row never run into the images of the row above
     scores: dict[str, dict[str, dict[str, float]]] = {}
     for row, stem in enumerate(stems):
         hr = read_image(find_image(hr_dir, stem))
@@ -124,11 +127,18 @@ def compare_images(
             if pick == "gain" and label != "HR":
                 scores[stem][label]["crop_psnr"] = crop_psnr(patch, hr[y : y + size, x : x + size])
                 title += f"\ncrop {scores[stem][label]['crop_psnr']:.2f} dB"
-            if col == 0:
-                title = f"{stem}" + (" (largest-gain crop)" if pick == "gain" else "") + f": {title}"
             ax.set_title(title, fontsize=8)
-            ax.axis("off")
-    fig.tight_layout()
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+        label = stem
+        if pick == "gain" and at is None:
+            first = next(iter(sr_dirs))
+            gain = scores[stem][first]["crop_psnr"] - scores[stem]["Bicubic"]["crop_psnr"]
+            label += (f"\nlargest-gain crop ({gain:+.2f} dB)" if gain > 0 else
+                      f"\n{first} below bicubic everywhere:\nleast-loss crop ({gain:+.2f} dB)")
+        axes[row][0].set_ylabel(label, fontsize=9)
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=120)
     plt.close(fig)
@@ -160,8 +170,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         at = tuple(int(v) for v in args.at.split(",")) if args.at else None
+        sr_dirs = parse_sr(args.sr)
+        refuse_overwriting_inputs({"--output": args.output}, [
+            (f"{label} image", path) for label, folder in (("--hr", args.hr), ("--lr", args.lr), *sr_dirs.items())
+            if folder.is_dir() for path in folder.iterdir()
+        ])
         scores = compare_images(
-            hr_dir=args.hr, lr_dir=args.lr, sr_dirs=parse_sr(args.sr), stems=args.images, scale=args.scale,
+            hr_dir=args.hr, lr_dir=args.lr, sr_dirs=sr_dirs, stems=args.images, scale=args.scale,
             output=args.output, crop=args.crop, at=at, pick=args.pick,
         )
     except (FileNotFoundError, ValueError) as err:

@@ -10,7 +10,8 @@
 5. prints bicubic vs trained vs deploy (PSNR/SSIM per test set, parameters, CPU time per
    image) and writes ``results/demo/``: ``summary.json``, ``training_curves.png`` (with
    bicubic's PSNR as a line), ``comparison.png`` (the crop of each held-out photograph where
-   the network gains most over bicubic).
+   the network gains most over bicubic, or, when it is below bicubic everywhere, loses least;
+   the picture says which).
 
 Every step is a command printed as it runs, so each can be run alone. Run again, the demo
 continues where it stopped: training resumes from its latest state (``--auto_resume``), and a
@@ -92,6 +93,16 @@ def read_metrics(workdir: Path, name: str) -> dict[str, dict[str, float]]:
     return {dataset: {"psnr": v["psnr"], "ssim": v["ssim"]} for dataset, v in data.items()}
 
 
+def verdict(gain: float) -> str:
+    """The demo's last word: the trained network against bicubic on the held-out photographs (``gain`` in dB)."""
+    if round(gain, 2) > 0:
+        return f"trained LKDN-S beats bicubic on the held-out photographs by {gain:.2f} dB"
+    if round(gain, 2) == 0:
+        return "trained LKDN-S is level with bicubic on the held-out photographs (within 0.01 dB)"
+    return (f"trained LKDN-S is {-gain:.2f} dB below bicubic on the held-out photographs: train longer "
+            "(more --iters) for it to overtake bicubic")
+
+
 def print_table(summary: dict) -> None:
     forms = ("bicubic", "trained", "deploy")
     print("\n" + "test set".ljust(12) + "".join(f"{f:>20s}" for f in forms))
@@ -122,9 +133,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if value is not None and value < 1:
             parser.error(f"{name} must be a positive integer, got {value}")
     workdir = args.workdir.resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
     out = workdir / "results" / "demo"
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocking = next((p for p in (workdir, *workdir.parents) if p.exists() and not p.is_dir()), workdir)
+        print(f"error: --workdir {args.workdir}: {blocking} is a file, not a folder; give a folder (it is created "
+              "when absent)", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: --workdir {args.workdir}: cannot create {out} ({err.strerror or err})", file=sys.stderr)
+        return 2
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     started = time.perf_counter()
 
@@ -192,8 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print_table(summary)
     gain = summary["test_sets"]["demo_test"]["trained"]["psnr"] - summary["test_sets"]["demo_test"]["bicubic"]["psnr"]
-    verdict = "beats" if gain > 0 else "does NOT beat"
-    print(f"\ntrained LKDN-S {verdict} bicubic on the held-out photographs by {gain:+.2f} dB")
+    print(f"\n{verdict(gain)}")
     print(f"results: {out} (summary.json, training_curves.png, comparison.png); {time.perf_counter() - started:.0f} s")
     return 0
 

@@ -85,7 +85,9 @@ def plot_curves(
         ax_loss.legend(fontsize=8)
     for (label, value), style in zip((references or {}).items(), ("--", ":", "-.", "--"), strict=False):
         ax_val.axhline(value, color="grey", linestyle=style, linewidth=1.2, label=f"{label}: {value:.2f}")
-    ax_val.set(title=f"validation {metric.upper()}", xlabel="iteration", ylabel=metric)
+    unit = " (dB)" if metric.lower() == "psnr" else ""
+    ax_val.set(title=f"validation {metric.upper()}", xlabel="iteration", ylabel=f"{metric.upper()}{unit}")
+    ax_val.ticklabel_format(axis="y", useOffset=False)  # plain values on the axis, not offsets from one
     if found_val or references:
         ax_val.legend(fontsize=8)
     for ax in (ax_loss, ax_val):

@@ -275,3 +275,90 @@ def test_compare_models_checks_arguments_and_options_before_any_work(
     err = capsys.readouterr().err
     assert __import__("re").search(expected, err), err
     assert err.count("\n") == 1 and not (tmp_path / "work").exists()
+
+
+# ------------------------------------------------------------------ the demo says what happened
+
+
+@pytest.mark.parametrize(("gain", "expected"), [
+    (-2.864, "trained LKDN-S is 2.86 dB below bicubic on the held-out photographs"),
+    (0.412, "trained LKDN-S beats bicubic on the held-out photographs by 0.41 dB"),
+    (-0.001, "trained LKDN-S is level with bicubic on the held-out photographs"),
+])
+def test_the_demo_verdict_is_plain(gain: float, expected: str) -> None:
+    said = script("demo").verdict(gain)
+    assert said.startswith(expected)
+    assert "NOT" not in said and "by -" not in said
+
+
+def test_the_demo_workdir_that_is_a_file_is_one_line_error(tmp_path: Path, capsys) -> None:
+    (tmp_path / "taken").write_text("a file\n")
+    for workdir in (tmp_path / "taken", tmp_path / "taken" / "below"):
+        assert script("demo").main(["--workdir", str(workdir)]) == 2
+        err = capsys.readouterr().err
+        assert err == (f"error: --workdir {workdir}: {tmp_path / 'taken'} is a file, not a folder; give a folder (it is "
+                       "created when absent)\n")
+
+
+def _comparison(tmp_path: Path, data, sr_of) -> tuple[dict, list[str]]:
+    import matplotlib.pyplot as plt
+
+    compare_images = script("compare_images")
+    hr_dir, lr_dir = data
+    sr_dir = tmp_path / "sr"
+    sr_dir.mkdir(parents=True)
+    for name in ("a", "b"):
+        hr = cv2.imread(str(hr_dir / f"{name}.png"))
+        cv2.imwrite(str(sr_dir / f"{name}_x.png"), sr_of(hr, cv2.imread(str(lr_dir / f"{name}.png"))))
+    gaps, labels = [], []
+    real_savefig = plt.Figure.savefig
+
+    def savefig(fig, *args, **kwargs):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        axes = np.array(fig.axes).reshape(2, 3)
+        for col in range(3):  # how far the second row's titles stay below the first row's images (pixels)
+            gaps.append(axes[0][col].get_window_extent(renderer).y0 - axes[1][col].title.get_window_extent(renderer).y1)
+        labels.extend(axes[row][0].get_ylabel() for row in range(2))
+        return real_savefig(fig, *args, **kwargs)
+
+    plt.Figure.savefig = savefig
+    try:
+        scores = compare_images.compare_images(hr_dir=hr_dir, lr_dir=lr_dir, sr_dirs={"Net": sr_dir}, stems=["a", "b"],
+                                               scale=2, output=tmp_path / "c.png", crop=12, pick="gain")
+    finally:
+        plt.Figure.savefig = real_savefig
+    assert len(gaps) == 3 and min(gaps) > 0, gaps
+    return scores, labels
+
+
+def test_the_comparison_says_when_the_network_is_below_bicubic_everywhere(tmp_path: Path, data) -> None:
+    nearest = lambda hr, lr: cv2.resize(lr, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)  # noqa: E731
+    scores, labels = _comparison(tmp_path / "worse", data, nearest)
+    for label, stem in zip(labels, ("a", "b"), strict=True):
+        gain = scores[stem]["Net"]["crop_psnr"] - scores[stem]["Bicubic"]["crop_psnr"]
+        assert gain < 0 and "largest-gain" not in label
+        assert label == f"{stem}\nNet below bicubic everywhere:\nleast-loss crop ({gain:+.2f} dB)"
+    _, labels = _comparison(tmp_path / "better", data, lambda hr, lr: hr)
+    assert all(label.startswith(f"{stem}\nlargest-gain crop (+") for label, stem in zip(labels, "ab", strict=True))
+
+
+def test_the_psnr_axis_of_the_curves_is_in_db(tmp_path: Path) -> None:
+    import json
+
+    import matplotlib.pyplot as plt
+
+    (tmp_path / "train_log.jsonl").write_text("".join(json.dumps({"iter": i, "l_pix": 1 / i}) + "\n" for i in (1, 2)))
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"iter": 2, "dataset": "v", "psnr": 30.0}) + "\n")
+    seen = []
+    real_savefig = plt.Figure.savefig
+    plt.Figure.savefig = lambda fig, *a, **k: (seen.append([ax.get_ylabel() for ax in fig.axes]), real_savefig(fig, *a, **k))
+    try:
+        script("plot_curves").plot_curves([tmp_path], tmp_path / "c.png", metric="psnr", dataset=None, window=1,
+                                          references={"bicubic": 31.0})
+    finally:
+        plt.Figure.savefig = real_savefig
+    assert seen == [["loss", "PSNR (dB)"]]
