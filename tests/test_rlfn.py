@@ -1,0 +1,122 @@
+"""RLFN: the NTIRE 2022 winner's checkpoint loads strictly, equals the official code of 2022 (RLFN_cut) and
+of the 2024 baseline (RLFN_Prune, its own key names) on Set5, reproduces the Set5 numbers through
+lkdn/test.py and the NTIRE 2024 harness counts, and is detected by spandrel as RLFN only."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, official_module, shared_file
+
+from lkdn import build_network
+from lkdn import test as test_entry
+from lkdn.archs import contract, our_architectures
+from lkdn.archs.rlfn_arch import rlfn_options_from_state
+from lkdn.profiling import count_parameters, ntire_counts
+from lkdn.utils.checkpoint import load_network
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+RLFN = {"type": "RLFN", "num_feat": 46, "mid_feat": 48, "num_block": 4, "upscale": 4, "img_range": 255.0}
+
+
+def set5_lr() -> list[torch.Tensor]:
+    """The Set5 x4 LR images as 1x3xHxW RGB tensors in [0, 1]."""
+    images = []
+    for path in sorted((shared_file("benchmarks", "Set5", "x4") / "LR").glob("*.png")):
+        rgb = cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1].astype(np.float32) / 255.0
+        images.append(torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None])
+    assert len(images) == 5
+    return images
+
+
+def checkpoint() -> Path:
+    return shared_file("pretrained", "RLFN", "RLFN_NTIRE2022.pth")
+
+
+def ours() -> torch.nn.Module:
+    return load_network(build_network(RLFN), checkpoint(), strict=True).eval()
+
+
+def test_checkpoint_loads_strictly_with_its_parameter_count() -> None:
+    assert count_parameters(ours()) == 317_218
+
+
+def names_of_2024(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same weights under the NTIRE 2024 baseline's names (``conv_1``, ``block_1..4``, ``conv_2``)."""
+    renamed = {}
+    for key, value in state.items():
+        head, rest = key.split(".", 1)
+        head = {"fea_conv": "conv_1", "LR_conv": "conv_2"}.get(head, re.sub(r"^B(\d+)$", r"block_\1", head))
+        renamed[f"{head}.{rest}"] = value
+    return renamed
+
+
+def test_equals_the_official_code_of_2022_and_2024_on_set5() -> None:
+    """Both official networks take pixel values in [0, 255] (the harness's data_range 255)."""
+    state = torch.load(checkpoint(), map_location="cpu", weights_only=True)
+    cut = official_module("ntire_esr/2022/models/team04_rlfn.py").RLFN_cut(in_nc=3, out_nc=3).eval()
+    cut.load_state_dict(state, strict=True)
+    prune = official_module("ntire_esr/2024/models/team00_RLFN.py").RLFN_Prune().eval()
+    prune.load_state_dict(names_of_2024(state), strict=True)
+    net = ours()
+    with torch.no_grad():
+        for x in set5_lr():
+            out = net(x)
+            torch.testing.assert_close(out, cut(x * 255) / 255, atol=1e-5, rtol=0)
+            torch.testing.assert_close(out, prune(x * 255) / 255, atol=1e-5, rtol=0)
+
+
+def test_set5_reproduces_the_official_numbers(tmp_path: Path) -> None:
+    set5 = shared_file("benchmarks", "Set5", "x4")
+    yml = ROOT / "options" / "test" / "RLFN" / "test_RLFN_NTIRE2022.yml"
+    results = test_entry.main(["-opt", str(yml), "--root", str(tmp_path), "--force_yml", "num_gpu=0", "val:save_img=false",
+                               f"datasets:test_1:dataroot_gt={set5 / 'HR'}", f"datasets:test_1:dataroot_lq={set5 / 'LR'}",
+                               f"path:pretrain_network_g={checkpoint()}"])
+    assert abs(results["Set5"]["psnr"] - 32.10) <= 0.01
+    assert abs(results["Set5"]["ssim"] - 0.8939) <= 0.0005
+
+
+def test_ntire_counts_match_the_2024_harness() -> None:
+    """ntire_esr/2024/results.txt, 00_RLFN_baseline: 0.317 M params, 19.67 GFLOPs, 80.05 M activations, 39 convs."""
+    pytest.importorskip("fvcore")
+    counts = ntire_counts(build_network(RLFN))
+    assert (counts.params, counts.activations, counts.convs) == (317_218, 80_045_184, 39)
+    assert round(counts.params / 1e6, 3) == 0.317
+    assert round(counts.flops / 1e9, 2) == 19.67 and round(counts.activations / 1e6, 2) == 80.05
+
+
+def test_the_attention_is_not_translation_local() -> None:
+    net = build_network({"type": "RLFN", "num_feat": 12, "mid_feat": 8, "num_block": 1, "esa_channels": 4})
+    assert contract("RLFN").radius(net) is None  # strided conv, max-pool and bilinear resize back
+
+
+def test_spandrel_detects_the_checkpoint_as_rlfn_only() -> None:
+    pytest.importorskip("spandrel")
+    from lkdn.integrations.spandrel import load_model
+
+    state = torch.load(checkpoint(), map_location="cpu", weights_only=True)
+    matching = [name for name, entry in our_architectures().items() if entry.spandrel and entry.spandrel.matches(state)]
+    assert matching == ["RLFN"]
+    descriptor = load_model(checkpoint())
+    assert descriptor.architecture.id == "lkdn:RLFN" and descriptor.scale == 4
+    assert descriptor.model.img_range == 255.0 and descriptor.size_requirements.minimum == 15
+    x = set5_lr()[0][..., :30, :26]
+    with torch.no_grad():
+        torch.testing.assert_close(descriptor.model.eval()(x), ours()(x), atol=0, rtol=0)
+
+
+def test_options_are_read_back_from_shapes() -> None:
+    options = {"type": "RLFN", "num_in_ch": 1, "num_out_ch": 1, "num_feat": 20, "mid_feat": 12, "num_block": 3,
+               "esa_channels": 8, "upscale": 3}
+    assert rlfn_options_from_state(build_network(options).state_dict()) == options
+
+
+def test_bad_img_range_is_reported() -> None:
+    with pytest.raises(ValueError, match="img_range must be positive, got 0"):
+        build_network({"type": "RLFN", "img_range": 0})
