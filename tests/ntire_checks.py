@@ -14,8 +14,9 @@ from conftest import ROOT, load_script, shared_file
 
 from lkdn import build_network
 from lkdn import test as test_entry
+from lkdn.archs import our_architectures
 from lkdn.reparam import deploy_form
-from lkdn.utils.checkpoint import load_network, save_file
+from lkdn.utils.checkpoint import load_file, load_network, save_file
 
 
 @torch.no_grad()
@@ -99,11 +100,17 @@ def assert_reparameterize_script_writes_the_deploy_form(tmp_path: Path, options:
 
 def assert_spandrel_detects(path: Path, architecture: str, ours: torch.nn.Module,
                             check: Callable[[dict[str, Any]], None] | None = None) -> None:
-    """spandrel (with our architectures installed) reads ``path`` as ``architecture`` with our output."""
+    """spandrel (with our architectures installed) reads ``path`` as ``architecture`` with our output, and no
+    other architecture of ours claims the state dict (so the order of detection does not matter)."""
     import spandrel
 
     import lkdn.integrations.spandrel as lkdn_spandrel
 
+    state = load_file(path)
+    state = state.get("params_ema", state.get("params", state))
+    claimed = [name for name, entry in our_architectures().items()
+               if entry.spandrel is not None and entry.spandrel.matches(state)]
+    assert claimed == [architecture]
     lkdn_spandrel.install()
     descriptor = spandrel.ModelLoader().load_from_file(path)
     assert descriptor.architecture.id == f"lkdn:{architecture}"
