@@ -118,6 +118,15 @@ def test_a_fresh_update_is_zero_and_the_training_form_starts_as_its_checkpoint()
         torch.testing.assert_close(training.double().eval()(x), ours().double().eval()(x), atol=1e-10, rtol=0)
 
 
+def test_train_only_lora_leaves_only_the_updates_trainable() -> None:
+    net = build_network({"type": "DSCLoRA", "feature_channels": 6, "lora_init_std": 0.01, "train_only_lora": True})
+    trainable = [n for n, p in net.named_parameters() if p.requires_grad]
+    assert len(trainable) == 2 * (18 + 2) and all(n.endswith(("lora_A", "lora_B")) for n in trainable)
+    net(torch.rand(1, 3, 9, 8)).mean().backward()
+    assert all((p.grad is not None) == p.requires_grad for p in net.parameters())
+    assert all(p.requires_grad for p in build_network({"type": "DSCLoRA", "feature_channels": 6}).parameters())
+
+
 def test_the_training_form_folds_exactly_into_the_deploy_form() -> None:
     training = build_network({"type": "DSCLoRA", "feature_channels": 8})
     assert sum(isinstance(m, LoRAConv3XC) for m in training.modules()) == 19  # 18 block convs + conv_2

@@ -16,7 +16,8 @@ frozen and learns a low-rank update ``scaling * B @ A`` (:class:`ConvLoRA`; ``A`
 larger teacher (the distillation is a training loss, not part of the network). The training form
 (``deploy: false``) carries these updates: rank ``lora_rank`` on the 18 block convs, rank
 ``tail_lora_rank`` on ``conv_2`` and ``upsampler.0`` (the official file's configuration: 2 and 8,
-``lora_alpha / r = 2``); ``conv_1`` and ``conv_cat`` are trained as they are. :meth:`ConvLoRA.fuse`
+``lora_alpha / r = 2``); with ``train_only_lora`` (the paper's fine-tuning) every other parameter
+(biases, ``conv_1``, ``conv_cat``) is frozen too, otherwise it trains. :meth:`ConvLoRA.fuse`
 merges an update into its conv, so :func:`lkdn.reparam.reparameterize_model` gives the deploy form
 exactly. The frozen kernels are buffers: they come from the checkpoint the fine-tuning starts from
 (``path.pretrain_network_g`` with ``strict_load_g: false``, the low-rank keys being new).
@@ -157,13 +158,16 @@ class DSCLoRA(SPAN):
         lora_scaling: factor of every update (official: ``lora_alpha / rank`` = 2).
         lora_init_std: standard deviation of the updates' initial ``B`` (0, the default: a fresh
             update is zero).
+        train_only_lora: freeze every parameter but the updates' ``lora_A`` and ``lora_B`` (the
+            paper's fine-tuning); otherwise the biases, ``conv_1`` and ``conv_cat`` train too.
         deploy: plain convs only (the merged form of the official checkpoint, SPAN's keys).
     """
 
     def __init__(
         self, *, num_in_ch: int = 3, num_out_ch: int = 3, feature_channels: int = 26, upscale: int = 4,
         img_range: float = 255.0, rgb_mean: Sequence[float] = (0.4488, 0.4371, 0.4040), lora_rank: int = 2,
-        tail_lora_rank: int = 8, lora_scaling: float = 2.0, lora_init_std: float = 0.0, deploy: bool = False,
+        tail_lora_rank: int = 8, lora_scaling: float = 2.0, lora_init_std: float = 0.0,
+        train_only_lora: bool = False, deploy: bool = False,
     ) -> None:
         super().__init__(num_in_ch=num_in_ch, num_out_ch=num_out_ch, feature_channels=feature_channels,
                          upscale=upscale, img_range=img_range, rgb_mean=rgb_mean, deploy=True)
@@ -185,4 +189,7 @@ class DSCLoRA(SPAN):
         if tail_lora_rank:
             self.conv_2 = LoRAConv3XC(channels, channels, rank=tail_lora_rank, **lora)
             self.upsampler[0] = ConvLoRA(channels, num_out_ch * upscale**2, 3, rank=tail_lora_rank, **lora)
+        if train_only_lora:
+            for name, param in self.named_parameters():
+                param.requires_grad_(name.endswith(("lora_A", "lora_B")))
 
