@@ -23,6 +23,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lkdn, installed or not
+
+from lkdn.utils.files import refuse_overwriting_inputs  # noqa: E402
+
 NON_LOSS_KEYS = {"iter", "epoch", "lr", "time", "data_time", "eta"}
 
 
@@ -119,6 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 references[label] = float(value)
             except ValueError as err:
                 raise ValueError(f"--reference {entry!r}: {value!r} is not a number") from err
+        refuse_overwriting_inputs({"--output": args.output}, [
+            (f"log {name} of an experiment", exp / name) for exp in args.experiments
+            for name in ("train_log.jsonl", "metrics.jsonl")
+        ])
         out = plot_curves(args.experiments, args.output, metric=args.metric, dataset=args.dataset, window=args.smooth,
                           references=references)
     except (FileNotFoundError, ValueError) as err:

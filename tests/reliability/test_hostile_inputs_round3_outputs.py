@@ -189,3 +189,18 @@ def test_convert_never_writes_over_its_options(tmp_path: Path, data, weights, ca
     code = script("convert_checkpoint").main(["--input", str(weights), "--output", str(yml), "-opt", str(yml)])
     assert code == 1 and f"--output {yml} is the -opt" in one_line(capsys.readouterr().err)
     assert yml.read_bytes() == before
+
+
+def test_figures_never_replace_what_they_show(tmp_path: Path, data, capsys) -> None:
+    hr, lr = data
+    before = snapshot(hr.parent)
+    code = script("compare_images").main(["--hr", str(hr), "--lr", str(lr), "--images", "a", "--scale", "2",
+                                          "--output", str(hr / "a.png")])
+    assert code == 2 and f"--output {hr / 'a.png'} is the --hr image" in one_line(capsys.readouterr().err)
+    assert snapshot(hr.parent) == before
+    run = tmp_path / "experiments" / "run"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text('{"iter": 10, "psnr": 30.0}\n')
+    code = script("plot_curves").main([str(run), "--output", str(run / "metrics.jsonl")])
+    assert code == 2 and f"--output {run / 'metrics.jsonl'} is the log metrics.jsonl" in one_line(capsys.readouterr().err)
+    assert (run / "metrics.jsonl").read_text() == '{"iter": 10, "psnr": 30.0}\n'
