@@ -86,5 +86,7 @@ def test_depth_and_form_read_back_from_a_training_state_dict() -> None:
     options = {"type": "DISP", "num_in_ch": 3, "num_out_ch": 1, "feature_channels": 8, "upscale": 2, "num_block": 3,
                "extern_convs": 2}
     assert disp_options_from_state(build_network(options).state_dict()) == options
-    with pytest.raises(ValueError, match="num_block: expected at least 1, got 0"):
+    with pytest.raises(ValueError, match="num_block: expected a positive integer, got 0"):
         build_network({"type": "DISP", "num_block": 0})
+    with pytest.raises(ValueError, match="extern_convs: expected a non-negative integer, got -1"):
+        build_network({"type": "DISP", "extern_convs": -1})

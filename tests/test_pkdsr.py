@@ -99,3 +99,10 @@ def test_a_training_form_state_dict_reads_back_its_options() -> None:
     net = build_network({"type": "PKDSR", "feature_channels": 8, "tail_channels": 6, "upscale": 2, "num_out_ch": 1})
     assert trunk_options_from_state(net.state_dict(), PKDSR) == {
         "type": "PKDSR", "num_in_ch": 3, "num_out_ch": 1, "feature_channels": 8, "tail_channels": 6, "upscale": 2}
+
+
+@pytest.mark.parametrize(("arch", "key", "value"), [("PKDSR", "tail_channels", 0), ("PDS", "upscale", 0),
+                                                    ("SPANV2", "feature_channels", -1), ("DISP", "num_in_ch", 1.5)])
+def test_sizes_that_make_no_network_are_named(arch: str, key: str, value: object) -> None:
+    with pytest.raises(ValueError, match=rf"^network_g \({arch}\): {key}: expected a positive integer, got {value}"):
+        build_network({"type": arch, key: value})

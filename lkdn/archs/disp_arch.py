@@ -28,6 +28,7 @@ from torch import nn
 
 from lkdn.archs import ops
 from lkdn.archs.contract import StateDictDetection, conv_receptive_radius, register_architecture
+from lkdn.archs.pkdsr_arch import check_sizes
 from lkdn.archs.shapes import scale_and_channels, shape
 from lkdn.archs.span_arch import Conv3XC, FoldedConv3XC
 from lkdn.archs.upsamplers import PixelShuffleDirect
@@ -108,8 +109,10 @@ class DISP(nn.Module):
     def __init__(self, *, num_in_ch: int = 3, num_out_ch: int = 3, feature_channels: int = 32, upscale: int = 4,
                  num_block: int = 4, extern_convs: int = 1, deploy: bool = False) -> None:
         super().__init__()
-        if num_block < 1:
-            raise ValueError(f"num_block: expected at least 1, got {num_block}")
+        check_sizes(num_in_ch=num_in_ch, num_out_ch=num_out_ch, feature_channels=feature_channels, upscale=upscale,
+                    num_block=num_block)
+        if isinstance(extern_convs, bool) or not isinstance(extern_convs, int) or extern_convs < 0:
+            raise ValueError(f"extern_convs: expected a non-negative integer, got {extern_convs!r}")
         self.upscale = upscale
         self.conv_1 = (FoldedConv3XC if deploy else Conv3XC)(num_in_ch, feature_channels)
         self.blocks = nn.Sequential(*(REECB(feature_channels, extern_convs=extern_convs, deploy=deploy)

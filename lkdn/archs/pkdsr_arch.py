@@ -37,6 +37,13 @@ from lkdn.archs.span_arch import Conv3XC, FoldedConv3XC
 NUM_BLOCKS = 5  # fixed by the architecture: the fusion reads block 1 and block 5
 
 
+def check_sizes(**sizes: int) -> None:
+    """Raise a ValueError naming the first argument that is not a positive integer (channels, blocks, scale)."""
+    for key, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key}: expected a positive integer, got {value!r}")
+
+
 def nearest_copy_conv(channels: int, upscale: int) -> nn.Conv2d:
     """A depthwise 3x3 conv (no bias) giving each channel ``upscale**2`` copies of its centre pixel.
 
@@ -96,6 +103,8 @@ class SPANFTrunk(nn.Module):
     def __init__(self, *, num_in_ch: int = 3, num_out_ch: int = 3, feature_channels: int = 32, tail_channels: int = 24,
                  upscale: int = 4, deploy: bool = False) -> None:
         super().__init__()
+        check_sizes(num_in_ch=num_in_ch, num_out_ch=num_out_ch, feature_channels=feature_channels,
+                    tail_channels=tail_channels, upscale=upscale)
         self.upscale = upscale
         conv = FoldedConv3XC if deploy else Conv3XC
         self.conv_near = nearest_copy_conv(num_in_ch, upscale)

@@ -39,7 +39,7 @@ from torch import nn
 
 from lkdn.archs import ops
 from lkdn.archs.contract import StateDictDetection, conv_receptive_radius, register_architecture
-from lkdn.archs.pkdsr_arch import nearest_copy_conv
+from lkdn.archs.pkdsr_arch import check_sizes, nearest_copy_conv
 from lkdn.archs.shapes import ShapeError, count_blocks, shape
 
 NUM_BLOCKS = 5  # fixed by the official network
@@ -139,6 +139,7 @@ class SPANV2(nn.Module):
     def __init__(self, *, num_in_ch: int = 3, num_out_ch: int = 3, feature_channels: int = 32, upscale: int = 4,
                  bias: bool = False) -> None:
         super().__init__()
+        check_sizes(num_in_ch=num_in_ch, num_out_ch=num_out_ch, feature_channels=feature_channels, upscale=upscale)
         self.upscale = upscale
         self.block_1 = SPABV2(num_in_ch, feature_channels, bias=bias)
         for i in range(2, NUM_BLOCKS + 1):
