@@ -28,8 +28,8 @@ logger = logging.getLogger(__name__)
 
 
 def is_foldable(module: nn.Module) -> bool:
-    """Whether ``module`` has a deploy form (a ``fuse`` method)."""
-    return callable(getattr(module, "fuse", None))
+    """Whether ``module`` has a deploy form (a ``fuse`` method; a sub-module named ``fuse`` is not one)."""
+    return callable(getattr(type(module), "fuse", None))
 
 
 def foldable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
