@@ -15,6 +15,7 @@ from ntire_checks import (
     assert_spandrel_detects,
     max_difference_on_set5,
     option_file,
+    set5_lr,
     set5_numbers,
 )
 
@@ -79,6 +80,16 @@ def test_reparameterize_script_writes_a_checkpoint_of_the_deploy_form(tmp_path: 
 def test_rgb_mean_needs_one_value_per_channel() -> None:
     with pytest.raises(ValueError, match=r"rgb_mean needs one value per input channel \(1\), got \[0\.5, 0\.5\]"):
         build_network({"type": "DSCF_Fused", "num_in_ch": 1, "num_out_ch": 1, "rgb_mean": [0.5, 0.5]})
+
+
+def test_float16_inference_stays_within_a_hundredth_of_float32() -> None:
+    """What the spandrel detection's supports_half declares (SPAN c28 differs by the same 0.006)."""
+    net = ours().eval()
+    x = set5_lr()[-1][1]  # woman
+    with torch.no_grad():
+        single = net(x)
+        half = net.half()(x.half()).float()
+    assert torch.isfinite(half).all() and (half - single).abs().max().item() <= 0.01
 
 
 def test_spandrel_reads_the_official_checkpoint() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cuda_is_a_no_op, official_module, shared_file
+from conftest import ROOT, cuda_is_a_no_op, official_module, shared_file
 from ntire_checks import (
     assert_folds_exactly,
     assert_reparameterize_script_writes_the_deploy_form,
@@ -25,6 +25,8 @@ from ntire_checks import (
 from lkdn import build_network
 from lkdn.archs.dsclora_arch import ConvLoRA, LoRAConv3XC, dsclora_options_from_state
 from lkdn.archs.span_arch import FoldedConv3XC
+from lkdn.loading import load_network_from_options
+from lkdn.options import load_options
 from lkdn.profiling import count_parameters, ntire_counts
 from lkdn.utils.checkpoint import load_network
 
@@ -107,15 +109,19 @@ def test_conv_lora_folds_exactly_and_only_its_update_trains() -> None:
                                                                                                 "eval_conv.bias"}
 
 
-def test_a_fresh_update_is_zero_and_the_training_form_starts_as_its_checkpoint() -> None:
-    training = build_network({"type": "DSCLoRA"})
-    result = training.load_state_dict(torch.load(official_checkpoint(), map_location="cpu", weights_only=True),
-                                      strict=False)
-    assert not result.unexpected_keys
-    assert len(result.missing_keys) == 2 * (18 + 2) and all(k.endswith(("lora_A", "lora_B")) for k in result.missing_keys)
+def test_the_training_recipe_starts_as_the_checkpoint_it_fine_tunes() -> None:
+    """options/train/DSCLoRA: the published network is the frozen base (non-strict: only the low-rank keys
+    are new), the fresh updates are zero, and only they train."""
+    opt = load_options(ROOT / "options" / "train" / "DSCLoRA" / "train_DSCLoRA_x4.yml")
+    training = load_network_from_options(opt, weights=official_checkpoint())
+    state = torch.load(official_checkpoint(), map_location="cpu", weights_only=True)
+    new_keys = set(training.state_dict()) - set(state)
+    assert set(state) <= set(training.state_dict())
+    assert len(new_keys) == 2 * (18 + 2) and all(k.endswith(("lora_A", "lora_B")) for k in new_keys)
+    assert sorted(n for n, p in training.named_parameters() if p.requires_grad) == sorted(new_keys)
     x = torch.rand(1, 3, 12, 10, dtype=torch.float64)
     with torch.no_grad():  # float64: the unfused and fused convs of the two forms round alike
-        torch.testing.assert_close(training.double().eval()(x), ours().double().eval()(x), atol=1e-10, rtol=0)
+        torch.testing.assert_close(training.double()(x), ours().double().eval()(x), atol=1e-10, rtol=0)
 
 
 def test_train_only_lora_leaves_only_the_updates_trainable() -> None:
