@@ -68,7 +68,7 @@ class Entry:
 #: (LKDN-S's deploy-form options, test_LKDN-S_del_rep_x4.yml, run the same network as test_LKDN-S_x4.yml once folded.)
 ZOO: tuple[Entry, ...] = (
     Entry("IMDN", Path("options/test/IMDN/test_IMDN_x4.yml"), "ACM MM 2019"),
-    Entry("IMDN (NTIRE 2022 baseline)", Path("options/test/IMDN/test_IMDN_NTIRE2022.yml"), "NTIRE 2022"),
+    Entry("IMDN (NTIRE 2022)", Path("options/test/IMDN/test_IMDN_NTIRE2022.yml"), "NTIRE 2022"),
     Entry("E-RFDN", Path("options/test/RFDN/test_E-RFDN_x4.yml"), "AIM 2020"),
     Entry("RLFN", Path("options/test/RLFN/test_RLFN_NTIRE2022.yml"), "NTIRE 2022"),
     Entry("BSRN", Path("options/test/BSRN/test_BSRN_x4.yml"), "NTIRE 2022"),
@@ -271,6 +271,11 @@ def _cell(value: float | None, fmt: str) -> str:
     return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else format(value, fmt)
 
 
+def _score(value: float | None) -> str:
+    """A score with 3 decimals, or 3 significant digits once it is large (exp grows fast)."""
+    return "-" if value is None else f"{value:.3f}" if value < 1000 else f"{value:.3g}"
+
+
 def benchmark_names(rows: Sequence[dict[str, Any]]) -> list[str]:
     names = {name for row in rows for name in row["metrics"]}
     return [name for name in BENCHMARKS if name in names] + sorted(names - set(BENCHMARKS))
@@ -297,7 +302,7 @@ def markdown(rows: Sequence[dict[str, Any]], skipped: Sequence[dict[str, str]], 
         cells = [label, f"{r['params'] / 1e3:.1f}", _cell(r["flops_g"], ".2f"), f"{r['activations_m']:.2f}",
                  str(r["convs"]), _cell(r["memory_mb"], ".0f"),
                  f"{t['median_ms']:.1f} [{t['min_ms']:.1f}-{t['max_ms']:.1f}]", *metric_cells,
-                 _cell(r["score"]["final"] if r["score"] else None, ".3f")]
+                 _score(r["score"]["final"] if r["score"] else None)]
         lines.append("| " + " | ".join(cells) + " |")
     base_name = baseline["label"] if baseline is not None else "none (its entry was not measured)"
     notes = [
@@ -336,33 +341,75 @@ def figure_points(rows: Sequence[dict[str, Any]]) -> dict[str, list[tuple[str, f
     return panels
 
 
+def _label_offsets(points: Sequence[tuple[float, float]], widths: Sequence[float], *, height: float = 11.0,
+                   step: float = 11.0, tries: int = 12) -> list[tuple[float, float]]:
+    """Offsets (points) that keep labels from overlapping: each label right of its point, moved up or down
+    in ``step``s, highest points first, until its box (``width`` x ``height``) overlaps no label placed before.
+
+    ``points`` are the markers' display positions in points.
+    """
+    order = sorted(range(len(points)), key=lambda i: -points[i][1])
+    boxes: list[tuple[float, float, float, float]] = []
+    offsets: list[tuple[float, float]] = [(6.0, -3.0)] * len(points)
+    for i in order:
+        x, y = points[i]
+        for k in range(2 * tries + 1):
+            dy = -3.0 + (k + 1) // 2 * step * (1 if k % 2 else -1)
+            box = (x + 6.0, y + dy, x + 6.0 + widths[i], y + dy + height)
+            if all(box[2] <= b[0] or box[0] >= b[2] or box[3] <= b[1] or box[1] >= b[3] for b in boxes):
+                break
+        boxes.append(box)
+        offsets[i] = (6.0, dy)
+    return offsets
+
+
 def plot(rows: Sequence[dict[str, Any]], path: Path, *, settings: Settings) -> dict[str, list[tuple[str, float, float]]]:
-    """Write the three-panel figure (PSNR on Set5 against params, FLOPs, runtime) as a PNG; returns its points."""
+    """Write the three-panel figure (PSNR on Set5 against params, FLOPs, runtime) as a PNG; returns its points.
+
+    Log x axes (costs span an order of magnitude); labels are moved apart, with a line to their point
+    when moved.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     points = figure_points(rows)
     height, width = settings.lr_size
     timer = "CUDA" if torch.device(settings.device).type == "cuda" else "CPU wall time"
-    titles = {"params": "Parameters (K)", "flops": "FLOPs (G, NTIRE fvcore, LR 256x256)",
-              "runtime": f"Runtime (ms, {timer}, LR {width}x{height})"}
-    fig, axes = plt.subplots(1, 3, figsize=(18, 6), sharey=True)
+    titles = {"params": "Parameters (K), folded form", "flops": "FLOPs (G, NTIRE fvcore, LR 256x256)",
+              "runtime": f"Runtime (ms, Upscaler, {timer}, LR {width}x{height})"}
+    dpi, fontsize = 90, 8
+    fig, axes = plt.subplots(1, 3, figsize=(18, 7.5), sharey=True)
     for ax, (panel, data) in zip(axes, points.items(), strict=True):
-        for i, (label, x, y) in enumerate(data):
-            ax.scatter([x], [y], s=36, color=f"C{i % 10}", zorder=3)
-            ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4 if i % 2 else -10), fontsize=9)
+        colours = [f"C{i % 10}" for i in range(len(data))]
+        ax.scatter([d[1] for d in data], [d[2] for d in data], s=30, c=colours, zorder=3)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        if data:
+            low, high = min(d[1] for d in data), max(d[1] for d in data)
+            ax.set_xlim(low / 1.15, high * 1.9)  # room for the labels on the right
+            bottom, top = min(d[2] for d in data), max(d[2] for d in data)
+            ax.set_ylim(bottom - 0.1 * (top - bottom) - 0.02, top + 0.05 * (top - bottom) + 0.02)
         ax.set_xlabel(titles[panel])
-        ax.grid(True, alpha=0.3)
-        if panel == "runtime" and data and max(d[1] for d in data) > 8 * min(d[1] for d in data):
-            ax.set_xscale("log")
+        ax.grid(True, which="both", alpha=0.25)
     axes[0].set_ylabel("PSNR on Set5 x4 (dB, Y channel)")
     fig.suptitle("Efficient SR on one machine: Set5 PSNR against cost (one point per network)")
     fig.tight_layout()
+    fig.canvas.draw()  # fixes the limits, so points map to their final display positions
+    for ax, data in zip(axes, points.values(), strict=True):
+        display = [tuple(ax.transData.transform((d[1], d[2])) * 72.0 / dpi) for d in data]
+        offsets = _label_offsets(display, [0.62 * fontsize * len(d[0]) for d in data])
+        for (label, x, y), (dx, dy), colour in zip(data, offsets, [f"C{i % 10}" for i in range(len(data))], strict=True):
+            moved = abs(dy + 3.0) > 1.0
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize, color="0.15",
+                        va="bottom", arrowprops={"arrowstyle": "-", "color": colour, "lw": 0.6} if moved else None)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
+    fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
     tmp.replace(path)
     return points
