@@ -21,6 +21,7 @@ from ntire_checks import (
     reference,
     set5_numbers,
 )
+from test_train_common import checkpoint, make_pairs, run_training
 
 from lkdn import build_network
 from lkdn.archs.dsclora_arch import ConvLoRA, LoRAConv3XC, dsclora_options_from_state
@@ -122,6 +123,25 @@ def test_the_training_recipe_starts_as_the_checkpoint_it_fine_tunes() -> None:
     x = torch.rand(1, 3, 12, 10, dtype=torch.float64)
     with torch.no_grad():  # float64: the unfused and fused convs of the two forms round alike
         torch.testing.assert_close(training.double()(x), ours().double().eval()(x), atol=1e-10, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_the_training_recipe_trains_only_the_updates(tmp_path: Path) -> None:
+    """Two iterations of options/train/DSCLoRA with only data, weights, batch and length changed: the frozen
+    kernels, biases, conv_1 and conv_cat are the checkpoint's; the updates moved."""
+    set5 = shared_file("benchmarks", "Set5", "x4")
+    hr_dir, lr_dir = make_pairs(tmp_path / "pairs", scale=4, size=256, names=("astronaut", "rocket"))
+    assert run_training(ROOT / "options" / "train" / "DSCLoRA" / "train_DSCLoRA_x4.yml", tmp_path, "--force_yml",
+                        "num_gpu=0", f"path:pretrain_network_g={official_checkpoint()}", "train:total_iter=2",
+                        "datasets:train:batch_size_per_gpu=2", "datasets:train:num_worker_per_gpu=0",
+                        "datasets:train:io_backend:type=disk", f"datasets:train:dataroot_gt={hr_dir}",
+                        f"datasets:train:dataroot_lq={lr_dir}", f"datasets:val:dataroot_gt={set5 / 'HR'}",
+                        f"datasets:val:dataroot_lq={set5 / 'LR'}") == 0
+    trained = checkpoint(tmp_path, "DSCLoRA_x4_DF2K_200k", "latest")["params"]
+    base = torch.load(official_checkpoint(), map_location="cpu", weights_only=True)
+    for key, value in base.items():
+        torch.testing.assert_close(trained[key], value, atol=0, rtol=0, msg=key)
+    assert all(trained[k].abs().max() > 0 for k in trained if k.endswith("lora_B"))  # started at zero
 
 
 def test_train_only_lora_leaves_only_the_updates_trainable() -> None:
