@@ -54,7 +54,7 @@ DATASET_COMMON: Spec = {
     "use_flip": ((bool,), "older BasicSR configs' name of use_hflip (read as use_hflip)"),
     "use_rot": ((bool,), "random rotations / transposes"),
     "use_shuffle": ((bool,), "shuffle every epoch"),
-    "num_worker_per_gpu": ((int,), "data loader workers per process"),
+    "num_worker_per_gpu": ((int, str), "data loader workers per process, or auto: min(4, CPUs)"),
     "batch_size_per_gpu": ((int,), "batch size per process"),
     "dataset_enlarge_ratio": ((int,), "repeat the dataset within one epoch"),
     "prefetch_mode": ((str, type(None)), "cpu, cuda or ~"),
@@ -429,6 +429,9 @@ def validate_options(
         for key in ("num_prefetch_queue", "gt_size", "batch_size_per_gpu", "dataset_enlarge_ratio"):
             _positive(checker, opt, ("datasets", name, key))
         _positive(checker, opt, ("datasets", name, "num_worker_per_gpu"), strict=False)
+        workers = dataset.get("num_worker_per_gpu")
+        if isinstance(workers, str) and workers != "auto":
+            checker.error(("datasets", str(name), "num_worker_per_gpu"), f"expected a count or auto, got {workers!r}")
         _safe_name(checker, dataset.get("name"), ("datasets", str(name), "name"))
         for key in ("holdout", "subset"):
             if key in dataset and dataset.get("type") not in HR_ONLY_DATASETS:

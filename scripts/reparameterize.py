@@ -6,8 +6,16 @@
         --output-opt options/test/LKDN/test_LKDN-S_deploy_x4.yml
 
 ``-opt`` is any YAML (train or test) whose ``network_g`` is the training form; it is validated
-as every entry point validates it. The weights are taken from ``--param-key`` (``params_ema`` by
-default, falling back to ``params``; bare state dicts too), every foldable module (any module
+as every entry point validates it, after ``--force_yml`` overrides. ``--input`` is a checkpoint,
+or a training run's folder (``experiments/<name>``, or its ``models/``): its latest checkpoint is
+folded (``net_g_latest`` once training has ended, else the highest ``net_g_<iter>``). For a
+checkpoint of a training run, ``-opt`` may be left out: the run's saved options
+(``experiments/<name>/<name>_options.yml``, the template with the overrides it was trained
+with) are used, and they replace the run's own template given as ``-opt``, so the deploy YAML
+tests on the run's real folders. The weights are taken from ``--param-key`` (``params_ema`` by
+default, falling back to ``params``; bare state dicts too); a warning says when the EMA has
+seen too few updates to be trained (the run's iteration and ``train.ema_decay``, from its
+saved options). Every foldable module (any module
 with ``fuse()``) is replaced by its deploy module, and the network built from the deploy options
 is loaded strictly with the folded weights and compared with the original on a random input
 (eval mode, float32 and float64). The deploy options are the architecture's explicit ones when
@@ -23,6 +31,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 import lkdn  # noqa: F401 (registers the architectures before basicsr is used)
 from lkdn import build_network
 from lkdn.loading import load_weights_from_options
-from lkdn.options import Options, OptionsError, load_options
+from lkdn.options import Options, OptionsError, load_options, load_yaml
 from lkdn.reparam import count_parameters, deploy_form, fold_summary, verify_reparameterization
 from lkdn.schema import SchemaError
 from lkdn.utils.checkpoint import PREFERRED_KEYS, CheckpointError, load_file, save_network_file
@@ -46,6 +56,8 @@ from lkdn.zoo import DownloadError, resolve_weights
 
 VERIFY_SIZE = (29, 23)  # odd, not square: catches padding and transposition mistakes
 TEST_KEYS = ("name", "model_type", "scale", "num_gpu", "manual_seed")
+CHECKPOINT_NAME = re.compile(r"net_g_(\d+|latest)\.(pth|safetensors)")
+EMA_UNTRAINED = 0.1  # warn when more than this share of params_ema is still the initial weights
 
 
 class ReparamError(RuntimeError):
@@ -54,14 +66,18 @@ class ReparamError(RuntimeError):
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-opt", "--opt", required=True, type=Path, help="YAML whose network_g is the training form")
-    parser.add_argument("--input", required=True, type=Path, help="training checkpoint (.pth or .safetensors)")
+    parser.add_argument("-opt", "--opt", type=Path, default=None,
+                        help="YAML whose network_g is the training form (default: the training run's saved options)")
+    parser.add_argument("--input", required=True, type=Path,
+                        help="training checkpoint (.pth or .safetensors), or a run folder: its latest checkpoint")
     parser.add_argument("--output", required=True, type=Path, help="deploy checkpoint to write (.pth or .safetensors)")
     parser.add_argument(
         "--param-key", default="params_ema",
         help="weights to fold: params_ema (default; falls back to params) or params; ignored for bare state dicts",
     )
     parser.add_argument("--fold-num-in", action="store_true", help="also fold the input replication (num_in: 1)")
+    parser.add_argument("--force_yml", "--force-yml", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override options, e.g. datasets:val:dataroot_gt=/photos (as lkdn/test.py)")
     parser.add_argument("--output-opt", type=Path, help="also write the deploy test YAML here")
     parser.add_argument("--atol", type=float, default=1e-5, help="float32 tolerance of the check (default 1e-5)")
     parser.add_argument(
@@ -79,6 +95,99 @@ def chosen_key(ckpt: Any, param_key: str | None) -> str:
         if isinstance(ckpt, Mapping) and isinstance(ckpt.get(key), Mapping):
             return key
     return "?"
+
+
+def numbered_checkpoints(models: Path) -> list[tuple[int, Path]]:
+    """``(iteration, file)`` of the ``net_g_<iter>`` checkpoints in ``models``, by iteration."""
+    if not models.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in models.iterdir()
+             if (m := CHECKPOINT_NAME.fullmatch(p.name)) and m.group(1) != "latest"]
+    return sorted(found)
+
+
+def pick_checkpoint(given: Path) -> Path:
+    """``--input``: a checkpoint as given, or the latest checkpoint of a run folder (or of its ``models/``)."""
+    if given.is_dir():
+        models = given / "models" if (given / "models").is_dir() else given
+        for suffix in ("pth", "safetensors"):
+            if (models / f"net_g_latest.{suffix}").is_file():
+                return models / f"net_g_latest.{suffix}"
+        numbered = numbered_checkpoints(models)
+        if not numbered:
+            raise ReparamError(f"--input {given}: no checkpoint in {models} (training writes models/net_g_<iter>.pth "
+                               "every logger.save_checkpoint_freq iterations)")
+        return numbered[-1][1]
+    if not given.exists() and CHECKPOINT_NAME.fullmatch(given.name):
+        numbered = numbered_checkpoints(given.parent)
+        if numbered:
+            raise ReparamError(
+                f"--input {given} does not exist (net_g_latest is written when training ends); the latest checkpoint "
+                f"is {numbered[-1][1]}: pass it, or the run folder {given.parent.parent} to fold its latest checkpoint")
+    return given
+
+
+def run_folder(checkpoint: Path) -> Path | None:
+    """The training run (``experiments/<name>``) that wrote ``checkpoint`` in its ``models/``, when it has saved options."""
+    run = checkpoint.absolute().parent.parent
+    if checkpoint.absolute().parent.name != "models" or run_options_file(run) is None:
+        return None
+    return run
+
+
+def run_options_file(run: Path) -> Path | None:
+    """A run's saved options: ``<name>_options.yml`` (the only ``*_options.yml`` of an archived run)."""
+    named = run / f"{run.name}_options.yml"
+    if named.is_file():
+        return named
+    found = sorted(run.glob("*_options.yml")) if run.is_dir() else []
+    return found[0] if len(found) == 1 else None
+
+
+def choose_options(given: Path | None, run: Path | None) -> Path:
+    """``-opt``, or the run's saved options when it is left out or is the run's own training template."""
+    saved = run_options_file(run) if run is not None else None
+    if given is None:
+        if saved is None:
+            raise ReparamError("-opt: give the YAML whose network_g is the training form (it can be left out only "
+                               "when --input is a checkpoint of a training run, experiments/<name>/models/...)")
+        print(f"options: {saved} (the training run's saved options)")
+        return saved
+    if saved is not None and given.is_file():
+        template, ran = load_yaml(given), load_yaml(saved)
+        if isinstance(template, Mapping) and "train" in template and template.get("name") == ran.get("name"):
+            print(f"options: {saved}, the run's saved options ({given} with the overrides it was trained with)")
+            return saved
+    return given
+
+
+def checkpoint_iteration(checkpoint: Path, run: Path | None) -> int | None:
+    """The training iteration ``checkpoint`` was saved at (its name, or for ``net_g_latest`` the run's end)."""
+    match = CHECKPOINT_NAME.fullmatch(checkpoint.name)
+    if match is None or run is None:
+        return None
+    if match.group(1) != "latest":
+        return int(match.group(1))
+    from lkdn.training.state import latest_state
+
+    state = latest_state(run / "training_states")
+    total = (load_yaml(run_options_file(run)).get("train") or {}).get("total_iter")  # type: ignore[arg-type]
+    ends = [int(state.stem)] if state is not None else []
+    ends += [int(total)] if isinstance(total, (int, float)) else []
+    return max(ends) if ends else None
+
+
+def ema_warning(key: str, iteration: int | None, decay: Any) -> str | None:
+    """A warning when ``params_ema`` is mostly the initial weights: ``decay ** iteration`` above 10%."""
+    if key != "params_ema" or iteration is None or not isinstance(decay, (int, float)) or not 0 < decay < 1:
+        return None
+    initial = decay ** iteration
+    if initial <= EMA_UNTRAINED:
+        return None
+    needed = math.ceil(math.log(EMA_UNTRAINED) / math.log(decay))
+    return (f"warning: params_ema has seen {iteration} update(s) at train.ema_decay {decay:g}: {100 * initial:.0f}% "
+            "of it is still the initial (random) weights, so the folded network is nearly untrained; fold the "
+            f"trained weights with --param-key params, or train for at least {needed} iterations")
 
 
 def input_channels(network_opt: Mapping[str, Any]) -> int:
@@ -101,7 +210,7 @@ def deploy_test_options(
             out["val"] = {k: v for k, v in opt["val"].items() if k != "val_freq"}
     else:
         out = opt
-    name = str(out.get("name", "deploy"))
+    name = str(out.get("name", "deploy")).removesuffix("_train_form")  # the training form's test run: its deploy twin
     out["name"] = name if name.endswith("_deploy") else f"{name}_deploy"
     out.setdefault("scale", scale)
     out["network_g"] = dict(network_opt)
@@ -120,6 +229,9 @@ def summary(counts: Mapping[str, int]) -> str:
 
 def load_input(args: argparse.Namespace) -> tuple[Options, Any, str]:
     """The validated options, the network with the input weights, and the checkpoint key they came from."""
+    args.input = pick_checkpoint(args.input)
+    run = run_folder(args.input)
+    args.opt = choose_options(args.opt, run)
     refuse_overwriting_inputs({"--output": args.output, "--output-opt": args.output_opt}, {"--input": args.input, "-opt": args.opt})
     for given, name in ((args.output, "--output"), (args.output_opt, "--output-opt")):
         if given is not None and given.is_dir():
@@ -127,10 +239,16 @@ def load_input(args: argparse.Namespace) -> tuple[Options, Any, str]:
         blocking = file_in_the_way(given) if given is not None else None
         if blocking is not None:
             raise ReparamError(f"{name} {given}: {blocking} is a file, not a folder; choose another path")
-    opt = load_options(args.opt)
+    opt = load_options(args.opt, overrides=args.force_yml)
     args.input = resolve_weights(args.input)  # a published checkpoint: its copy in the lookup order, or the download
     key = chosen_key(load_file(args.input), args.param_key)
     net = load_weights_from_options(build_network(opt.network_g), opt, weights=args.input, param_key=args.param_key)
+    decay = (opt.get("train") or {}).get("ema_decay")
+    if decay is None and run is not None:
+        decay = (load_yaml(run_options_file(run)).get("train") or {}).get("ema_decay")  # type: ignore[arg-type]
+    warning = ema_warning(key, checkpoint_iteration(args.input, run), decay)
+    if warning:
+        print(warning, file=sys.stderr)
     return opt, net.eval(), key
 
 

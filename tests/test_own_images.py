@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 from basicsr.utils.matlab_functions import imresize
 from test_train_common import ROOT, SKIMAGE_IMAGES, natural_image, read_jsonl, run_training
 
@@ -78,3 +79,114 @@ def test_lr_is_matlab_bicubic_of_the_hr_patch(tmp_path: Path) -> None:
     gt = sample["gt"].numpy().transpose(1, 2, 0)[..., ::-1]
     expected = np.clip(np.round(imresize(np.ascontiguousarray(gt), 1 / 4) * 255), 0, 255) / 255
     np.testing.assert_allclose(sample["lq"].numpy().transpose(1, 2, 0)[..., ::-1], expected, atol=1e-6)
+
+
+# --- the own-images workflow to its end: fold the run, test the deploy form -----------------------
+
+TEMPLATE_X2 = ROOT / "options" / "train" / "own_images" / "train_LKDN-S_x2_own_images.yml"
+
+
+@pytest.fixture(scope="module")
+def x2_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A short x2 run of the template on a folder outside datasets/ (root, image folder)."""
+    root = tmp_path_factory.mktemp("own_x2")
+    folder = root / "photos"
+    folder.mkdir()
+    for name in SKIMAGE_IMAGES:
+        cv2.imwrite(str(folder / f"{name}.png"), natural_image(name)[:64, :72])
+    overrides = [f"datasets:train:dataroot_gt={folder}", f"datasets:val:dataroot_gt={folder}", "num_gpu=0",
+                 "datasets:train:holdout=2", "datasets:val:holdout=2", "datasets:train:gt_size=32",
+                 "datasets:train:batch_size_per_gpu=2", "datasets:train:dataset_enlarge_ratio=1",
+                 "network_g:num_feat=8", "network_g:num_atten=8", "network_g:num_block=1", "train:total_iter=4",
+                 "val:val_freq=4", "logger:print_freq=1", "logger:save_checkpoint_freq=2", "logger:use_tb_logger=false"]
+    assert run_training(TEMPLATE_X2, root, "--force_yml", *overrides) == 0
+    return root, folder
+
+
+def reparameterize(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from conftest import load_script
+
+    code = load_script("scripts/reparameterize.py").main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_the_x2_template_folds_and_tests_with_the_run_s_own_options(x2_run, tmp_path: Path, capsys) -> None:
+    from lkdn import test as test_entry
+
+    root, folder = x2_run
+    run = root / "experiments" / "LKDN-S_x2_own_images"
+    deploy_yml = tmp_path / "deploy.yml"
+    code, out, err = reparameterize(["--input", str(run), "--fold-num-in", "--output", str(tmp_path / "deploy.pth"),
+                                     "--output-opt", str(deploy_yml)], capsys)
+    assert code == 0, err
+    assert f"loaded {run / 'models' / 'net_g_latest.pth'} (params_ema" in out
+    assert f"options: {run / 'LKDN-S_x2_own_images_options.yml'} (the training run's saved options)" in out
+    written = yaml.safe_load(deploy_yml.read_text())
+    assert written["datasets"]["test_1"]["dataroot_gt"] == str(folder)  # the run's folder, not datasets/my_images
+    results = test_entry.main(["-opt", str(deploy_yml), "--root", str(tmp_path)])
+    (record,) = read_jsonl(run / "metrics.jsonl")  # the run's validation of the same EMA weights at iteration 4
+    assert results["my_images_holdout"]["num_images"] == 2
+    assert results["my_images_holdout"]["psnr"] == pytest.approx(record["psnr"], abs=1e-4)
+
+
+def test_a_short_run_s_ema_is_said_to_be_nearly_untrained(x2_run, tmp_path: Path, capsys) -> None:
+    root, _ = x2_run
+    run = root / "experiments" / "LKDN-S_x2_own_images"
+    code, out, err = reparameterize(["--input", str(run / "models" / "net_g_2.pth"), "--output",
+                                     str(tmp_path / "d.pth")], capsys)
+    assert code == 0
+    assert ("warning: params_ema has seen 2 update(s) at train.ema_decay 0.999: 100% of it is still the initial "
+            "(random) weights") in err
+    assert "--param-key params, or train for at least 2302 iterations" in err
+    code, out, err = reparameterize(["--input", str(run / "models" / "net_g_2.pth"), "--param-key", "params",
+                                     "--output", str(tmp_path / "p.pth")], capsys)
+    assert code == 0 and "warning" not in err and "(params): " in out
+
+
+def test_the_template_given_as_opt_gives_way_to_the_run_s_saved_options(x2_run, tmp_path: Path, capsys) -> None:
+    root, folder = x2_run
+    run = root / "experiments" / "LKDN-S_x2_own_images"
+    argv = ["-opt", str(TEMPLATE_X2), "--input", str(run / "models" / "net_g_4.pth"), "--output", str(tmp_path / "d.pth"),
+            "--output-opt", str(tmp_path / "d.yml")]
+    code, out, err = reparameterize([*argv, "--force-yml", "datasets:val:name=mine"], capsys)
+    assert code == 0, err
+    assert f"options: {run / 'LKDN-S_x2_own_images_options.yml'}, the run's saved options ({TEMPLATE_X2} with" in out
+    written = yaml.safe_load((tmp_path / "d.yml").read_text())
+    assert written["datasets"]["test_1"]["dataroot_gt"] == str(folder) and written["datasets"]["test_1"]["name"] == "mine"
+    assert written["network_g"]["num_feat"] == 8
+
+
+def test_before_training_ends_the_latest_numbered_checkpoint_is_named(x2_run, tmp_path: Path, capsys) -> None:
+    root, _ = x2_run
+    run = tmp_path / "LKDN-S_x2_own_images"
+    (run / "models").mkdir(parents=True)
+    source = root / "experiments" / "LKDN-S_x2_own_images"
+    for name in ("models/net_g_2.pth", "models/net_g_4.pth", "LKDN-S_x2_own_images_options.yml"):
+        (run / name).write_bytes((source / name).read_bytes())  # a run that has not ended: no net_g_latest.pth
+    code, _, err = reparameterize(["--input", str(run / "models" / "net_g_latest.pth"), "--output",
+                                   str(tmp_path / "d.pth")], capsys)
+    assert code == 2
+    assert err == (f"error: --input {run / 'models' / 'net_g_latest.pth'} does not exist (net_g_latest is written when "
+                   f"training ends); the latest checkpoint is {run / 'models' / 'net_g_4.pth'}: pass it, or the run "
+                   f"folder {run} to fold its latest checkpoint\n")
+    code, out, err = reparameterize(["--input", str(run), "--output", str(tmp_path / "d.pth")], capsys)
+    assert code == 0 and f"loaded {run / 'models' / 'net_g_4.pth'} (params_ema" in out
+
+
+def test_loader_workers_default_to_what_the_machine_has(monkeypatch) -> None:
+    import torch
+
+    from lkdn.training import data
+
+    template = yaml.safe_load(TEMPLATE.read_text())
+    assert template["datasets"]["train"]["num_worker_per_gpu"] == "auto"
+    assert yaml.safe_load(TEMPLATE_X2.read_text())["datasets"]["train"]["num_worker_per_gpu"] == "auto"
+    for cpus, expected in ((2, 2), (1, 1), (16, 4)):
+        monkeypatch.setattr(data, "available_cpus", lambda cpus=cpus: cpus)
+        opt = data._loader_options({"num_worker_per_gpu": "auto"}, torch.device("cpu"))
+        assert opt["num_worker_per_gpu"] == expected
+    with pytest.raises(SchemaError, match=r"datasets\.train\.num_worker_per_gpu: expected a count or auto, got 'many'"):
+        from lkdn.schema import validate_options
+
+        validate_options({"datasets": {"train": {"name": "t", "num_worker_per_gpu": "many"}}})

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import random
 import signal
 from collections.abc import Iterator, Mapping
@@ -124,9 +125,25 @@ class _SignalProofWorker:
             self.init(worker_id)
 
 
+AUTO_WORKERS = 4  # num_worker_per_gpu: auto -> this many loader workers, or fewer on a machine with fewer CPUs
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the system tells it, else the CPU count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def _loader_options(dataset_opt: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    """A copy of the dataset options adjusted to the device (CUDA prefetch and pinned memory need CUDA)."""
+    """A copy of the dataset options adjusted to the device (CUDA prefetch and pinned memory need CUDA)
+    and to the machine (``num_worker_per_gpu: auto``: min(4, CPUs))."""
     opt = thaw(dataset_opt)
+    if opt.get("num_worker_per_gpu") == "auto":
+        opt["num_worker_per_gpu"] = min(AUTO_WORKERS, available_cpus())
+        logger.info("num_worker_per_gpu: auto -> %d loader workers (%d CPUs)", opt["num_worker_per_gpu"],
+                    available_cpus())
     if device.type != "cuda":
         if opt.get("prefetch_mode") == "cuda":
             logger.warning("prefetch_mode cuda needs CUDA; training on %s, so the data is loaded without prefetching",

@@ -362,3 +362,19 @@ def test_the_psnr_axis_of_the_curves_is_in_db(tmp_path: Path) -> None:
     finally:
         plt.Figure.savefig = real_savefig
     assert seen == [["loss", "PSNR (dB)"]]
+
+
+def test_the_fold_count_is_logged_once_and_not_when_nothing_folds(caplog: pytest.LogCaptureFixture) -> None:
+    from lkdn.reparam import deploy_form, verify_reparameterization
+
+    foldable = {**TINY_NET, "conv": "BSConvU_rep", "upsampler": "pixelshuffle_rep", "type": "LKDN_S"}
+    plain = {**TINY_NET, "num_in": 1}
+    for network_opt, expected in ((foldable, 1), (plain, 0)):
+        model = build_network(network_opt).eval()
+        caplog.clear()
+        with caplog.at_level("INFO", logger="lkdn.reparam"):
+            folded, _ = deploy_form(model, network_opt, fold_num_in=False)
+            assert verify_reparameterization(model, folded, input_shape=(1, 3, 9, 11)).ok
+        said = [r.getMessage() for r in caplog.records if "re-parameterized" in r.getMessage()]
+        assert len(said) == expected, said
+        assert all(" 0 module" not in line for line in said)
