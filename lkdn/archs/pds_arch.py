@@ -9,9 +9,9 @@ The network is the layout of PKDSR (:class:`lkdn.archs.pkdsr_arch.SPANFTrunk`: a
 nearest-neighbour path ``conv_near`` beside five SPAN blocks, a 1x1 fusion of ``[near, block 5,
 block 1]``, a 3x3 conv and a PixelShuffle) with a 20-channel fusion conv; only the key names of
 the two tail convs differ (``conv_cat_1``, ``conv_2_1``). The input is used as it is, in [0, 1].
-The training form has a :class:`~lkdn.archs.span_arch.Conv3XC` for every 3x3 conv (the form the
-official ``Conv3XC(..., gain1=2)`` signature refers to; PDS's training code is not published);
-``deploy: true`` builds the folded form that loads the official checkpoint.
+The training form has a :class:`~lkdn.archs.span_arch.Conv3XC` for every 3x3 conv but ``conv_near``
+(the form the official ``Conv3XC(..., gain1=2)`` signature refers to; PDS's training code is not
+published); ``deploy: true`` builds the folded form that loads the official checkpoint.
 """
 
 from __future__ import annotations

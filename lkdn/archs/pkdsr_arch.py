@@ -10,12 +10,12 @@ The network is SPANF (NTIRE 2025, 2nd place) with the output width of its fusion
 ``conv_near``, a learnable depthwise 3x3 conv giving every input channel ``upscale**2`` copies
 (initialised here to the nearest-neighbour copy of the centre pixel), runs beside five SPAN
 blocks; ``conv_cat`` (1x1) fuses ``[near, block 5, block 1]`` into ``tail_channels`` channels,
-``conv_2`` (3x3) maps them to ``num_in_ch * upscale**2`` and a PixelShuffle gives the image. With
+``conv_2`` (3x3) maps them to ``num_out_ch * upscale**2`` and a PixelShuffle gives the image. With
 ``tail_channels == feature_channels`` this is SPANF itself. The input is used as it is, in [0, 1].
 
-The training form has a :class:`~lkdn.archs.span_arch.Conv3XC` for every 3x3 conv (the SPAN
-family's re-parameterizable conv, the form the official ``Conv3XC(..., gain1=2)`` signature
-refers to); ``deploy: true`` builds the folded form that loads the official checkpoint.
+The training form has a :class:`~lkdn.archs.span_arch.Conv3XC` for every 3x3 conv but ``conv_near``
+(the SPAN family's re-parameterizable conv, the form the official ``Conv3XC(..., gain1=2)``
+signature refers to; the official code publishes the deploy form only); ``deploy: true`` builds the folded form that loads the official checkpoint.
 :class:`SPANFTrunk` is shared with PDS (:mod:`lkdn.archs.pds_arch`), the same network under other
 key names.
 """
