@@ -27,13 +27,15 @@ import logging
 import math
 import os
 import re
+import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from tqdm import tqdm
 
@@ -47,6 +49,8 @@ CHUNK = 1 << 16
 MIN_RATE = 1024
 """Bytes per second a download must average over each ``timeout`` seconds, else it stops (resumable)."""
 MAX_TIMEOUT = 86400.0
+REPLY_DEADLINE = 2
+"""A reply's status line and headers (redirects included) must arrive within this many timeouts."""
 
 HOMES = {  # the public homes: a repository's raw-file prefix
     "LKDN": "https://github.com/stella-von/LKDN/raw/main/experiments/pretrained_models/LKDN/",
@@ -241,6 +245,64 @@ def _not_the_file(url: str, content_type: str, first: bytes, *, at_start: bool) 
     )
 
 
+class _Watched:
+    """An urllib handler that keeps the connections it opens, so that a watchdog can close them."""
+
+    def __init__(self, connections: list[http.client.HTTPConnection], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.connections = connections
+
+    def do_open(self, http_class: Any, req: urllib.request.Request, **kwargs: Any) -> http.client.HTTPResponse:
+        def connection(host: str, **options: Any) -> http.client.HTTPConnection:
+            opened = http_class(host, **options)
+            self.connections.append(opened)
+            return opened
+
+        return super().do_open(connection, req, **kwargs)
+
+
+class _WatchedHTTP(_Watched, urllib.request.HTTPHandler):
+    pass
+
+
+class _WatchedHTTPS(_Watched, urllib.request.HTTPSHandler):
+    pass
+
+
+def _open_within(request: urllib.request.Request, *, timeout: float, deadline: float) -> Any:
+    """``urlopen(request)``, its connection closed when the reply (status and headers, redirects
+    included) has not arrived after ``deadline`` seconds: a server that trickles its headers."""
+    connections: list[http.client.HTTPConnection] = []
+    expired = threading.Event()
+
+    def close() -> None:
+        expired.set()
+        for opened in connections:
+            try:
+                if opened.sock is not None:
+                    opened.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    opener = urllib.request.build_opener(_WatchedHTTP(connections), _WatchedHTTPS(connections))
+    watchdog = threading.Timer(deadline, close)
+    watchdog.daemon = True
+    watchdog.start()
+    too_slow = f"{request.full_url}: no complete reply within {deadline:g} s; the server is too slow or not answering HTTP"
+    try:
+        response = opener.open(request, timeout=timeout)
+    except (OSError, ValueError, http.client.HTTPException) as error:
+        if expired.is_set():
+            raise DownloadError(too_slow) from error
+        raise
+    finally:
+        watchdog.cancel()
+    if expired.is_set():  # the headers were cut short by the watchdog
+        response.close()
+        raise DownloadError(too_slow)
+    return response
+
+
 def _fetch(url: str, part: Path, *, timeout: float, desc: str, size: int) -> None:
     """Download ``url`` into ``part``, continuing after the bytes already there when the server allows.
 
@@ -256,7 +318,7 @@ def _fetch(url: str, part: Path, *, timeout: float, desc: str, size: int) -> Non
     if have:
         request.add_header("Range", f"bytes={have}-")
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        response = _open_within(request, timeout=timeout, deadline=REPLY_DEADLINE * timeout)
     except urllib.error.HTTPError as error:
         if error.code == 416 and have:  # the part file is already complete (or longer than the file)
             return

@@ -14,7 +14,8 @@ past the published size is stopped, and the finished file must match its publish
 SHA-256, else it is deleted and the script fails. A reply that is a web page (a captive portal's
 login page: HTML content type, or a body starting with ``<``) or announces another size is
 reported and nothing of it is kept. A transfer stops (resumable) when no data comes for
-``--timeout`` seconds or when it averages less than 1 KiB/s over ``--timeout`` seconds. The part
+``--timeout`` seconds, when the reply's headers are not complete after twice ``--timeout``, or
+when it averages less than 1 KiB/s over ``--timeout`` seconds. The part
 file is never written through a symbolic link. A file already in place with the right hash is
 not downloaded again. ``--base-url`` replaces the public homes with a mirror that serves
 ``<base-url>/<Family>/<file>``. Without a network, copy the file by hand to the

@@ -157,7 +157,8 @@ TRICKLE_BYTES = 60  # sent one every 50 ms: 20 bytes/s
 class MisbehavingHandler(SimpleHTTPRequestHandler):
     """``/short``: announces the whole payload, sends half, closes. ``/endless``: no Content-Length, streams on.
     ``/trickle``: announces the whole payload, sends TRICKLE_BYTES of it one by one, then closes.
-    ``/portal``: a captive portal's login page (text/html). ``/page``: the same page as application/octet-stream."""
+    ``/portal``: a captive portal's login page (text/html). ``/page``: the same page as application/octet-stream.
+    ``/slow-headers``: the status line, then a header line of TRICKLE_BYTES bytes one by one, then closes."""
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (signature of the base class)
         pass
@@ -169,6 +170,17 @@ class MisbehavingHandler(SimpleHTTPRequestHandler):
             self.send_header("Content-Type", kind)
             self.end_headers()
             self.wfile.write(PORTAL)
+            self.close_connection = True
+            return
+        if self.path.startswith("/slow-headers"):
+            self.flush_headers()  # the status line (and Server, Date) now
+            try:
+                for _ in range(TRICKLE_BYTES):  # a header line that never ends while the client waits
+                    self.wfile.write(b"X-Slow: " if _ == 0 else b"z")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:  # the client gave up
+                pass
             self.close_connection = True
             return
         if self.path.startswith("/trickle"):
@@ -235,6 +247,13 @@ def test_a_trickling_server_is_given_up_at_the_minimum_rate(misbehaving: str, tm
     part = tmp_path / "X" / "synthetic.pth.part"
     assert 0 < part.stat().st_size < TRICKLE_BYTES  # given up before the server was done
     assert part.read_bytes() == PAYLOAD[: part.stat().st_size]  # kept to resume
+
+
+def test_a_server_trickling_its_headers_is_given_up_at_the_deadline(misbehaving: str, tmp_path: Path) -> None:
+    # 20 header bytes/s for 3 s: no read waits 0.5 s, the reply is not complete after 2 x 0.5 s
+    with pytest.raises(download.DownloadError, match=r"/slow-headers/X/synthetic.pth: no complete reply within 1 s"):
+        download.download("synthetic", tmp_path, base_url=f"{misbehaving}/slow-headers", timeout=0.5, quiet=True)
+    assert list((tmp_path / "X").iterdir()) == []
 
 
 @pytest.mark.parametrize(("mode", "kind"), [("portal", "Content-Type text/html; charset=utf-8"),
