@@ -20,6 +20,7 @@ from ntire_checks import (
 )
 
 from lkdn import build_network
+from lkdn.archs import our_architectures
 from lkdn.archs.span_arch import Conv3XC, FoldedConv3XC
 from lkdn.profiling import count_parameters, ntire_counts
 from lkdn.utils.checkpoint import load_network
@@ -100,3 +101,14 @@ def test_spandrel_reads_the_official_checkpoint() -> None:
                            "upscale": 4, "deploy": True}
 
     assert_spandrel_detects(official_checkpoint(), "DSCF_Fused", ours(), check)
+
+
+def claims(state: dict) -> list[str]:
+    """Our architectures whose spandrel detection matches ``state``."""
+    return sorted(name for name, entry in our_architectures().items()
+                  if entry.spandrel is not None and entry.spandrel.matches(state))
+
+
+def test_one_detection_of_ours_claims_the_checkpoint_and_the_training_form() -> None:
+    assert claims(torch.load(official_checkpoint(), map_location="cpu", weights_only=True)) == ["DSCF_Fused"]
+    assert claims(build_network({"type": "DSCF_Fused", "feature_channels": 4}).state_dict()) == ["DSCF_Fused"]

@@ -24,6 +24,7 @@ from ntire_checks import (
 from test_train_common import checkpoint, make_pairs, run_training
 
 from lkdn import build_network
+from lkdn.archs import our_architectures
 from lkdn.archs.dsclora_arch import ConvLoRA, LoRAConv3XC, dsclora_options_from_state
 from lkdn.archs.span_arch import FoldedConv3XC
 from lkdn.loading import load_network_from_options
@@ -202,3 +203,17 @@ def test_spandrel_reads_training_forms_as_dsclora_with_their_ranks(ranks: tuple[
         assert found == options
 
     assert_spandrel_detects(path, "DSCLoRA", net, check)
+
+
+def claims(state: dict) -> list[str]:
+    """Our architectures whose spandrel detection matches ``state``."""
+    return sorted(name for name, entry in our_architectures().items()
+                  if entry.spandrel is not None and entry.spandrel.matches(state))
+
+
+def test_one_detection_of_ours_claims_each_form() -> None:
+    """The merged checkpoint is SPAN's; a training form, with SPAN's keys and low-rank ones, is DSCLoRA's only."""
+    assert claims(torch.load(official_checkpoint(), map_location="cpu", weights_only=True)) == ["SPAN"]
+    for ranks in ((2, 8), (1, 0), (0, 1)):
+        net = build_network({"type": "DSCLoRA", "feature_channels": 4, "lora_rank": ranks[0], "tail_lora_rank": ranks[1]})
+        assert claims(net.state_dict()) == ["DSCLoRA"], ranks

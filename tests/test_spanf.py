@@ -19,6 +19,7 @@ from ntire_checks import (
 )
 
 from lkdn import build_network
+from lkdn.archs import our_architectures
 from lkdn.archs.pkdsr_arch import PKDSR
 from lkdn.archs.span_arch import Conv3XC
 from lkdn.profiling import count_parameters, ntire_counts
@@ -82,3 +83,14 @@ def test_spandrel_reads_the_official_checkpoint_as_pkdsr_with_a_full_width_fusio
         assert options["type"] == "PKDSR" and options["feature_channels"] == options["tail_channels"] == 32
 
     assert_spandrel_detects(official_checkpoint(), "PKDSR", ours(), check)
+
+
+def claims(state: dict) -> list[str]:
+    """Our architectures whose spandrel detection matches ``state``."""
+    return sorted(name for name, entry in our_architectures().items()
+                  if entry.spandrel is not None and entry.spandrel.matches(state))
+
+
+def test_one_detection_of_ours_claims_the_checkpoint_and_the_training_form() -> None:
+    assert claims(torch.load(official_checkpoint(), map_location="cpu", weights_only=True)) == ["PKDSR"]
+    assert claims(build_network({"type": "SPANF", "feature_channels": 4}).state_dict()) == ["PKDSR"]
