@@ -81,7 +81,8 @@ def assert_folds_exactly(options: Mapping[str, Any], *, size: tuple[int, int] = 
         torch.testing.assert_close(deploy(x), expected, atol=1e-10 * scale, rtol=0)
 
 
-def assert_reparameterize_script_writes_the_deploy_form(tmp_path: Path, options: Mapping[str, Any]) -> None:
+def assert_reparameterize_script_writes_the_deploy_form(tmp_path: Path, options: Mapping[str, Any], *,
+                                                        size: tuple[int, int] = (10, 12)) -> None:
     """``scripts/reparameterize.py`` folds a training checkpoint into one that loads strictly into the deploy form."""
     net = randomize(build_network(dict(options)), std=0.05)
     save_file({"params": net.state_dict()}, tmp_path / "train.pth")
@@ -93,7 +94,7 @@ def assert_reparameterize_script_writes_the_deploy_form(tmp_path: Path, options:
     assert script.main(["-opt", str(yml), "--input", str(tmp_path / "train.pth"), "--output", str(out),
                         "--output-opt", str(tmp_path / "deploy.yml")]) == 0
     deploy = load_network(build_network(dict(options) | {"deploy": True}), out, strict=True)
-    x = torch.rand(1, 3, 10, 12)
+    x = torch.rand(1, 3, *size)
     with torch.no_grad():
         torch.testing.assert_close(deploy(x), reference(net, x), atol=1e-5, rtol=1e-5)
 
