@@ -253,8 +253,11 @@ def _roofline(threads: int) -> dict[str, float]:
     return rates
 
 
-def worker() -> None:
-    """Serve one candidate: JSON commands on stdin, JSON answers on the original stdout."""
+def worker(build: Any = None) -> None:
+    """Serve one candidate: JSON commands on stdin, JSON answers on the original stdout.
+
+    ``build(spec) -> (forward, info)`` makes the candidate (default: :func:`_build`, this benchmark's).
+    """
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything a runtime prints goes to stderr, not into the protocol
     sys.stdout = sys.stderr
@@ -271,7 +274,7 @@ def worker() -> None:
                 import lkdn  # noqa: F401  (registers the architectures)
 
                 start = time.perf_counter()
-                forward, info = _build(spec)
+                forward, info = (build or _build)(spec)
                 info["setup_s"] = time.perf_counter() - start
                 x = torch.rand(1, 3, *spec["size"], generator=torch.Generator().manual_seed(0))
                 with torch.inference_mode():
@@ -309,10 +312,11 @@ def worker() -> None:
 class Worker:
     """A candidate's process."""
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, script: Path | None = None) -> None:
+        """``script``: the benchmark whose ``--worker`` serves the candidate (default: this one)."""
         self.log = log.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--worker"], stdin=subprocess.PIPE,
+            [sys.executable, str(script or Path(__file__).resolve()), "--worker"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=ROOT,
         )
 
