@@ -72,19 +72,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def entries_of(paths: Sequence[Path], baseline: Path) -> list[Entry]:
-    """The ``-opt`` files as entries (labelled by their ``name``), or the zoo; the baseline is always one of them."""
+    """The ``-opt`` files as entries (a zoo file as in the zoo, others labelled by their ``name``), or the zoo;
+    the baseline is always one of them."""
     if not paths:
         entries = list(ZOO)
     else:
         entries = []
+        zoo = {os.path.normpath(e.options): e for e in ZOO}
         for path in paths:
+            if os.path.normpath(path) in zoo:
+                entries.append(zoo[os.path.normpath(path)])
+                continue
             try:
                 label = str(load_options(path).get("name", path.stem)) if path.is_file() else path.stem
             except (OptionsError, ValueError):
                 label = path.stem  # measure_entry reports what is wrong with it
             entries.append(Entry(label, path))
     if all(os.path.normpath(e.options) != os.path.normpath(baseline) for e in entries):
-        entries.insert(0, Entry(baseline.stem, baseline, "baseline"))
+        known = [e for e in ZOO if os.path.normpath(e.options) == os.path.normpath(baseline)]
+        entries.insert(0, known[0] if known else Entry(baseline.stem, baseline, "baseline"))
     return entries
 
 
