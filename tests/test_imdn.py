@@ -6,16 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT, official_module, shared_file
+from conftest import official_module, shared_file
+from ntire_checks import assert_spandrel_detects, max_difference_on_set5, option_file, set5_numbers
 
 from lkdn import build_network
-from lkdn import test as test_entry
-from lkdn.archs.imdn_arch import IMDB
+from lkdn.archs.imdn_arch import IMDB, imdn_aim_options_from_state
 from lkdn.profiling import count_parameters, ntire_counts
 from lkdn.utils.checkpoint import load_network
 
@@ -73,16 +71,6 @@ def test_aim_block_has_no_attention_and_adds_its_input() -> None:
 # --- the official weights and the NTIRE 2022 baseline ------------------------------------------
 
 
-def set5_lr(scale: int = 4) -> list[torch.Tensor]:
-    """The Set5 LR images as 1x3xHxW RGB tensors in [0, 1]."""
-    images = []
-    for path in sorted((shared_file("benchmarks", "Set5", f"x{scale}") / "LR").glob("*.png")):
-        rgb = cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1].astype(np.float32) / 255.0
-        images.append(torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None])
-    assert len(images) == 5
-    return images
-
-
 def official_state(family: str, name: str) -> dict[str, torch.Tensor]:
     state = torch.load(shared_file("pretrained", family, f"{name}.pth"), map_location="cpu", weights_only=True)
     return {k.removeprefix("module."): v for k, v in state.items()}
@@ -102,43 +90,32 @@ def test_ntire2022_baseline_loads_strictly_with_its_parameter_count() -> None:
 
 
 def test_official_x4_equals_the_official_code_on_set5() -> None:
-    arch = official_module("IMDN/model/architecture.py")
-    official = arch.IMDN(upscale=4).eval()
+    official = official_module("IMDN/model/architecture.py").IMDN(upscale=4)
     official.load_state_dict(official_state("IMDN", "IMDN_x4"), strict=True)
     ours = load_network(build_network({"type": "IMDN", "upscale": 4}), shared_file("pretrained", "IMDN", "IMDN_x4.pth"),
-                        strict=True).eval()
-    with torch.no_grad():
-        for x in set5_lr():
-            torch.testing.assert_close(ours(x), official(x), atol=1e-5, rtol=0)
+                        strict=True)
+    differences = max_difference_on_set5(ours, official)
+    assert max(differences.values()) <= 1e-5, differences
 
 
 def test_ntire2022_baseline_equals_the_official_code_on_set5() -> None:
     baseline = official_module("ntire_esr/2022/models/imdn_baseline.py")
-    official = baseline.IMDN(in_nc=3, out_nc=3, nc=64, nb=8, upscale=4).eval()  # as the 2022 test_demo.py
+    official = baseline.IMDN(in_nc=3, out_nc=3, nc=64, nb=8, upscale=4)  # as the 2022 test_demo.py
     official.load_state_dict(official_state("IMDN", "IMDN_NTIRE2022"), strict=True)
-    ours = load_network(build_network(AIM), shared_file("pretrained", "IMDN", "IMDN_NTIRE2022.pth"), strict=True).eval()
-    with torch.no_grad():
-        for x in set5_lr():
-            torch.testing.assert_close(ours(x), official(x), atol=1e-5, rtol=0)
+    ours = load_network(build_network(AIM), shared_file("pretrained", "IMDN", "IMDN_NTIRE2022.pth"), strict=True)
+    differences = max_difference_on_set5(ours, official)
+    assert max(differences.values()) <= 1e-5, differences
 
 
-def set5_numbers(yml: str, weights: Path, scale: int, tmp_path: Path) -> tuple[float, float]:
-    set5 = shared_file("benchmarks", "Set5", f"x{scale}")
-    results = test_entry.main(["-opt", str(ROOT / yml), "--root", str(tmp_path), "--force_yml", "num_gpu=0",
-                               "val:save_img=false", f"datasets:test_1:dataroot_gt={set5 / 'HR'}",
-                               f"datasets:test_1:dataroot_lq={set5 / 'LR'}", f"path:pretrain_network_g={weights}"])
-    return results["Set5"]["psnr"], results["Set5"]["ssim"]
-
-
-@pytest.mark.parametrize(("name", "yml", "scale", "psnr", "ssim"), [
-    ("IMDN_x4", "options/test/IMDN/test_IMDN_x4.yml", 4, 32.21, 0.8948),  # the official code
-    ("IMDN_NTIRE2022", "options/test/IMDN/test_IMDN_NTIRE2022.yml", 4, 32.25, 0.8959),  # the NTIRE 2022 code
-    pytest.param("IMDN_x2", "options/test/IMDN/test_IMDN_x2.yml", 2, 38.00, 0.9605, marks=pytest.mark.slow),  # paper
-    pytest.param("IMDN_x3", "options/test/IMDN/test_IMDN_x3.yml", 3, 34.36, 0.9270, marks=pytest.mark.slow),  # paper
+@pytest.mark.parametrize(("name", "scale", "psnr", "ssim"), [
+    ("IMDN_x4", 4, 32.21, 0.8948),  # the official code
+    ("IMDN_NTIRE2022", 4, 32.25, 0.8959),  # the NTIRE 2022 code
+    pytest.param("IMDN_x2", 2, 38.00, 0.9605, marks=pytest.mark.slow),  # the paper
+    pytest.param("IMDN_x3", 3, 34.36, 0.9270, marks=pytest.mark.slow),  # the paper
 ])
-def test_set5_reproduces_the_published_numbers(name: str, yml: str, scale: int, psnr: float, ssim: float,
-                                               tmp_path: Path) -> None:
-    measured = set5_numbers(yml, shared_file("pretrained", "IMDN", f"{name}.pth"), scale, tmp_path)
+def test_set5_reproduces_the_published_numbers(name: str, scale: int, psnr: float, ssim: float, tmp_path: Path) -> None:
+    weights = shared_file("pretrained", "IMDN", f"{name}.pth")
+    measured = set5_numbers(tmp_path, option_file("IMDN", name), weights, scale=scale)
     assert abs(measured[0] - psnr) <= 0.01 and abs(measured[1] - ssim) <= 0.0005, measured
 
 
@@ -153,27 +130,30 @@ def test_ntire2022_baseline_counts_equal_the_official_networks() -> None:
         ours.params, ours.flops, ours.activations, ours.convs)
 
 
-@pytest.mark.parametrize(("name", "arch", "options"), [
-    ("IMDN_x4", "IMDN", {"num_feat": 64, "num_block": 6, "upscale": 4}),
-    ("IMDN_x3", "IMDN", {"num_feat": 64, "num_block": 6, "upscale": 3}),
-    ("IMDN_NTIRE2022", "IMDN_AIM", {"num_feat": 64, "num_block": 8, "upscale": 4}),
-])
-def test_spandrel_detects_the_official_checkpoints(name: str, arch: str, options: dict) -> None:
+def test_spandrel_detects_the_official_weights_with_their_module_prefix() -> None:
     pytest.importorskip("spandrel")
     from lkdn.integrations.spandrel import load_model
 
-    path = shared_file("pretrained", "IMDN", f"{name}.pth")
+    path = shared_file("pretrained", "IMDN", "IMDN_x3.pth")
     descriptor = load_model(path)
-    assert descriptor.architecture.id == f"lkdn:{arch}" and descriptor.scale == options["upscale"]
-    ours = load_network(build_network({"type": arch, **options}), path, strict=True).eval()
-    x = set5_lr()[0][..., :24, :20]
+    assert descriptor.architecture.id == "lkdn:IMDN" and descriptor.scale == 3
+    ours = load_network(build_network({"type": "IMDN", "upscale": 3}), path, strict=True).eval()
+    x = torch.rand(1, 3, 17, 14)
     with torch.no_grad():
         torch.testing.assert_close(descriptor.model.eval()(x), ours(x), atol=0, rtol=0)
 
 
-def test_aim_options_are_read_back_from_shapes() -> None:
-    from lkdn.archs.imdn_arch import imdn_aim_options_from_state
+def test_spandrel_detects_the_ntire2022_baseline_as_imdn_aim_only() -> None:
+    pytest.importorskip("spandrel")
+    path = shared_file("pretrained", "IMDN", "IMDN_NTIRE2022.pth")
 
+    def check(read: dict) -> None:
+        assert {k: read[k] for k in AIM} == AIM and read["distillation_rate"] * 64 == 16
+
+    assert_spandrel_detects(path, "IMDN_AIM", load_network(build_network(AIM), path, strict=True), check)
+
+
+def test_aim_options_are_read_back_from_shapes() -> None:
     options = {"type": "IMDN_AIM", "num_in_ch": 1, "num_feat": 20, "num_block": 3, "num_out_ch": 1, "upscale": 3,
                "distillation_rate": 0.25}
     read = imdn_aim_options_from_state(build_network(options).state_dict())

@@ -7,15 +7,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import torch
-from conftest import ROOT, official_module, shared_file
+from conftest import official_module, shared_file
+from ntire_checks import assert_spandrel_detects, max_difference_on_set5, option_file, set5_numbers
 
 from lkdn import build_network
-from lkdn import test as test_entry
-from lkdn.archs import contract, our_architectures
+from lkdn.archs import contract
 from lkdn.archs.rlfn_arch import rlfn_options_from_state
 from lkdn.profiling import count_parameters, ntire_counts
 from lkdn.utils.checkpoint import load_network
@@ -25,14 +23,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 RLFN = {"type": "RLFN", "num_feat": 46, "mid_feat": 48, "num_block": 4, "upscale": 4, "img_range": 255.0}
 
 
-def set5_lr() -> list[torch.Tensor]:
-    """The Set5 x4 LR images as 1x3xHxW RGB tensors in [0, 1]."""
-    images = []
-    for path in sorted((shared_file("benchmarks", "Set5", "x4") / "LR").glob("*.png")):
-        rgb = cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1].astype(np.float32) / 255.0
-        images.append(torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None])
-    assert len(images) == 5
-    return images
+class PixelRange(torch.nn.Module):
+    """An official network run as the harness runs it with data_range 255: [0, 1] in and out."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x * 255.0) / 255.0
 
 
 def checkpoint() -> Path:
@@ -64,22 +63,14 @@ def test_equals_the_official_code_of_2022_and_2024_on_set5() -> None:
     cut.load_state_dict(state, strict=True)
     prune = official_module("ntire_esr/2024/models/team00_RLFN.py").RLFN_Prune().eval()
     prune.load_state_dict(names_of_2024(state), strict=True)
-    net = ours()
-    with torch.no_grad():
-        for x in set5_lr():
-            out = net(x)
-            torch.testing.assert_close(out, cut(x * 255) / 255, atol=1e-5, rtol=0)
-            torch.testing.assert_close(out, prune(x * 255) / 255, atol=1e-5, rtol=0)
+    for official in (cut, prune):
+        differences = max_difference_on_set5(ours(), PixelRange(official))
+        assert max(differences.values()) <= 1e-5, differences
 
 
 def test_set5_reproduces_the_official_numbers(tmp_path: Path) -> None:
-    set5 = shared_file("benchmarks", "Set5", "x4")
-    yml = ROOT / "options" / "test" / "RLFN" / "test_RLFN_NTIRE2022.yml"
-    results = test_entry.main(["-opt", str(yml), "--root", str(tmp_path), "--force_yml", "num_gpu=0", "val:save_img=false",
-                               f"datasets:test_1:dataroot_gt={set5 / 'HR'}", f"datasets:test_1:dataroot_lq={set5 / 'LR'}",
-                               f"path:pretrain_network_g={checkpoint()}"])
-    assert abs(results["Set5"]["psnr"] - 32.10) <= 0.01
-    assert abs(results["Set5"]["ssim"] - 0.8939) <= 0.0005
+    psnr, ssim = set5_numbers(tmp_path, option_file("RLFN", "RLFN_NTIRE2022"), checkpoint())
+    assert abs(psnr - 32.10) <= 0.01 and abs(ssim - 0.8939) <= 0.0005, (psnr, ssim)
 
 
 def test_ntire_counts_match_the_2024_harness() -> None:
@@ -98,17 +89,13 @@ def test_the_attention_is_not_translation_local() -> None:
 
 def test_spandrel_detects_the_checkpoint_as_rlfn_only() -> None:
     pytest.importorskip("spandrel")
-    from lkdn.integrations.spandrel import load_model
 
-    state = torch.load(checkpoint(), map_location="cpu", weights_only=True)
-    matching = [name for name, entry in our_architectures().items() if entry.spandrel and entry.spandrel.matches(state)]
-    assert matching == ["RLFN"]
-    descriptor = load_model(checkpoint())
-    assert descriptor.architecture.id == "lkdn:RLFN" and descriptor.scale == 4
-    assert descriptor.model.img_range == 255.0 and descriptor.size_requirements.minimum == 15
-    x = set5_lr()[0][..., :30, :26]
-    with torch.no_grad():
-        torch.testing.assert_close(descriptor.model.eval()(x), ours()(x), atol=0, rtol=0)
+    def check(options: dict) -> None:
+        shapes = {k: v for k, v in RLFN.items() if k != "img_range"}  # the range is not in the weights
+        assert options == shapes | {"num_in_ch": 3, "num_out_ch": 3, "esa_channels": 16}
+        assert build_network(options).img_range == 255.0  # the official range is the default
+
+    assert_spandrel_detects(checkpoint(), "RLFN", ours(), check)
 
 
 def test_options_are_read_back_from_shapes() -> None:
