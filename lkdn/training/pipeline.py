@@ -331,11 +331,14 @@ class Trainer:
                     self.model.optimize_parameters(current_iter)
                     self._check_step(current_iter, batch)
                     timer.add(time.time() - mark, data_time)
-                    if current_iter % self.print_freq == 0:
+                    self.records.advance(current_iter)
+                    regular = current_iter % self.print_freq == 0
+                    if regular or self.records.first_line(current_iter):
                         losses = all_reduce_mean(self.model.log_dict, self.info)
                         self.records.training_line(epoch=self.epoch, current_iter=current_iter,
                                                    lrs=self.model.current_learning_rates(), losses=losses,
-                                                   iter_time=timer.averages[0], data_time=timer.averages[1])
+                                                   iter_time=timer.averages[0], data_time=timer.averages[1],
+                                                   record=regular)
                         timer.reset()
                     if self.save_freq and current_iter % self.save_freq == 0:
                         self.save(current_iter)

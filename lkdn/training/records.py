@@ -1,5 +1,9 @@
 """What a training run records: log lines, TensorBoard scalars and two JSON-lines files.
 
+* Log lines (``train_<name>_<time>.log`` and stderr) every ``logger.print_freq`` iterations, and
+  at the first iterations of each start (:data:`FIRST_LINES`) whatever ``print_freq`` is, so a
+  slow start shows that training runs. On an interactive terminal (stderr a TTY) a progress bar
+  (tqdm) stays below the log lines; elsewhere (files, pipes, CI) there is none.
 * ``experiments/<name>/train_log.jsonl``: one object per ``logger.print_freq`` iterations:
   ``{"iter", "epoch", "lr", "time", "data_time", "<loss name>": value, ...}`` (``lr`` of the
   first parameter group; ``time`` and ``data_time`` in seconds per iteration).
@@ -20,6 +24,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 TRAIN_LOG = "train_log.jsonl"
 METRICS_LOG = "metrics.jsonl"
+FIRST_LINES = (1, 2, 5, 10, 20)
+"""Iterations after each start (1: the first one trained) that get a log line whatever ``logger.print_freq``
+says; log lines only: ``train_log.jsonl``, TensorBoard and W&B keep the ``print_freq`` cadence."""
 
 
 def truncate_jsonl(path: Path, *, after_iter: int) -> None:
@@ -70,6 +78,20 @@ class IterationTimer:
         if self.count == 0:
             return 0.0, 0.0
         return self.iter_time / self.count, self.data_time / self.count
+
+
+def progress_bar(total_iter: int, start_iter: int) -> Any:
+    """A tqdm bar of the iterations on stderr when it is an interactive terminal, else None."""
+    try:
+        interactive = sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced by an object without isatty, or closed
+        interactive = False
+    if not interactive:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total_iter, initial=start_iter, desc="Training", unit="iter", file=sys.stderr,
+                dynamic_ncols=True, mininterval=1.0, smoothing=0.05)
 
 
 WANDB_ID = "wandb_id.txt"
@@ -119,6 +141,7 @@ class TrainingRecords:
         self.start_time = time.time()
         self.dir = Path(experiment_dir)
         self.writer = None
+        self.bar = None
         self.wandb = None
         if not enabled:
             return
@@ -130,6 +153,16 @@ class TrainingRecords:
             self.writer = SummaryWriter(log_dir=str(tb_dir), purge_step=resume_iter + 1 if resume_iter else None)
         if wandb is not None and (wandb[0] or {}).get("project"):
             self.wandb = start_wandb(wandb[1], wandb_opt=wandb[0], experiment_dir=self.dir, resume_iter=resume_iter)
+        self.bar = progress_bar(total_iter, resume_iter)
+
+    def first_line(self, current_iter: int) -> bool:
+        """Whether ``current_iter`` is one of the :data:`FIRST_LINES` of this start (the same on every rank)."""
+        return current_iter - self.start_iter in FIRST_LINES
+
+    def advance(self, current_iter: int) -> None:
+        """Move the progress bar (when there is one) to ``current_iter``."""
+        if self.bar is not None:
+            self.bar.update(current_iter - self.bar.n)
 
     def _scalars(self, values: Mapping[str, float], step: int) -> None:
         """``values`` to TensorBoard and W&B at ``step``."""
@@ -158,9 +191,12 @@ class TrainingRecords:
 
     def training_line(
         self, *, epoch: int, current_iter: int, lrs: list[float], losses: Mapping[str, float], iter_time: float,
-        data_time: float,
+        data_time: float, record: bool = True,
     ) -> None:
-        """Log one training line (iteration, epoch, lr, losses, time per iteration, data time, ETA)."""
+        """Log one training line (iteration, epoch, lr, losses, time per iteration, data time, ETA).
+
+        ``record``: also to ``train_log.jsonl``, TensorBoard and W&B (not for the :data:`FIRST_LINES`).
+        """
         if not self.enabled:
             return
         done = max(current_iter - self.start_iter, 1)
@@ -170,6 +206,8 @@ class TrainingRecords:
         loss_text = " ".join(f"{k}: {v:.4e}" for k, v in losses.items())
         logger.info("[%s][epoch:%3d, iter:%8d, lr:(%s)] [eta: %s, time (data): %.3f (%.3f)] %s", self.name[:5], epoch,
                     current_iter, lr_text, eta, iter_time, data_time, loss_text)
+        if not record:
+            return
         self._append(TRAIN_LOG, {"iter": current_iter, "epoch": epoch, "lr": lrs[0], "time": iter_time,
                                  "data_time": data_time, **losses})
         self._scalars({**{f"losses/{k}": v for k, v in losses.items()}, "train/lr": lrs[0]}, current_iter)
@@ -187,6 +225,9 @@ class TrainingRecords:
         self._scalars({f"metrics/{dataset}/{k}": v for k, v in values.items()}, current_iter)
 
     def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
         if self.writer is not None:
             self.writer.close()
         if self.wandb is not None:

@@ -25,6 +25,15 @@ class StderrHandler(logging.StreamHandler):
     def stream(self, value) -> None:  # StreamHandler.__init__ assigns it
         pass
 
+    def emit(self, record: logging.LogRecord) -> None:
+        if "tqdm" not in sys.modules:
+            super().emit(record)
+            return
+        from tqdm import tqdm
+
+        with tqdm.external_write_mode(file=self.stream):  # a progress bar on the terminal: cleared, then redrawn
+            super().emit(record)
+
 
 def setup_logging(log_file: str | os.PathLike[str] | None = None, *, level: int = logging.INFO, rank: int = 0) -> logging.Logger:
     """Send the ``lkdn`` and ``basicsr`` loggers to stderr and, if given, ``log_file``.
