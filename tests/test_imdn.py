@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from conftest import official_module, shared_file
 from ntire_checks import assert_spandrel_detects, max_difference_on_set5, option_file, set5_numbers
 
-from lkdn import build_network
+from lkdn import Upscaler, build_network
 from lkdn.archs.imdn_arch import IMDB, imdn_aim_options_from_state
 from lkdn.profiling import count_parameters, ntire_counts
 from lkdn.utils.checkpoint import load_network
@@ -161,3 +161,12 @@ def test_aim_options_are_read_back_from_shapes() -> None:
     assert {k: read[k] for k in options if k != "distillation_rate"} == {k: v for k, v in options.items()
                                                                           if k != "distillation_rate"}
     assert int(20 * read["distillation_rate"]) == 5
+
+
+def test_aim_tiles_are_exact() -> None:
+    """Stride-1 convs only: tiles with the receptive radius as context equal the whole image."""
+    net = build_network({"type": "IMDN_AIM", "num_feat": 16, "num_block": 2, "upscale": 2})
+    up = Upscaler(net, device="cpu")
+    assert up.tiling.exact and up.tile_pad == 11  # head, 2 blocks of 4 chained 3x3 convs, trunk and upsampler convs
+    x = torch.rand(1, 3, 50, 40) * 0.2 + 0.4
+    torch.testing.assert_close(up(x, tile=16), up(x), atol=1e-5, rtol=0)
