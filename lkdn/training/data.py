@@ -186,6 +186,20 @@ class TrainData:
                 "dataset_enlarge_ratio or lower batch_size_per_gpu"
             )
 
+    def probe(self) -> None:
+        """Load the first sample once, the random states kept as they were: an unreadable first
+        image or a ``gt_size`` larger than the images is an error before the run folder is touched."""
+        from lkdn.training.rng import get_rng_state, set_rng_state
+
+        state = get_rng_state()
+        try:
+            if hasattr(self.dataset, "__getitems__"):
+                self.dataset.__getitems__([0])
+            else:
+                self.dataset[0]
+        finally:
+            set_rng_state(state)
+
     def epoch_batches(self, epoch: int, start_batch: int = 0) -> CPUPrefetcher | CUDAPrefetcher:
         """A prefetcher over the batches of ``epoch``, from batch number ``start_batch`` on."""
         self.sampler.set_epoch(epoch)

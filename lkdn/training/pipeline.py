@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.handlers
 import math
 import os
 import platform
@@ -103,6 +104,27 @@ def _environment() -> str:
     return f"Python {platform.python_version()}, torch {torch.__version__}, {cuda}"
 
 
+LOGGERS = ("lkdn", "basicsr")
+
+
+class _SetupLog(logging.handlers.MemoryHandler):
+    """Keeps the set-up's log records until the run folder (and its log file) exists."""
+
+    def __init__(self) -> None:
+        super().__init__(capacity=1 << 16, flushLevel=logging.CRITICAL + 1)
+
+    def shouldFlush(self, record: logging.LogRecord) -> bool:  # noqa: N802 (logging's name)
+        return False  # flushed once, into the log file
+
+
+def _drop_setup_log() -> None:
+    """Detach :class:`_SetupLog` handlers (after the set-up, or when it failed)."""
+    for name in LOGGERS:
+        log = logging.getLogger(name)
+        for handler in [h for h in log.handlers if isinstance(h, _SetupLog)]:
+            log.removeHandler(handler)
+
+
 class Trainer:
     """One training run: set-up from options, the loop, saving and resuming."""
 
@@ -152,24 +174,22 @@ class Trainer:
         if self.info.is_main:
             try:
                 RunLock(self.experiment_dir).acquire()  # before anything is archived: one process per run folder
-                make_experiment_dirs(self.paths, fresh=self.state is None)
-                if self.state is not None:
-                    remove_partial_saves(self.paths["models"], self.paths["training_states"])
-                if self.tb_dir is not None and self.state is None:
-                    archive_and_create(self.tb_dir)
-                _write_options(args.opt, args.force_yml, self.experiment_dir / f"{opt['name']}_options.yml", argv)
             except OSError as err:
                 raise ValueError(
                     f"cannot write the experiment folder {self.experiment_dir}: {err.strerror or err}; make "
                     f"{Path(root_path) / 'experiments'} writable or give another --root_path"
                 ) from err
-        barrier(self.info)
 
+        # The data and the network are built before the run folder is archived or created, so a run
+        # that fails on its inputs leaves the previous folder as it was; what is logged meanwhile
+        # goes to stderr and, once the folder exists, to the log file.
         from basicsr.utils import get_root_logger
 
         get_root_logger()  # let basicsr mark its logger as set up, then replace its handlers
-        log_file = self.experiment_dir / f"train_{opt['name']}_{time_str()}.log"
-        setup_logging(log_file if self.info.is_main else None, rank=self.info.rank)
+        setup_logging(None, rank=self.info.rank)
+        early = _SetupLog()
+        for name in LOGGERS:
+            logging.getLogger(name).addHandler(early)
         logger.info("%s", _environment())
         logger.info("%d process(es), launcher %s, backend %s, this process on %s", self.info.world_size,
                     self.info.launcher, self.info.backend or "none", self.info.device)
@@ -182,6 +202,7 @@ class Trainer:
         if "train" not in datasets:
             raise ValueError(f"{args.opt}: datasets.train is missing")
         self.data = TrainData(datasets["train"], dist_info=self.info, seed=self.seed)
+        self.data.probe()
         self.val_loaders = build_val_loaders(datasets, device=self.info.device) if self.info.is_main else []
         total_epochs = math.ceil(self.total_iter / self.data.batches_per_epoch)
         logger.info(
@@ -197,6 +218,29 @@ class Trainer:
         self.resume_rng: dict[str, Any] | None = None
         if self.state is not None:
             self._resume()
+
+        if self.info.is_main:
+            try:
+                make_experiment_dirs(self.paths, fresh=self.state is None)
+                if self.state is not None:
+                    remove_partial_saves(self.paths["models"], self.paths["training_states"])
+                if self.tb_dir is not None and self.state is None:
+                    archive_and_create(self.tb_dir)
+                _write_options(args.opt, args.force_yml, self.experiment_dir / f"{opt['name']}_options.yml", argv)
+            except OSError as err:
+                raise ValueError(
+                    f"cannot write the experiment folder {self.experiment_dir}: {err.strerror or err}; make "
+                    f"{Path(root_path) / 'experiments'} writable or give another --root_path"
+                ) from err
+        barrier(self.info)
+        _drop_setup_log()
+        log_file = self.experiment_dir / f"train_{opt['name']}_{time_str()}.log"
+        setup_logging(log_file if self.info.is_main else None, rank=self.info.rank)
+        files = [h for h in logging.getLogger("lkdn").handlers if isinstance(h, logging.FileHandler)]
+        if files:
+            early.setTarget(files[0])
+            early.flush()  # the set-up's lines, into the log file
+        early.close()
         self.records = TrainingRecords(
             name=opt["name"], experiment_dir=self.experiment_dir, tb_dir=self.tb_dir, enabled=self.info.is_main,
             total_iter=self.total_iter, resume_iter=self.start_iter,
@@ -394,6 +438,7 @@ def train_pipeline(root_path: str | os.PathLike[str] | None = None, argv: Sequen
             err.lkdn_logged = True  # type: ignore[attr-defined]
         raise
     finally:
+        _drop_setup_log()
         release_run_locks()
         if trainer is not None:
             cleanup(trainer.info)

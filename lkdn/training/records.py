@@ -204,7 +204,7 @@ class TrainingRecords:
         eta = datetime.timedelta(seconds=int(elapsed / done * (self.total_iter - current_iter)))
         lr_text = ",".join(f"{lr:.3e}" for lr in lrs)
         loss_text = " ".join(f"{k}: {v:.4e}" for k, v in losses.items())
-        logger.info("[%s][epoch:%3d, iter:%8d, lr:(%s)] [eta: %s, time (data): %.3f (%.3f)] %s", self.name[:5], epoch,
+        logger.info("[%s][epoch:%3d, iter:%8d, lr:(%s)] [eta: %s, time (data): %.3f (%.3f)] %s", self.name, epoch,
                     current_iter, lr_text, eta, iter_time, data_time, loss_text)
         if not record:
             return

@@ -378,3 +378,25 @@ def test_the_fold_count_is_logged_once_and_not_when_nothing_folds(caplog: pytest
         said = [r.getMessage() for r in caplog.records if "re-parameterized" in r.getMessage()]
         assert len(said) == expected, said
         assert all(" 0 module" not in line for line in said)
+
+
+# ------------------------------------------------------------------ a failed start leaves the run folder alone
+
+
+def test_a_failed_restart_archives_nothing_and_the_log_keeps_the_set_up(tmp_path: Path, data) -> None:
+    from reliability_common import experiment, options, train
+
+    opt = options(*data, name="restart_run", train__total_iter=2, logger__save_checkpoint_freq=2)
+    assert train(write_yaml(tmp_path, opt), tmp_path) == 0
+    run = experiment(tmp_path, "restart_run")
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    (log_file,) = run.glob("train_*.log")
+    text = log_file.read_text()
+    assert "Training statistics: 4 images" in text and "Options (" in text  # the set-up's lines reach the file
+    assert "[restart_run][epoch:" in text  # the whole run name, not its first five characters
+    for change in ({"datasets__train__gt_size": 4096}, {"datasets__train__dataroot_lq": str(tmp_path / "none")}):
+        with pytest.raises(DataError):
+            train(write_yaml(tmp_path, options(*data, name="restart_run", train__total_iter=2, **change)), tmp_path)
+    assert [p.name for p in (tmp_path / "experiments").iterdir() if "archived" in p.name] == []
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+    assert not (tmp_path / "experiments" / ".restart_run.lock").exists()
