@@ -60,16 +60,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def list_checkpoints() -> None:
+def list_checkpoints(dest: Path = CACHE) -> None:
+    """Each checkpoint, its source, and its local copy or where a download puts it."""
     for name, checkpoint in CHECKPOINTS.items():
         local = find_checkpoint(name)
-        print(f"{name:22s} {checkpoint.size:>9,d} B  {checkpoint.url}\n{'':22s} {'here: ' + str(local) if local else 'not here'}")
+        where = f"here: {local}" if local else f"not here; --names {name} downloads it to {dest / checkpoint.path}"
+        print(f"{name:22s} {checkpoint.size:>9,d} B  {checkpoint.url}\n{'':22s} {where}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list:
-        list_checkpoints()
+        list_checkpoints(Path(args.dest))
         return 0
     try:
         check_timeout(args.timeout, what="--timeout")

@@ -400,3 +400,12 @@ def test_a_failed_restart_archives_nothing_and_the_log_keeps_the_set_up(tmp_path
     assert [p.name for p in (tmp_path / "experiments").iterdir() if "archived" in p.name] == []
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
     assert not (tmp_path / "experiments" / ".restart_run.lock").exists()
+
+
+def test_download_list_says_where_a_missing_checkpoint_would_go(tmp_path: Path, monkeypatch, capsys) -> None:
+    download = script("download")
+    monkeypatch.setattr(download, "find_checkpoint", lambda name: None)
+    assert download.main(["--list", "--dest", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"not here; --names LKDN_x4 downloads it to {tmp_path / 'LKDN' / 'LKDN_x4.pth'}" in out
+    assert out.count("not here; --names ") == len(download.CHECKPOINTS)
