@@ -261,8 +261,8 @@ class Upscaler:
         return self.backend
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.runtime is not None:
-            return self.runtime(x)
+        if self.runtime is not None:  # unclamped, as the torch network: clamped once, after the self-ensemble's average
+            return getattr(self.runtime, "raw", self.runtime)(x)
         return self._torch_forward(x)
 
     def _torch_forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,10 +3,14 @@
     python scripts/inference.py -opt options/test/LKDN/test_LKDN_x4.yml --input photos/ --output results/photos_x4
     python scripts/inference.py -opt options/test/LKDN/test_LKDN_x4.yml --input big.png --output out/ --tile 256
     python scripts/inference.py -opt options/test/LKDN/test_LKDN_x4.yml --input photos/ --output out/ --backend auto
+    python scripts/inference.py --model LKDN_x4.onnx --input photos/ --output out/      # or .xml (OpenVINO), .param (ncnn)
 
 ``-opt`` supplies ``network_g``, the weights (``path.pretrain_network_g``, ``param_key_g``,
 ``strict_load_g``; ``--weights`` overrides the file), ``num_gpu`` and the defaults of
-``val.tile`` and ``val.self_ensemble``. Every image is written as ``<output>/<stem>.png``:
+``val.tile`` and ``val.self_ensemble``. ``--model`` runs an exported file instead (``.onnx`` with
+onnxruntime, an OpenVINO ``.xml``, an ncnn ``.param``; :class:`lkdn.backends.files.ExportedModel`):
+its scale is measured and checked against the one the file records and ``--scale``. Every image is
+written as ``<output>/<stem>.png``:
 colour stays colour, grey stays grey (the network sees it replicated to three channels), 16-bit
 stays 16-bit, and an alpha channel is upscaled bicubically and re-attached (``--alpha error``
 refuses such images instead). Unreadable files are reported by name and skipped; the exit
@@ -28,6 +32,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from lkdn.backends import BACKENDS, BackendError, MissingExtraError
+from lkdn.backends.files import SUFFIXES, ExportedModel
 from lkdn.evaluate import IMAGE_SUFFIXES
 from lkdn.images import read_image_unchanged, write_image
 from lkdn.loading import load_network_from_options
@@ -37,11 +42,17 @@ from lkdn.tiling import InferenceMemoryError
 from lkdn.upscaler import Upscaler, resolve_device
 from lkdn.utils.checkpoint import CheckpointError
 from lkdn.utils.files import refuse_overwriting_inputs
+from lkdn.utils.logger import setup_logging
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-opt", required=True, help="test option YAML (network_g and path.pretrain_network_g)")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("-opt", help="test option YAML (network_g and path.pretrain_network_g)")
+    model.add_argument("--model", default=None,
+                       help=f"an exported file to run instead: {', '.join(f'{s} ({b})' for s, b in SUFFIXES.items())}")
+    parser.add_argument("--scale", type=int, default=None,
+                        help="with --model: the expected scale (default: the file's; a mismatch is an error)")
     parser.add_argument("--input", required=True, help="an image file or a folder of images")
     parser.add_argument("--output", required=True, help="folder for the results (<stem>.png)")
     parser.add_argument("--weights", default=None, help="checkpoint to load instead of path.pretrain_network_g")
@@ -54,9 +65,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--alpha", choices=("bicubic", "error"), default="bicubic", help="what to do with an alpha channel")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: from num_gpu; CUDA when present)")
     parser.add_argument(
-        "--backend", default="torch", choices=(*BACKENDS, "auto"),
+        "--backend", default=None, choices=(*BACKENDS, "auto"),
         help="inference runtime (default torch); onnxruntime, openvino, ncnn run the folded network on the CPU, "
-             "verified against PyTorch when built; auto: the fastest of those installed (docs/deployment.md)",
+             "verified against PyTorch when built; auto: the fastest of those installed, chosen and timed on the "
+             "first image (logged; docs/deployment.md). With --model: the file's own runtime",
     )
     parser.add_argument("--force_yml", nargs="+", default=[], metavar="KEY=VALUE", help="override options")
     return parser.parse_args(argv)
@@ -85,7 +97,33 @@ def result_paths(inputs: Sequence[Path], output: Path) -> list[Path]:
     return list(targets)
 
 
-def build_upscaler(args: argparse.Namespace) -> Upscaler:
+def build_exported(args: argparse.Namespace) -> ExportedModel:
+    """``--model FILE``: the exported file in its own runtime; options of the YAML route are refused."""
+    from lkdn.backends.files import backend_of
+
+    runtime = backend_of(args.model)
+    if args.backend not in (None, "auto", runtime):
+        raise ValueError(f"--backend {args.backend} cannot run {args.model} (a file for {runtime}); leave --backend out")
+    for flag, value in (("--weights", args.weights), ("--force_yml", args.force_yml)):
+        if value:
+            raise ValueError(f"{flag} belongs to -opt; --model {args.model} is a complete exported model")
+    if args.device and resolve_device(args.device).type != "cpu":
+        raise ValueError(f"--model {args.model} runs on the CPU, not {args.device}")
+    if args.scale is not None and args.scale < 1:
+        raise ValueError(f"--scale must be a positive integer, got {args.scale}")
+    for name, value in (("--tile", args.tile), ("--tile-pad", args.tile_pad)):
+        if value is not None and value < 0:
+            raise ValueError(f"{name} must be a non-negative number of LR pixels, got {value}")
+    return ExportedModel(args.model, scale=args.scale, tile=args.tile, tile_pad=args.tile_pad,
+                         self_ensemble=args.self_ensemble)
+
+
+def build_upscaler(args: argparse.Namespace) -> Upscaler | ExportedModel:
+    if args.model is not None:
+        return build_exported(args)
+    if args.scale is not None:
+        raise OptionsError("--scale is for --model; with -opt the scale is the options' scale")
+    args.backend = args.backend or "torch"
     opt = parse_options(args.opt, is_train=False, overrides=args.force_yml)
     if args.device:
         device = resolve_device(args.device)
@@ -107,13 +145,15 @@ def build_upscaler(args: argparse.Namespace) -> Upscaler:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    setup_logging()  # the backends' verification and auto's choice, with its measured times
     try:
         inputs = list_inputs(Path(args.input))
         output = Path(args.output)
         targets = result_paths(inputs, output)
         refuse_overwriting_inputs(
             [("--output folder", output), *((f"result {t.name}", t) for t in targets)],
-            [("--input", args.input), *(("input image", p) for p in inputs), ("-opt", args.opt), ("--weights", args.weights)],
+            [("--input", args.input), *(("input image", p) for p in inputs), ("-opt", args.opt), ("--weights", args.weights),
+             ("--model", args.model)],
         )
         upscaler = build_upscaler(args)
         output.mkdir(parents=True, exist_ok=True)
@@ -128,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             result: np.ndarray = upscaler.upscale_image(read_image_unchanged(path), alpha=args.alpha)
             write_image(target, result)
-        except (ValueError, InferenceMemoryError) as error:
+        except (ValueError, InferenceMemoryError, BackendError) as error:
             failures.append(f"{path}: {error}")
             tqdm.write(f"error: {path}: {error}", file=sys.stderr)
         except OSError as error:

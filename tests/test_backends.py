@@ -97,11 +97,12 @@ def test_official_network_matches_pytorch_whole_and_in_tiles(
     x = torch.rand(1, 3, 31, 37, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         expected = net(x)
-        torch.testing.assert_close(runtime(x), expected, atol=tolerance, rtol=0)
+        torch.testing.assert_close(runtime.raw(x), expected, atol=tolerance, rtol=0)
+        torch.testing.assert_close(runtime(x), expected.clamp(0, 1), atol=tolerance, rtol=0)
         # the same tiles through both: 4 tiles of 4 shapes, odd ones (dynamic shapes in the runtime), each
         # at least 23 pixels (ESA in BSRN / E-RFDN needs 15)
         x = torch.rand(1, 3, 35, 39, generator=torch.Generator().manual_seed(4))
-        tiled = run_network(runtime, x, tile=20, tile_pad=8, self_ensemble=False, scale=4)
+        tiled = run_network(runtime.raw, x, tile=20, tile_pad=8, self_ensemble=False, scale=4)
         reference = run_network(net, x, tile=20, tile_pad=8, self_ensemble=False, scale=4)
     torch.testing.assert_close(tiled, reference, atol=tolerance, rtol=0)
 
@@ -229,18 +230,29 @@ def test_missing_extra_is_one_line_naming_the_install(
     assert "pip install lkdn" not in message
 
 
+def seeded_tiny_net() -> torch.nn.Module:
+    """:func:`tiny_net` with its initial weights seeded too: the same network on every call."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return tiny_net()
+
+
 @pytest.fixture(scope="module")
 def exported_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A tiny network as an OpenVINO IR and as an ncnn .param/.bin, through the exporters."""
+    """A tiny network as ONNX, as an OpenVINO IR and as an ncnn .param/.bin, through the exporters."""
     from lkdn.backends.export import export_ncnn, export_openvino
+    from lkdn.export import export_metadata, export_onnx
 
     folder = tmp_path_factory.mktemp("exported")
     files = {}
+    if installed("onnxruntime"):
+        export_onnx(seeded_tiny_net(), folder / "tiny.onnx", metadata=export_metadata(TINY, seeded_tiny_net(), 2))
+        files["onnx"] = folder / "tiny.onnx"
     if installed("openvino"):
-        export_openvino(tiny_net(), folder / "tiny_openvino.xml")
+        export_openvino(seeded_tiny_net(), folder / "tiny_openvino.xml", metadata=export_metadata(TINY, seeded_tiny_net(), 2))
         files["xml"] = folder / "tiny_openvino.xml"
     if installed("ncnn"):
-        export_ncnn(tiny_net(), folder / "tiny_ncnn.param")  # not tiny.bin: the IR has it
+        export_ncnn(seeded_tiny_net(), folder / "tiny_ncnn.param")  # not tiny.bin: the IR has it
         files["param"] = folder / "tiny_ncnn.param"
     return files
 
@@ -318,3 +330,124 @@ def test_openvino_models_leave_the_signal_stack_usable() -> None:
                           timeout=300, cwd=ROOT, check=False)
     assert done.returncode == 0, f"exit status {done.returncode} (-11: SIGSEGV)\n{done.stderr[-2000:]}"
     assert done.stdout.split() == ["handler", "ran", "still", "running"]
+
+
+# --- runtime outputs and exported files run directly ----------------------------------------------
+
+
+class _Fixed(Runtime):
+    backend = "onnxruntime"
+    precisions = ("fp32",)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return np.full((x.shape[0], x.shape[1], 2 * x.shape[2], 2 * x.shape[3]), -0.9, dtype=np.float32) + (
+            np.arange(2 * x.shape[3], dtype=np.float32) % 2) * 2.6  # -0.9 and 1.7, alternating
+
+    def describe(self) -> str:
+        return "fixed"
+
+
+def test_runtime_output_is_clamped_and_raw_is_not() -> None:
+    runtime = _Fixed(precision="fp32", threads=1)
+    x = torch.rand(1, 3, 4, 5)
+    assert float(runtime.raw(x).min()) == pytest.approx(-0.9) and float(runtime.raw(x).max()) == pytest.approx(1.7)
+    out = runtime(x)
+    assert float(out.min()) == 0.0 and float(out.max()) == 1.0
+    if installed("onnxruntime"):  # a real runtime: a network whose output leaves [0, 1]
+        net = tiny_net()
+        with torch.no_grad():
+            for name, param in net.named_parameters():
+                if name.startswith("upsampler") and name.endswith("bias"):
+                    param.fill_(-1.0)
+        real = convert(net, "onnxruntime", threads=1)
+        x = torch.rand(1, 3, 12, 14, generator=torch.Generator().manual_seed(0))
+        assert float(real.raw(x).min()) < 0  # the precondition: out of range before clamping
+        assert float(real(x).min()) >= 0 and float(real(x).max()) <= 1
+
+
+@pytest.mark.parametrize("kind", ["onnx", "xml", "param"])
+def test_exported_file_runs_directly_with_its_scale(exported_files: dict[str, Path], kind: str) -> None:
+    from lkdn.backends.files import ExportedModel
+
+    if kind not in exported_files:
+        pytest.skip(f"no runtime for .{kind} installed here")
+    model = ExportedModel(exported_files[kind], threads=1)
+    assert model.scale == 2 and model.backend == {"onnx": "onnxruntime", "xml": "openvino", "param": "ncnn"}[kind]
+    x = torch.rand(1, 3, 33, 29, generator=torch.Generator().manual_seed(2))
+    expected = Upscaler(seeded_tiny_net(), device="cpu")(x)
+    tolerance = TOLERANCES[(model.backend, "fp32")].max_abs
+    torch.testing.assert_close(model(x), expected, atol=tolerance, rtol=0)
+    torch.testing.assert_close(model(x, tile=16), expected, atol=tolerance, rtol=0)  # the recorded radius: exact tiles
+    with pytest.raises(BackendError, match=rf"scale 4 was asked for, but .*{exported_files[kind].name} upscales by 2"):
+        ExportedModel(exported_files[kind], scale=4, threads=1)
+    assert ExportedModel(exported_files[kind], scale=2, threads=1).scale == 2
+
+
+def test_an_exported_file_recording_another_scale_is_refused(exported_files: dict[str, Path], tmp_path: Path) -> None:
+    from lkdn.backends.files import ExportedModel
+
+    if "onnx" not in exported_files:
+        pytest.skip("onnxruntime is not installed here")
+    import onnx
+
+    model = onnx.load(str(exported_files["onnx"]))
+    next(p for p in model.metadata_props if p.key == "scale").value = "3"
+    onnx.save(model, str(tmp_path / "wrong.onnx"))
+    with pytest.raises(BackendError, match=r"wrong.onnx: records scale 3 but upscales by 2"):
+        ExportedModel(tmp_path / "wrong.onnx", threads=1)
+    with pytest.raises(ValueError, match=r"notes.txt: not an exported model file; expected .onnx"):
+        ExportedModel(tmp_path / "notes.txt")
+    with pytest.raises(BackendError, match=r"exported model .*missing.onnx not found"):
+        ExportedModel(tmp_path / "missing.onnx")
+    (tmp_path / "garbage.onnx").write_bytes(b"\x00not a model" * 10)
+    with pytest.raises(BackendError, match=r"garbage.onnx: not a readable ONNX model"):
+        ExportedModel(tmp_path / "garbage.onnx")
+
+
+def _infer(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "inference.py"), *args], capture_output=True,
+                          text=True, timeout=600, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_inference_script_runs_an_exported_file(exported_files: dict[str, Path], tmp_path: Path) -> None:
+    import cv2
+
+    if "onnx" not in exported_files:
+        pytest.skip("onnxruntime is not installed here")
+    image = np.random.default_rng(0).integers(0, 256, (21, 19, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "in.png"), image)
+    done = _infer("--model", str(exported_files["onnx"]), "--input", str(tmp_path / "in.png"), "--output",
+                  str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = cv2.imread(str(tmp_path / "out" / "in.png"))
+    expected = Upscaler(seeded_tiny_net(), device="cpu").upscale_image(image)
+    assert got.shape == (42, 38, 3) and np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+    wrong = _infer("--model", str(exported_files["onnx"]), "--scale", "4", "--input", str(tmp_path / "in.png"),
+                   "--output", str(tmp_path / "out4"))
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip().splitlines()[-1] == (
+        f"error: scale 4 was asked for, but {exported_files['onnx']} upscales by 2")
+    assert not (tmp_path / "out4").exists()
+    clash = _infer("--model", str(exported_files["onnx"]), "--backend", "ncnn", "--input", str(tmp_path / "in.png"),
+                   "--output", str(tmp_path / "out5"))
+    assert clash.returncode == 2 and "--backend ncnn cannot run" in clash.stderr and "tiny.onnx" in clash.stderr
+
+
+def test_inference_script_auto_logs_its_choice_and_times(tmp_path: Path) -> None:
+    import cv2
+    import yaml
+
+    from lkdn.utils.checkpoint import save_network_file
+
+    save_network_file(tiny_net().state_dict(), tmp_path / "tiny.safetensors", TINY)
+    opt = {"name": "tiny", "model_type": "SRModel", "scale": 2, "num_gpu": 0, "network_g": TINY,
+           "path": {"pretrain_network_g": str(tmp_path / "tiny.safetensors")}}
+    (tmp_path / "tiny.yml").write_text(yaml.safe_dump(opt))
+    cv2.imwrite(str(tmp_path / "in.png"), np.random.default_rng(0).integers(0, 256, (21, 19, 3), dtype=np.uint8))
+    done = _infer("-opt", str(tmp_path / "tiny.yml"), "--backend", "auto", "--input", str(tmp_path / "in.png"),
+                  "--output", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    chose = [line for line in done.stderr.splitlines() if "backend='auto'" in line and " chose " in line]
+    assert len(chose) == 1, done.stderr[-3000:]
+    assert all(f"{name} " in chose[0] for name in ("torch", *[b for b in RUNTIMES if installed(b)]))
+    assert chose[0].count(" ms") == 1 + sum(installed(b) for b in RUNTIMES)

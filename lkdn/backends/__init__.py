@@ -181,7 +181,7 @@ def convert(
 
         runtime = NcnnBackend.from_torchscript(graph, channels=channels, precision=precision, threads=threads)
     tolerance = TOLERANCES[(backend, precision)]
-    runtime.checks = verify(runtime, reference, verification_inputs(channels, precision, arrays), tolerance,
+    runtime.checks = verify(runtime.raw, reference, verification_inputs(channels, precision, arrays), tolerance,
                             what=f"backend {backend!r} ({precision})", strict=strict)
     logger.info("%s: verified against PyTorch float32 (%s)", runtime.describe(),
                 "; ".join(c.describe() for c in runtime.checks))

@@ -57,7 +57,9 @@ class AutoBackend:
     def __init__(self, candidates: Mapping[str, Forward], *, label: str = "auto", threads: int | None = None) -> None:
         if not candidates:
             raise ValueError("backend 'auto' needs at least one candidate")
-        self.candidates = dict(candidates)
+        # runtimes run unclamped, as the torch network does: the caller (lkdn.Upscaler) clamps once, after the
+        # self-ensemble's average
+        self.candidates = {name: getattr(forward, "raw", forward) for name, forward in candidates.items()}
         self.label = label
         self.threads = threads or torch.get_num_threads()
         self.chosen: str | None = None

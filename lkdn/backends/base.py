@@ -1,7 +1,8 @@
 """What every inference runtime behind ``lkdn.Upscaler(backend=...)`` shares.
 
 * :class:`Runtime`: a network converted for one runtime. It takes and returns N,C,H,W float32
-  torch tensors on the CPU (images in [0, 1]), like the PyTorch network it replaces, so tiling,
+  torch tensors on the CPU (images in [0, 1]; the output clamped to [0, 1], as
+  :class:`lkdn.Upscaler` returns it; :meth:`Runtime.raw` is the unclamped output), so tiling,
   the self-ensemble and :func:`lkdn.images.upscale_image` run on it unchanged.
 * :func:`verify`: the check every conversion passes before it is used or written: the runtime's
   output against the float32 PyTorch network's on the same inputs, within the
@@ -156,9 +157,23 @@ class Runtime(abc.ABC):
     def describe(self) -> str:
         """One line: runtime and version, precision, threads."""
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        """The runtime's output on ``x``, not clamped (what :func:`verify` compares with PyTorch).
+
+        A failure of the runtime is a :class:`BackendError` naming it and the input's shape.
+        """
         array = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        return torch.from_numpy(np.ascontiguousarray(self.run(array), dtype=np.float32))
+        try:
+            out = self.run(array)
+        except BackendError:
+            raise
+        except Exception as err:  # the runtimes raise their own exception types
+            raise BackendError(f"{self.describe()} failed on an input of shape {tuple(array.shape)}: {err}") from err
+        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """N,C,H,W images in [0, 1] -> N,C,sH,sW float32 clamped to [0, 1]."""
+        return self.raw(x).clamp_(0, 1)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.describe()})"

@@ -108,7 +108,7 @@ def _finish(
     tolerance = TOLERANCES[(runtime.backend, precision)]
     targets = ", ".join(str(t) for t in files.values())
     try:
-        checks = verify(runtime, net, inputs, tolerance, what=what)
+        checks = verify(runtime.raw, net, inputs, tolerance, what=what)
     except BackendError as err:
         raise BackendError(f"refusing to write {targets}: {err}") from err
     report = FileExportReport(files=list(files.values()), runtime=runtime.describe(), precision=precision,
