@@ -427,7 +427,7 @@ def markdown_table(profiles: list[Profile], *, lr_size: tuple[int, int], scale: 
     height, width = lr_size
     out = f"{width * scale}x{height * scale} output" if scale else "output"
     lines = [
-        f"| form | params | Multi-Adds (G, LR {width}x{height}, {out}) | activations (M) | convs | "
+        f"| form | params | Multi-Adds (G, LR {width}x{height}, {out}) | activations (M, LR {width}x{height}) | convs | "
         "FLOPs (G, NTIRE fvcore, LR 256x256) | runtime (ms) | peak memory (MB) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]

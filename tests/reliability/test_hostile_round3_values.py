@@ -409,3 +409,10 @@ def test_download_list_says_where_a_missing_checkpoint_would_go(tmp_path: Path, 
     out = capsys.readouterr().out
     assert f"not here; --names LKDN_x4 downloads it to {tmp_path / 'LKDN' / 'LKDN_x4.pth'}" in out
     assert out.count("not here; --names ") == len(download.CHECKPOINTS)
+
+
+def test_the_activations_column_says_its_input_size() -> None:
+    from lkdn.profiling import markdown_table
+
+    header = markdown_table([], lr_size=(180, 320), scale=4).splitlines()[0]
+    assert "| Multi-Adds (G, LR 320x180, 1280x720 output) | activations (M, LR 320x180) |" in header
