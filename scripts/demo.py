@@ -26,12 +26,14 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 import torch
 
@@ -47,11 +49,49 @@ SCALE = 2
 COMPARE_IMAGES = ("coffee", "chelsea")
 
 
+FORWARDED = {signal.SIGINT: signal.SIGINT, signal.SIGTERM: signal.SIGTERM}
+"""Signals passed on to the running step (as which signal): the trainer saves a state on SIGINT / SIGTERM."""
+if hasattr(signal, "SIGHUP"):
+    FORWARDED[signal.SIGHUP] = signal.SIGTERM  # a closed terminal: save and stop, as for SIGTERM
+
+
+class StepInterruptedError(Exception):
+    """A step stopped after a forwarded signal; ``status`` is the demo's exit status (128 + signal)."""
+
+    def __init__(self, signum: int, step: str) -> None:
+        super().__init__(f"{signal.Signals(signum).name} during {step}")
+        self.status = 128 + signum
+
+
 def run(args: Sequence[str], *, cwd: Path) -> None:
-    """Run ``python <repo script> ...`` in ``cwd``, printing the command as a user would type it."""
+    """Run ``python <repo script> ...`` in ``cwd``, printing the command as a user would type it.
+
+    The step runs in its own process group, so a Ctrl-C in the terminal reaches the demo only,
+    which passes it on once (:data:`FORWARDED`) and waits: the trainer finishes its iteration and
+    saves a training state before it exits. A second Ctrl-C is passed on too and stops the step
+    at once. After a forwarded signal :class:`StepInterruptedError` is raised once the step has exited.
+    """
     print(f"\n$ python {shlex.join(args)}", flush=True)
     script, *rest = args
-    subprocess.run([sys.executable, str(REPO / script), *rest], cwd=cwd, check=True)
+    command = [sys.executable, str(REPO / script), *rest]
+    received: list[int] = []
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if proc.poll() is None:
+            proc.send_signal(FORWARDED[signal.Signals(signum)])
+
+    proc = subprocess.Popen(command, cwd=cwd, start_new_session=os.name == "posix")
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
+    try:
+        status = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        raise StepInterruptedError(received[0], script)
+    if status != 0:
+        raise subprocess.CalledProcessError(status, command)
 
 
 def mean_metrics(per_image: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -116,6 +156,20 @@ def print_table(summary: dict) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The demo; a Ctrl-C lets the running step finish saving, and the same command continues from there."""
+    try:
+        return demo(argv)
+    except StepInterruptedError as stop:
+        print(f"\ninterrupted ({stop}); what was done is kept: run the same command again (without --fresh) "
+              "to continue", file=sys.stderr)
+        return stop.status
+    except subprocess.CalledProcessError as err:
+        print(f"error: the step `python {shlex.join(err.cmd[1:])}` failed with exit status {err.returncode}",
+              file=sys.stderr)
+        return 1
+
+
+def demo(argv: Sequence[str] | None = None) -> int:
     from lkdn.options import load_yaml
 
     recipe = load_yaml(REPO / TRAIN_OPT)
@@ -153,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.iters is not None:
         n = args.iters
         overrides += [f"train:total_iter={n}", f"train:scheduler:periods=[{n}]", f"train:warmup_iter={min(20, n // 4)}",
-                      f"val:val_freq={max(n // 6, 1)}", f"logger:save_checkpoint_freq={n}", f"logger:print_freq={max(n // 30, 1)}"]
+                      f"val:val_freq={max(n // 6, 1)}", f"logger:save_checkpoint_freq={max(n // 6, 1)}", f"logger:print_freq={max(n // 30, 1)}"]
     if args.batch is not None:
         overrides.append(f"datasets:train:batch_size_per_gpu={args.batch}")
     train_cmd = [str("lkdn/train.py"), "-opt", str(REPO / TRAIN_OPT), "--root_path", str(workdir)]

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -62,6 +66,8 @@ def test_pictures_and_training_records_exist(demo_run: tuple[Path, str]) -> None
     assert (exp / "metrics.jsonl").read_text().strip()
     assert list((workdir / "tb_logger" / "demo_LKDN-S_x2").glob("events.out.tfevents.*"))
     assert (exp / "models" / "net_g_deploy.pth").is_file()
+    # a shortened run keeps regular states too (every sixth of --iters, here every iteration)
+    assert sorted(p.name for p in (exp / "training_states").iterdir()) == ["1.state", "2.state"]
     assert "demo_test" in stdout and "bicubic" in stdout and "CPU s/image" in stdout
 
 
@@ -100,3 +106,40 @@ def test_gain_crop_finds_the_window_where_the_network_helps() -> None:
     sr[30:46, 40:56] = hr[30:46, 40:56]  # the network is right only here
     assert module.gain_crop(hr, noisy, sr, 16, 4) == (40, 30)
     assert module.crop_psnr(hr[30:46, 40:56], hr[30:46, 40:56]) == float("inf")
+
+
+def _start_demo(workdir: Path, log: Path) -> subprocess.Popen[bytes]:
+    """The demo at a size that trains for minutes, its output (the trainer's too) to ``log``."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    with open(log, "wb") as handle:
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "demo.py"), "--iters", "3000", "--batch", "2", "--workdir",
+             str(workdir)], stdout=handle, stderr=subprocess.STDOUT, env=env)
+
+
+def _interrupt_when(proc: subprocess.Popen[bytes], log: Path, pattern: str, *, timeout: float = 300) -> re.Match[str]:
+    """Wait for ``pattern`` in the output, then SIGINT to the demo process alone (as a forwarded Ctrl-C)."""
+    end = time.monotonic() + timeout
+    while (found := re.search(pattern, log.read_text(errors="replace"))) is None:
+        assert proc.poll() is None, f"the demo ended before {pattern!r}:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < end, f"no {pattern!r} within {timeout} s:\n{log.read_text()[-3000:]}"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 128 + signal.SIGINT, log.read_text()[-3000:]
+    return found
+
+
+def test_ctrl_c_saves_the_training_and_a_rerun_continues_from_it(tmp_path: Path) -> None:
+    exp = tmp_path / "experiments" / "demo_LKDN-S_x2"
+    first = _start_demo(tmp_path, tmp_path / "first.log")
+    _interrupt_when(first, tmp_path / "first.log", r"\[epoch:\s*\d+, iter:\s*\d+")  # training has begun
+    text = (tmp_path / "first.log").read_text()
+    stopped = int(re.search(r"Stopped by signal 2 at iteration (\d+)", text).group(1))
+    assert stopped >= 1
+    assert (exp / "training_states" / f"{stopped}.state").is_file()
+    assert "run the same command again" in text
+
+    second = _start_demo(tmp_path, tmp_path / "second.log")
+    found = _interrupt_when(second, tmp_path / "second.log", r"Resuming training from \S+: epoch \d+, iteration (\d+)")
+    assert int(found.group(1)) == stopped
+    assert not [p for p in (tmp_path / "experiments").iterdir() if "archived" in p.name]
