@@ -128,8 +128,10 @@ def test_official_bsrn_checkpoints_load_through_spandrel(name: str, scale: int) 
 
 DETECTED = sorted(name for name, entry in our_architectures().items() if entry.spandrel is not None)
 # What the weights do not hold: BSConvU_idt has the parameters of BSConvU (it reads, and loads, as
-# BSConvU); SPAN's img_range is assumed official (255). RFDN's img_range is probed.
-NOT_IN_THE_WEIGHTS = {("LKDN", "conv", "BSConvU_idt"), ("SPAN", "img_range", 1.0)}
+# BSConvU); SPAN's and RLFN's img_range are assumed official (255), EFDN's output clamp too. RFDN's
+# img_range is probed.
+NOT_IN_THE_WEIGHTS = {("LKDN", "conv", "BSConvU_idt"), ("SPAN", "img_range", 1.0), ("RLFN", "img_range", 1.0),
+                      ("EFDN", "clamp", False)}
 FAMILY_CASES = [
     (name, {**our_architectures()[name].test_options, **variant})
     for name in DETECTED for variant in ({}, *our_architectures()[name].test_variants)

@@ -25,6 +25,7 @@ to [0, 1] (``clamp: false`` leaves it unclamped).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,10 +47,12 @@ EDGE_FILTERS = {
 }
 
 
-def _pointwise_parameters(c_in: int, c_out: int) -> tuple[nn.Parameter, nn.Parameter]:
-    """Weight and bias of a 1x1 conv, initialised as ``nn.Conv2d`` initialises them."""
-    conv = nn.Conv2d(c_in, c_out, 1)
-    return nn.Parameter(conv.weight.detach().clone()), nn.Parameter(conv.bias.detach().clone())
+def _conv_parameters(c_in: int, c_out: int, kernel: int) -> tuple[nn.Parameter, nn.Parameter]:
+    """Weight and bias of a ``kernel`` x ``kernel`` conv, initialised as ``nn.Conv2d`` initialises its own."""
+    weight = torch.empty(c_out, c_in, kernel, kernel)
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+    bound = 1 / math.sqrt(c_in * kernel * kernel)
+    return nn.Parameter(weight), nn.Parameter(torch.empty(c_out).uniform_(-bound, bound))
 
 
 class EdgeBranch(nn.Module):
@@ -69,7 +72,7 @@ class EdgeBranch(nn.Module):
         super().__init__()
         if kind not in EDGE_FILTERS:
             raise ValueError(f"unknown edge filter {kind!r}; valid values: {', '.join(EDGE_FILTERS)}")
-        self.k0, self.b0 = _pointwise_parameters(c_in, c_out)
+        self.k0, self.b0 = _conv_parameters(c_in, c_out, 1)
         self.scale = nn.Parameter(torch.randn(c_out, 1, 1, 1) * 1e-3)
         self.bias = nn.Parameter(torch.randn(c_out) * 1e-3)
         self.register_buffer("mask", torch.tensor(EDGE_FILTERS[kind]).expand(c_out, 1, 3, 3).clone())
@@ -97,9 +100,8 @@ class ExpandSqueezeBranch(nn.Module):
     def __init__(self, c_in: int, c_out: int, *, depth_multiplier: float = 1.0) -> None:
         super().__init__()
         mid = int(c_out * depth_multiplier)
-        self.k0, self.b0 = _pointwise_parameters(c_in, mid)
-        conv = nn.Conv2d(mid, c_out, 3)
-        self.k1, self.b1 = nn.Parameter(conv.weight.detach().clone()), nn.Parameter(conv.bias.detach().clone())
+        self.k0, self.b0 = _conv_parameters(c_in, mid, 1)
+        self.k1, self.b1 = _conv_parameters(mid, c_out, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(F.conv2d(F.pad(x, (1, 1, 1, 1)), self.k0, self.b0), self.k1, self.b1)
@@ -243,7 +245,7 @@ def efdn_options_from_state(state: Mapping[str, torch.Tensor]) -> dict[str, Any]
 
 @register_architecture(
     # ESA squeezes to num_feat // 4 behind ReLUs: 32 channels keep every squeezed channel alive in tests.
-    test_options={"num_feat": 32}, test_variants=({"deploy": True}, {"with_13": True, "clamp": False}),
+    test_options={"num_feat": 32}, test_variants=({"deploy": True}, {"with_13": True}, {"clamp": False}),
     deploy_options=lambda opt: {k: v for k, v in opt.items() if k != "with_13"} | {"deploy": True},
     spandrel=StateDictDetection(
         keys=("head.weight", "cells.0.conv1.conv1x1.weight", "cells.0.conv2.act.weight", "cells.0.fuse.weight",
