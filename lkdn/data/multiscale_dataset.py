@@ -46,12 +46,13 @@ from typing import Any
 import numpy as np
 from basicsr.data.data_util import paths_from_folder, paths_from_lmdb
 from basicsr.data.transforms import augment, mod_crop
-from basicsr.utils import FileClient, bgr2ycbcr, imfrombytes, img2tensor
+from basicsr.utils import FileClient, bgr2ycbcr, img2tensor
 from basicsr.utils.matlab_functions import imresize
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from lkdn.archs.vdsr_arch import upsample_bicubic
+from lkdn.data.safe_dataset import decode_image
 
 
 def _check_scales(scales: Any, where: str) -> list[int]:
@@ -138,9 +139,8 @@ class MultiScaleImageDataset(data.Dataset):
             backend = dict(self.io_backend_opt)
             self.file_client = FileClient(backend.pop("type"), **backend)
         path = self.paths[index]
-        img = imfrombytes(self.file_client.get(path, "gt"), float32=True)
-        if img is None:
-            raise ValueError(f"cannot decode image {path}")
+        # 8-bit BGR as basicsr's imfrombytes, float images too (by their range; NaN refused), errors naming the file
+        img = decode_image(self.file_client.get(path, "gt"), str(path)).astype(np.float32) / 255.0
         return img, path
 
     def item(self, index: int, scale: int) -> dict[str, Any]:

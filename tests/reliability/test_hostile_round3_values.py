@@ -416,3 +416,18 @@ def test_the_activations_column_says_its_input_size() -> None:
 
     header = markdown_table([], lr_size=(180, 320), scale=4).splitlines()[0]
     assert "| Multi-Adds (G, LR 320x180, 1280x720 output) | activations (M, LR 320x180) |" in header
+
+
+def test_the_own_images_dataset_reads_float_tiffs_by_their_range(tmp_path: Path) -> None:
+    from lkdn.data.multiscale_dataset import MultiScaleImageDataset
+
+    photo = np.random.default_rng(2).integers(0, 256, (16, 16, 3)).astype(np.uint8)
+    for folder, image in (("png", photo), ("unit", photo.astype(np.float32) / 255), ("nan", np.full((16, 16, 3), np.nan,
+                                                                                                    np.float32))):
+        (tmp_path / folder).mkdir()
+        assert cv2.imwrite(str(tmp_path / folder / ("a.png" if folder == "png" else "a.tif")), image)
+    samples = {folder: MultiScaleImageDataset({"name": "v", "phase": "val", "dataroot_gt": str(tmp_path / folder),
+                                               "scales": [2]}) for folder in ("png", "unit", "nan")}
+    np.testing.assert_array_equal(samples["unit"][0]["gt"].numpy(), samples["png"][0]["gt"].numpy())
+    with pytest.raises(DataError, match=r"nan/a\.tif: 768 of 768 float pixel values are NaN or infinite"):
+        samples["nan"][0]
