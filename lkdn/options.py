@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import yaml
 
-from lkdn.schema import SchemaError, validate_options
+from lkdn.schema import SchemaError, long_integer_errors, validate_options
 from lkdn.utils.frozen import FrozenDict, freeze, thaw
 
 
@@ -63,6 +63,9 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
         if root is not None and _expanded_size(root, {}) > MAX_EXPANDED_VALUES:
             raise OptionsError(f"{path}: its anchors and aliases expand to more than {MAX_EXPANDED_VALUES:,d} values; "
                                "an option file is far smaller (write the values out)")
+        errors = long_integer_errors(root, str(path))  # Python refuses to read them, naming neither file nor key
+        if errors:
+            raise SchemaError("invalid options:\n  " + "\n  ".join(errors))
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise OptionsError(f"{path}: not valid YAML: {err}") from err

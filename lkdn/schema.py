@@ -199,6 +199,46 @@ class SchemaError(ValueError):
     """One or more invalid options; the message lists each with its location."""
 
 
+MAX_SCALE = 16
+"""The largest upscaling factor (``scale``) an option file may ask for."""
+INTEGER_RANGES: dict[tuple[str, ...], tuple[int, int]] = {
+    ("scale",): (1, MAX_SCALE),
+    ("manual_seed",): (0, 2**64 - 1),  # what torch.manual_seed accepts
+}
+"""Inclusive ranges of integer options beyond their type."""
+
+
+def _range_text(path: tuple[str, ...]) -> str:
+    low, high = INTEGER_RANGES.get(path, (None, None))
+    return f"from {low} to {high}" if low is not None else "of at most 18 digits"
+
+
+def long_integer_errors(root: yaml.Node | None, source: str) -> list[str]:
+    """Errors for integers of a composed YAML document too long for Python to read (over
+    ``sys.get_int_max_str_digits()`` digits), each with the key's path, line and valid range."""
+    import sys
+
+    limit = sys.get_int_max_str_digits() or None
+    errors: list[str] = []
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                walk(value_node, path + (str(key_node.value)[:80],))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, path[:-1] + (f"{path[-1]}[{index}]",) if path else (str(index),))
+        elif (limit and isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:int"
+              and sum(c.isdigit() for c in node.value) > limit):
+            digits = sum(c.isdigit() for c in node.value)
+            errors.append(f"{source}:{node.start_mark.line + 1}: {'.'.join(path)}: an integer of {digits} digits; "
+                          f"expected an integer {_range_text(path)}")
+
+    if root is not None:
+        walk(root, ())
+    return errors
+
+
 class _Checker:
     def __init__(self, source: str, lines: dict[tuple[str, ...], int]) -> None:
         self.source, self.lines, self.errors = source, lines, []
@@ -397,11 +437,20 @@ def validate_options(
     for path in (("train", "total_iter"), ("val", "val_freq"), ("logger", "print_freq"),
                  ("logger", "save_checkpoint_freq"), ("train", "max_bad_steps")):
         _positive(checker, opt, path, whole=True)
-    for path in (("train", "optim_g", "lr"), ("scale",), ("val", "tile", "size")):
+    for path in (("train", "optim_g", "lr"), ("val", "tile", "size")):
         _positive(checker, opt, path)
     if _value(opt, ("train", "warmup_iter")) != -1:  # -1: no warm-up (BasicSR)
         _positive(checker, opt, ("train", "warmup_iter"), strict=False, whole=True)
     _positive(checker, opt, ("val", "tile", "pad"), strict=False)
+    for path, (low, high) in INTEGER_RANGES.items():
+        value = _value(opt, path)
+        if isinstance(value, int) and not isinstance(value, bool) and not low <= value <= high:
+            shown = value if abs(value) < 10**40 else f"an integer of {len(str(abs(value)))} digits"
+            checker.error(path, f"must be an integer from {low} to {high}, got {shown}")
+    network_g = opt.get("network_g")
+    for key, value in network_g.items() if isinstance(network_g, Mapping) else ():
+        if (str(key).startswith("num_") or str(key).endswith("channels")) and _is_number(value) and value < 1:
+            checker.error(("network_g", str(key)), f"must be positive (a count of channels or blocks), got {value!r}")
     _safe_name(checker, opt.get("name"), ("name",))
     _safe_name(checker, _value(opt, ("val", "suffix")) or None, ("val", "suffix"))  # part of every SR image's file name
     amp = train.get("amp")

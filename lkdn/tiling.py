@@ -16,6 +16,7 @@ the output of the core is kept.
 
 from __future__ import annotations
 
+import copy
 import gc
 import logging
 import math
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lkdn.archs.build import format_bytes, machine_memory
 from lkdn.archs.contract import contract_of
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,11 @@ APPROXIMATE_TILE_PAD = 32
 """Context for networks that are not translation-local (global or strided operations): tiles are approximate."""
 MIN_TILE = 16
 """The smallest tile (LR pixels) used; smaller requests are raised to the minimum for the context, with a warning."""
+MAX_OVERHEAD = 4.0
+"""Tiles whose context makes the network compute more than this many times the image's pixels are warned about."""
+EFFICIENT_OVERHEAD = 2.0
+"""The overhead (computed pixels per image pixel) of an inner tile of the size the warning suggests."""
+_overhead_warned: set[tuple[int, int]] = set()
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,34 @@ def tile_context(net: nn.Module) -> TileContext:
 def minimum_tile(tile_pad: int) -> int:
     """The smallest useful tile for ``tile_pad`` pixels of context (below it, context dominates the work)."""
     return max(MIN_TILE, tile_pad // 2)
+
+
+def tile_overhead(height: int, width: int, tile: int, tile_pad: int) -> float:
+    """Pixels the network computes over pixels of the image when a ``height x width`` input runs in ``tile`` tiles
+    with ``tile_pad`` pixels of context (1.0 untiled)."""
+    computed = sum((min(y1 + tile_pad, height) - max(y0 - tile_pad, 0)) * (min(x1 + tile_pad, width) - max(x0 - tile_pad, 0))
+                   for y0, y1, x0, x1 in iter_tiles(height, width, tile))
+    return computed / (height * width)
+
+
+def efficient_tile(tile_pad: int) -> int:
+    """The smallest tile whose inner copies compute at most :data:`EFFICIENT_OVERHEAD` times their own pixels."""
+    return math.ceil(2 * tile_pad / (math.sqrt(EFFICIENT_OVERHEAD) - 1))
+
+
+def warn_tile_overhead(height: int, width: int, tile: int, tile_pad: int) -> None:
+    """Log a warning, once per tile size and context, when context makes tiling cost more than :data:`MAX_OVERHEAD`."""
+    if (tile >= height and tile >= width) or (tile, tile_pad) in _overhead_warned:
+        return
+    overhead = tile_overhead(height, width, tile, tile_pad)
+    if overhead <= MAX_OVERHEAD:
+        return
+    _overhead_warned.add((tile, tile_pad))
+    logger.warning(
+        "tile %d with %d pixels of context: the network computes %.1fx the pixels of this %dx%d input (slow); "
+        "tiles of %d or more compute at most %.0fx, and no tiling computes 1x, where memory allows",
+        tile, tile_pad, overhead, height, width, efficient_tile(tile_pad), EFFICIENT_OVERHEAD,
+    )
 
 
 def iter_tiles(height: int, width: int, tile: int) -> Iterator[tuple[int, int, int, int]]:
@@ -137,6 +172,68 @@ def self_ensemble_forward(forward: Forward, lr: torch.Tensor) -> torch.Tensor:
     return total.div_(len(ENSEMBLE_TRANSFORMS))
 
 
+class NonFiniteOutputError(ValueError):
+    """A network's output holds NaN or infinity: nothing may be scored or written from it."""
+
+
+def check_finite_output(out: torch.Tensor, network: str) -> None:
+    """Raise :class:`NonFiniteOutputError` when ``out`` (a network's output) holds NaN or infinity."""
+    finite = torch.isfinite(out)
+    if not bool(finite.all()):
+        bad = out.numel() - int(finite.sum())
+        raise NonFiniteOutputError(
+            f"{network} gave {bad} of {out.numel()} output values as NaN or infinity (on a {'x'.join(map(str, out.shape))} "
+            "output): its weights overflow float32 (or are broken); no result is scored or written"
+        )
+
+
+def largest_activation(net: nn.Module, shape: tuple[int, ...], *, scale: int | None = None) -> int:
+    """Bytes of the largest tensor (input, a module's output) of a float32 forward pass of ``net`` on ``shape``.
+
+    The pass runs on a ``meta`` copy of ``net`` (shapes only: nothing is allocated, any size is
+    instant). A network whose forward cannot run on ``meta`` is estimated from its input and
+    output (``scale``, else ``net.upscale``).
+    """
+    largest = math.prod(shape) * 4
+
+    def record(module: nn.Module, args: object, output: object) -> None:
+        nonlocal largest
+        for value in output if isinstance(output, tuple | list) else (output,):
+            if isinstance(value, torch.Tensor):
+                largest = max(largest, value.numel() * max(value.element_size(), 4))
+
+    try:
+        meta = copy.deepcopy(net).to("meta").eval()
+        handles = [m.register_forward_hook(record) for m in meta.modules()]
+        with torch.no_grad():
+            meta(torch.empty(shape, device="meta"))
+        for handle in handles:
+            handle.remove()
+    except Exception:  # noqa: BLE001 - data-dependent forward passes: fall back to the output's size
+        factor = scale or getattr(net, "upscale", 1) or 1
+        largest = max(largest, math.prod(shape) * factor * factor * 4)
+    return largest
+
+
+def memory_of(device: torch.device | str) -> int:
+    """Bytes of memory of ``device``: the GPU's own memory, else :func:`lkdn.archs.build.machine_memory`."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(device).total_memory
+    return machine_memory()
+
+
+def check_input_size(net: nn.Module, shape: tuple[int, ...], *, what: str, device: torch.device | str = "cpu",
+                     scale: int | None = None) -> None:
+    """Raise ``ValueError`` (starting with ``what``, the flag or key that set ``shape``) when a forward pass of
+    ``net`` on ``shape`` has a tensor larger than the memory of ``device`` (:func:`largest_activation`)."""
+    needed, memory = largest_activation(net, shape, scale=scale), memory_of(device)
+    if needed > memory:
+        raise ValueError(f"{what}: a {'x'.join(map(str, shape))} input needs {format_bytes(needed)} for its largest "
+                         f"activation alone, more than the {format_bytes(memory)} of {torch.device(device).type} "
+                         "memory here; use a smaller size (or tiles)")
+
+
 class InferenceMemoryError(RuntimeError):
     """Out of memory even with the smallest tiles, or for the output alone; the message says what to try."""
 
@@ -209,6 +306,8 @@ def run_network(
         logger.warning("tile %d is below the minimum %d for %d pixels of context; using %d", size,
                        minimum_tile(tile_pad), tile_pad, minimum_tile(tile_pad))
         size = minimum_tile(tile_pad)
+    if size:
+        warn_tile_overhead(height, width, size, tile_pad)
     while True:
         failure = None
         try:

@@ -44,7 +44,7 @@ from lkdn.images import upscale_image
 from lkdn.loading import load_network_from_options
 from lkdn.optimize import compile_network, keep_float32_stages, optimize_network, tune_cpu_allocator
 from lkdn.options import load_options
-from lkdn.tiling import run_network, tile_context
+from lkdn.tiling import check_finite_output, run_network, tile_context
 from lkdn.utils.checkpoint import CheckpointError, network_from_file, read_metadata
 
 logger = logging.getLogger(__name__)
@@ -280,7 +280,8 @@ class Upscaler:
     ) -> torch.Tensor:
         """Super-resolve ``lr`` (N,C,H,W float in [0, 1], any device) into float32 in [0, 1] on this device.
 
-        ``tile``, ``tile_pad`` and ``self_ensemble`` override the defaults given at construction.
+        ``tile``, ``tile_pad`` and ``self_ensemble`` override the defaults given at construction. An
+        output holding NaN or infinity is a :class:`lkdn.tiling.NonFiniteOutputError` (a ``ValueError``).
         """
         if not isinstance(lr, torch.Tensor) or lr.ndim != 4 or not lr.is_floating_point():
             shape = tuple(lr.shape) if isinstance(lr, torch.Tensor) else type(lr).__name__
@@ -292,6 +293,7 @@ class Upscaler:
         with torch.inference_mode():
             out = run_network(self._forward, lr, tile=tile, tile_pad=tile_pad, self_ensemble=self_ensemble,
                               scale=self.scale)
+            check_finite_output(out, self.network_name)
         # clamp outside inference mode: the caller gets an ordinary tensor it may modify in place
         return out.float().clamp(0, 1).contiguous()
 

@@ -26,14 +26,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lkdn, installed or not
 
 import lkdn  # noqa: F401  (registers the architectures; first, before basicsr)
-from lkdn import build_network
 from lkdn.options import OptionsError, load_options
 from lkdn.schema import SchemaError
 from lkdn.utils.checkpoint import (
     CheckpointError,
-    does_not_fit,
+    fitting_skeleton,
     load_state_dict,
-    mismatch_report,
     read_metadata,
     save_network_file,
 )
@@ -77,11 +75,7 @@ def convert(args: argparse.Namespace) -> int:
     """Convert, verify, and return the number of tensors written."""
     network_g, scale = network_options(args)
     state = load_state_dict(args.input, param_key=args.param_key)
-    with torch.device("meta"):  # shapes only: options that describe a huge network allocate nothing
-        skeleton = build_network(network_g)
-    report = mismatch_report(skeleton, state)
-    if report:
-        raise does_not_fit(args.input, skeleton, report)
+    skeleton = fitting_skeleton(network_g, state, source=args.input)  # shapes only, bounded by the file's tensors
     upscale = getattr(skeleton, "upscale", None)
     if scale is not None and upscale is not None and scale != upscale:
         raise CheckpointError(f"scale {scale} but network_g (which fits the weights) upscales by {upscale}")

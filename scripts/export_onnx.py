@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 import lkdn  # noqa: F401  (registers the architectures; first, before basicsr)
 from lkdn.export import DEFAULT_OPSET, export_metadata, export_onnx
 from lkdn.options import OptionsError
+from lkdn.tiling import check_input_size
 from lkdn.utils.export_cli import ExportJob, export_parser, run_export
 
 
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     def export(job: ExportJob):
         if args.size:
             size = tuple(args.size)
+            channels = int(job.opt["network_g"].get("num_in_ch", 3))
+            check_input_size(job.net, (1, channels, *size), what=f"--size {size[0]} {size[1]}", scale=job.scale)
         elif not args.dynamic and job.images:
             size = job.images[0][1].shape[:2]
         else:

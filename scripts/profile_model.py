@@ -35,6 +35,7 @@ from lkdn.options import OptionsError, load_options
 from lkdn.profiling import lr_size_for_output, markdown_table, ntire_counts, parse_size, profile_network
 from lkdn.reparam import reparameterize_model
 from lkdn.schema import SchemaError
+from lkdn.tiling import check_input_size
 from lkdn.upscaler import resolve_device
 
 
@@ -68,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = resolve_device(args.device)
         if args.runs < 1:
             raise OptionsError(f"--runs must be at least 1, got {args.runs}")
+        flag = f"--lr-size {args.lr_size}" if args.lr_size else f"--output-size {args.output_size or '1280x720'}"
+        check_input_size(net, (1, int(opt.network_g.get("num_in_ch", 3)), *lr_size), what=flag, device=device,
+                         scale=scale)
     except (OptionsError, SchemaError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

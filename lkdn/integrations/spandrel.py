@@ -83,7 +83,10 @@ class ContractArch(Architecture[nn.Module]):
         detection = self.entry.spandrel
         assert detection is not None
         options = self.options(state_dict)
-        model = build_network(options, where=f"{self.name} options read from the state dict")
+        # the network may hold no more tensors or values than the state dict: shapes that imply
+        # 20,000 channels are refused before anything is allocated
+        model = build_network(options, where=f"{self.name} options read from the state dict", weights=state_dict,
+                              weights_source="the state dict")
         scale = int(getattr(model, "upscale", options.get("upscale", 1)))
         channels = int(options.get("num_in_ch", 3))
         tags = [f"{k}={v}" for k, v in options.items() if k != "type" and v != self.entry.default(k)]

@@ -30,6 +30,7 @@ from lkdn.images import write_image
 from lkdn.loading import load_weights_from_options
 from lkdn.losses import build_loss
 from lkdn.models.registry import MODEL_REGISTRY
+from lkdn.tiling import check_finite_output
 from lkdn.training.batchnorm import batchnorm_modules, set_train_mode
 from lkdn.training.dist import DistInfo, any_process
 from lkdn.training.ema import WeightEMA
@@ -262,12 +263,18 @@ class SRModel:
 
     @torch.no_grad()
     def test(self, lq: torch.Tensor) -> torch.Tensor:
-        """Super-resolve a batch with :meth:`eval_network` in evaluation mode."""
+        """Super-resolve a batch with :meth:`eval_network` in evaluation mode.
+
+        An output holding NaN or infinity is a :class:`lkdn.tiling.NonFiniteOutputError`: no metric
+        is computed from it.
+        """
         net = self.eval_network()
         was_training = net.training
         net.eval()
         try:
-            return net(lq.to(self.device))
+            out = net(lq.to(self.device))
+            check_finite_output(out, type(net).__name__)
+            return out
         finally:
             if was_training:
                 net.train()

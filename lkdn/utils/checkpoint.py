@@ -4,8 +4,13 @@
   ``.pth``/``.pt``/``.state`` (never a fallback to full unpickling), or safetensors for
   ``.safetensors``. A file that would need arbitrary code to unpickle is refused.
 * :func:`extract_state_dict` canonicalizes BasicSR dicts (``params_ema`` preferred over
-  ``params``, or a named key) and bare state dicts, and strips ``module.`` prefixes.
-  Keys must be strings and tensors real (not ``meta``), finite numbers.
+  ``params``, or a named key) and bare state dicts, and strips ``module.`` prefixes (a dict
+  holding both ``module.x`` and ``x`` is ambiguous and refused). Keys must be strings and
+  tensors real (not ``meta``), dense, no larger than their storage (a broadcast view of 2 KB
+  can claim terabytes), and finite numbers.
+* Loading into a network (:func:`load_network`, :func:`fitting_skeleton`) refuses tensors whose
+  dtype cannot hold the parameter's values (complex, integer or bool for a float parameter)
+  instead of letting torch cast them.
 * :func:`load_network` loads into a network and, on a mismatch, lists missing and
   unexpected keys and differing shapes, and names the network options to check.
 * :func:`save_file` writes atomically (:func:`lkdn.utils.files.write_atomic`); an interrupted
@@ -152,8 +157,18 @@ def extract_state_dict(
     meta = [k for k, v in state.items() if v.is_meta]
     if meta:
         raise CheckpointError(f"{source}: tensors without data (meta device): {', '.join(meta[:5])}; save real weights")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    non_finite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    for key, value in state.items():  # before any value is read
+        _check_layout(key, value, source)
+    stripped: dict[str, str] = {}
+    for key in state:
+        name = key.removeprefix("module.")
+        if name in stripped:
+            raise CheckpointError(f"{source}: ambiguous keys {stripped[name]!r} and {key!r} name the same parameter "
+                                  f"{name!r}; keep one of them")
+        stripped[name] = key
+    state = {name: state[key] for name, key in stripped.items()}
+    non_finite = [k for k, v in state.items()
+                  if (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all())]
     if non_finite:
         shown = ", ".join(non_finite[:10]) + (f" and {len(non_finite) - 10} more" if len(non_finite) > 10 else "")
         raise CheckpointError(
@@ -161,6 +176,35 @@ def extract_state_dict(
             "(a diverged run?): load an earlier checkpoint"
         )
     return state
+
+
+def _check_layout(key: str, value: torch.Tensor, source: str) -> None:
+    """Refuse a sparse tensor, or one that claims more elements than its storage holds (stride 0)."""
+    if value.layout != torch.strided:
+        raise CheckpointError(f"{source}: tensor {key!r} is {str(value.layout).removeprefix('torch.')}, not dense; "
+                              "save dense weights (tensor.to_dense())")
+    stored = value.untyped_storage().nbytes() // max(value.element_size(), 1)
+    if value.numel() > stored:
+        raise CheckpointError(
+            f"{source}: tensor {key!r} has shape {tuple(value.shape)} ({value.numel()} elements) over a storage of "
+            f"{stored} element(s), strides {value.stride()} (an expanded view); save real tensors (tensor.clone())"
+        )
+
+
+def dtype_misfits(net_state: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> list[str]:
+    """``key (dtype)`` of each tensor of ``state`` that a floating-point entry of ``net_state`` cannot take
+    without losing values (complex, integer or bool dtypes)."""
+    return [f"{k} ({str(v.dtype).removeprefix('torch.')})" for k, v in state.items()
+            if k in net_state and net_state[k].is_floating_point() and not v.is_floating_point()]
+
+
+def check_dtypes(source: str | os.PathLike[str], net: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Raise :class:`CheckpointError` naming the file and each tensor of ``state`` whose dtype does not fit ``net``."""
+    misfits = dtype_misfits(net.state_dict(), state)
+    if misfits:
+        shown = ", ".join(misfits[:10]) + (f" and {len(misfits) - 10} more" if len(misfits) > 10 else "")
+        raise CheckpointError(f"{source}: refused: {len(misfits)} tensor(s) of a type that does not fit the network's "
+                              f"floating-point parameters: {shown}; save float weights")
 
 
 def load_state_dict(path: str | os.PathLike[str], *, param_key: str | None = None) -> dict[str, torch.Tensor]:
@@ -211,6 +255,7 @@ def load_network(
     loaded and the rest is logged.
     """
     state = load_state_dict(path, param_key=param_key)
+    check_dtypes(path, net, state)
     report = mismatch_report(net, state)
     if report and strict:
         raise does_not_fit(path, net, report)
@@ -269,6 +314,8 @@ def partial_saves(folder: str | os.PathLike[str]) -> list[Path]:
 
 LKDN_FORMAT = "1"
 """Version of the metadata written by :func:`save_network_file`."""
+MAX_OPTION_INT = 2**31 - 1
+"""The largest magnitude of an integer network option read from a file's metadata."""
 
 
 def network_metadata(network_opt: Mapping[str, Any], *, scale: int | None = None) -> dict[str, str]:
@@ -338,21 +385,51 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     if "network_g" in metadata:
         try:
             network_g = json.loads(metadata["network_g"])
-        except (json.JSONDecodeError, RecursionError) as err:
+        except (ValueError, RecursionError) as err:  # JSONDecodeError, or an integer beyond Python's digit limit
             raise CheckpointError(f"{path}: metadata 'network_g' is not valid JSON options ({str(err)[:200]})") from err
         if not isinstance(network_g, dict) or not all(
             isinstance(v, str | int | float | bool | type(None)) for v in network_g.values()
         ):
             raise CheckpointError(f"{path}: metadata 'network_g' must be a flat mapping of network options")
+        from lkdn.archs.build import short_number
+
+        for key, value in network_g.items():
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_OPTION_INT:
+                raise CheckpointError(f"{path}: metadata network_g.{key}: {short_number(value)} is out of range "
+                                      f"(network options are integers from -{MAX_OPTION_INT} to {MAX_OPTION_INT})")
         metadata["network_g"] = network_g
     if "scale" in metadata:
-        try:
-            metadata["scale"] = int(metadata["scale"])
-        except ValueError as err:
-            raise CheckpointError(f"{path}: metadata 'scale' is not an integer: {metadata['scale']!r}") from err
-        if metadata["scale"] < 1:
-            raise CheckpointError(f"{path}: metadata 'scale' must be a positive integer, got {metadata['scale']}")
+        text = metadata["scale"]
+        if not re.fullmatch(r"\s*[+-]?\d{1,9}\s*", text) or int(text) < 1:
+            shown = text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
+            raise CheckpointError(f"{path}: metadata 'scale' must be an integer from 1 to 999999999, got {shown!r}")
+        metadata["scale"] = int(text)
     return metadata
+
+
+def fitting_skeleton(
+    network_g: Mapping[str, Any], state: Mapping[str, torch.Tensor], *, source: str | os.PathLike[str],
+    where: str = "network_g", label: str | os.PathLike[str] | None = None,
+) -> nn.Module:
+    """Build ``network_g`` on the ``meta`` device (nothing allocated) and check that ``state`` fits it.
+
+    The build stops as soon as the options register more parameter tensors or values than
+    ``state`` holds (:func:`lkdn.archs.build_network` with ``weights``), so options that describe
+    a far larger network (``num_block: 300000``) are refused at once. Keys, shapes and dtypes must fit; every
+    failure is a :class:`CheckpointError` naming ``source`` (``label`` in the mismatch report).
+    """
+    from lkdn.archs import build_network
+
+    try:
+        with torch.device("meta"):
+            skeleton = build_network(network_g, where=where, weights=state, weights_source=str(source))
+    except ValueError as err:
+        raise CheckpointError(str(err)) from err
+    check_dtypes(source, skeleton, state)
+    report = mismatch_report(skeleton, state)
+    if report:
+        raise does_not_fit(label or source, skeleton, report)
+    return skeleton
 
 
 def network_from_file(path: str | os.PathLike[str]) -> nn.Module:
@@ -371,14 +448,8 @@ def network_from_file(path: str | os.PathLike[str]) -> nn.Module:
 
     network_g = metadata["network_g"]
     state = load_state_dict(path)
-    try:
-        with torch.device("meta"):
-            skeleton = build_network(network_g, where=f"{path}: metadata network_g")
-    except ValueError as err:
-        raise CheckpointError(str(err)) from err
-    report = mismatch_report(skeleton, state)
-    if report:
-        raise does_not_fit(f"{path} (with its metadata's network_g {network_g})", skeleton, report)
+    skeleton = fitting_skeleton(network_g, state, source=path, where=f"{path}: metadata network_g",
+                                label=f"{path} (with its metadata's network_g {network_g})")
     scale = getattr(skeleton, "upscale", None)
     if "scale" in metadata and scale is not None and metadata["scale"] != scale:
         raise CheckpointError(f"{path}: metadata scale {metadata['scale']} but network_g builds an x{scale} network")
