@@ -3,13 +3,15 @@
 For LKDN x4, LKDN-S (deploy form) and SPAN c28 (official weights when found, else random: timing
 does not depend on them) at LR 320x180 and 1280x720, each candidate runs **in its own process**
 (its own OpenMP pool and allocator, nothing left spinning from another runtime), pinned to the
-same ``threads`` cores with ``threads`` runtime threads; the parent sends one forward at a time,
-round after round in rotated order (interleaved: a slow period of a shared machine is spread
-over all candidates), and reports the median, the min-max spread, the max abs difference and
-the PSNR of the output against PyTorch float32 (eager) on a photograph (scikit-image's
-``astronaut`` at 320x180; measured in the first size's group), and the fraction of the machine's
-dense-convolution throughput reached (``2 * Multi-Adds / time`` against a 256->256 3x3
-convolution, float32 and bfloat16, measured like ``bench_roofline.py``, in a process of its own).
+same ``threads`` cores with ``threads`` runtime threads; the parent sends one forward at a time.
+At the first size every candidate is alive at once and timed round after round in rotated order
+(interleaved: a slow period of a shared machine is spread over all candidates); at the larger
+sizes one candidate at a time (see :func:`measure_group`). It reports the median, the min-max
+spread, the max abs difference and the PSNR of the output against PyTorch float32 (eager) on a
+photograph (scikit-image's ``astronaut`` at 320x180; measured in the first size's group), and the
+fraction of the machine's dense-convolution throughput reached (``2 * Multi-Adds / time`` against
+a 256->256 3x3 convolution, float32 and bfloat16, measured like ``bench_roofline.py``, in a
+process of its own).
 
 The baselines are what a user runs with each runtime's defaults, on our exported files (the
 thread count set to ``threads`` like every other candidate, nothing else changed): PyTorch
@@ -20,14 +22,14 @@ default options on pnnx's default output (float16 weights). The rest go through
 user's. ``auto`` is timed after its first call (which chose; the choice and its measured times
 are listed).
 
-Memory: at 1280x720 a worker holds up to 13 GiB (onnxruntime's arena for LKDN x4), so not every
-candidate can be alive at once. The larger sizes keep the first size's fastest default alive and
-set the others up in sub-groups, each interleaved with it, as free memory allows (each
-candidate's need predicted from its peak at the first size; see :func:`measure_group`).
+Memory: at 1280x720 a worker holds up to 13 GiB (onnxruntime's arena for LKDN x4, ncnn's
+blobs), so not every candidate can be alive at once there: at the larger sizes each candidate is
+set up, timed and closed before the next one starts, and the machine holds one worker at a time.
 
-Quick mode (``LKDN_BENCH_QUICK=1`` or ``--quick``): LKDN-S only, LR 128x72, 2 rounds, to check the
-benchmark runs. ``LKDN_BENCH_ROUNDS`` overrides the number of rounds (default 5), ``LKDN_BENCH_SIZES``
-the LR sizes (``320x180,1280x720``, width x height).
+Quick mode (``LKDN_BENCH_QUICK=1`` or ``--quick``): LKDN-S only, LR 64x36 (side by side) and
+128x72 (one at a time), 2 rounds, to check the benchmark runs. ``LKDN_BENCH_ROUNDS`` overrides the
+number of rounds (default 5), ``LKDN_BENCH_SIZES`` the LR sizes (``320x180,1280x720``, width x
+height; the first side by side, the others one at a time).
 
     python benchmarks/run.py --only backends --threads 2       # into docs/benchmarks.md
     LKDN_BENCH_QUICK=1 python benchmarks/bench_backends.py     # a quick look, printed
@@ -38,7 +40,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -58,7 +59,7 @@ import torch  # noqa: E402
 
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine_facts import cpu_model_and_flags, memory_available, memory_total  # noqa: E402
+from machine_facts import cpu_model_and_flags  # noqa: E402
 
 NETWORKS = {
     "LKDN x4": "options/test/LKDN/test_LKDN_x4.yml",
@@ -67,7 +68,7 @@ NETWORKS = {
 }
 SIZES = ((180, 320), (720, 1280))
 QUICK_NETWORKS = ("LKDN-S (deploy)",)
-QUICK_SIZES = ((72, 128),)
+QUICK_SIZES = ((36, 64), (72, 128))
 ROUNDS, QUICK_ROUNDS = 5, 2
 PAUSE_S = 0.1
 """Idle time between two forwards (an OpenMP pool that just finished may still spin)."""
@@ -288,7 +289,6 @@ def worker(build: Any = None) -> None:
                         info["max_abs"] = float((out - ref).abs().max())
                         mse = float((out - ref).pow(2).mean())
                         info["psnr"] = math.inf if mse == 0 else 10 * math.log10(1 / mse)
-                info["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
                 runtime = getattr(forward, "runtime", None)
                 if runtime is not None and hasattr(runtime, "times_ms"):
                     info["auto"] = {"chosen": runtime.chosen, "times_ms": runtime.times_ms}
@@ -385,64 +385,6 @@ def export_files(net: torch.nn.Module, folder: Path, scale: int) -> dict[str, st
     return files
 
 
-MEMORY_MARGIN_BYTES = 1 << 30
-"""Free memory kept besides 1.5 x the largest worker seen, before one more candidate is set up."""
-ALONE_FRACTION = 0.25
-"""A candidate expected to need more than this fraction of the machine's memory is timed alone with the
-baselines (the memory it needs grows with the input, and onnxruntime's arena in powers of two)."""
-
-
-def _short_of_memory(need: float) -> bool:
-    """Less than ``need`` bytes (and the margin) are free."""
-    available = memory_available()
-    return available is not None and available < need + MEMORY_MARGIN_BYTES
-
-
-def choose_anchor(results: list[Result], expected_peaks: Mapping[str, float], memory: float) -> str | None:
-    """The default kept alive in every sub-group of the larger sizes: the fastest timed one that is
-    expected to stay within :data:`ALONE_FRACTION` of ``memory`` there, else the smallest.
-
-    The anchor shares the machine with every sub-group, so a fast default that needs a quarter of the
-    memory (onnxruntime's arena for LKDN x4 at 1280x720) would crowd the others out, and die itself.
-    """
-    timed = [r for r in results if r.candidate.default and r.times and not r.error]
-    if not timed:
-        return None
-    fits = [r for r in timed if expected_peaks.get(r.candidate.key, 0.0) <= ALONE_FRACTION * memory]
-    if fits:
-        return min(fits, key=lambda r: r.median).candidate.key
-    return min(timed, key=lambda r: expected_peaks.get(r.candidate.key, 0.0)).candidate.key
-
-
-def _peaks(results: list[Result]) -> dict[str, float]:
-    """Each set-up candidate's peak memory in bytes (``ru_maxrss`` after its first calls)."""
-    return {r.candidate.key: float(r.info["peak_bytes"]) for r in results if r.info.get("peak_bytes")}
-
-
-def scaled_peaks(results: list[Result], ratio: float) -> dict[str, float]:
-    """Each candidate's expected peak memory on an input ``ratio`` times as large as that of ``results``' group.
-
-    The smallest peak of the group stands for what every worker holds whatever the input (Python,
-    torch, the runtimes' libraries); the rest of each worker's peak grows with the pixels.
-    """
-    peaks = _peaks(results)
-    if not peaks:
-        return {}
-    fixed = min(peaks.values())
-    return {key: fixed + (peak - fixed) * ratio for key, peak in peaks.items()}
-
-
-def peak_bounds(results: list[Result], ratio: float) -> dict[str, float]:
-    """What each candidate's peak memory should stay under on an input ``ratio`` (>= 1) times as large:
-    its whole peak in ``results``' group, scaled.
-
-    :func:`scaled_peaks` is the better guess but undershoots. On 2026-12-02 it put onnxruntime's
-    default (LKDN x4, 1280x720) under a quarter of the memory (5.9 GiB), and the worker held 10.6 GiB.
-    This bound is the one that keeps the machine from running out.
-    """
-    return {key: peak * ratio for key, peak in _peaks(results).items()}
-
-
 def _interleave(workers: Mapping[str, Worker], results: Mapping[str, Result], rounds: int) -> None:
     """``rounds`` rounds of one forward per live worker, the order rotated each round."""
     keys = [k for k in workers if not results[k].error]
@@ -458,66 +400,52 @@ def _interleave(workers: Mapping[str, Worker], results: Mapping[str, Result], ro
                 results[key].error = answer["error"]
 
 
+def _set_up(
+    candidate: Candidate, result: Result, *, yml: str, size: tuple[int, int], threads: int, files: Mapping[str, str],
+    reference: Path | None, accuracy_size: tuple[int, int], folder: Path,
+) -> Worker | None:
+    """Start ``candidate``'s process and build it there (``result`` gets its facts, or its error: then None)."""
+    worker = Worker(folder / f"{candidate.key}-{size[1]}x{size[0]}.log")
+    spec = {"key": candidate.key, "yml": yml, "size": list(size), "threads": threads, "files": dict(files),
+            "reference": str(reference) if reference else None, "accuracy_size": list(accuracy_size)}
+    answer = worker.ask({"cmd": "setup", "spec": spec})
+    print(f"   set up {candidate.key}: {'ok' if answer.get('ok') else answer['error']}", file=sys.stderr, flush=True)
+    if answer.pop("ok"):
+        result.info = answer
+        return worker
+    result.error = answer["error"]
+    worker.close()
+    return None
+
+
 def measure_group(
     candidates: tuple[Candidate, ...], *, yml: str, size: tuple[int, int], threads: int, rounds: int, files: Mapping[str, str],
-    reference: Path | None, accuracy_size: tuple[int, int], folder: Path, notes: list[str] | None = None,
-    anchor: str | None = None, expected_peaks: Mapping[str, float] | None = None,
+    reference: Path | None, accuracy_size: tuple[int, int], folder: Path, alone: bool = False,
 ) -> list[Result]:
-    """Set up every candidate in its own process, then time them in interleaved rounds.
+    """Time every candidate in its own process, ``rounds`` forwards each; the results in ``candidates``' order.
 
-    The baselines are set up first and stay up: every default candidate, or only ``anchor``
-    (a default of an earlier group, :func:`choose_anchor`) when given; then the other defaults are ordinary
-    candidates. When free memory runs short of what the next candidate is expected to need
-    (``expected_peaks``: a bound from a smaller group, :func:`peak_bounds`; else 1.5 x the largest worker so
-    far; large inputs: every runtime keeps its buffers, onnxruntime's arena for LKDN x4 at
-    1280x720 holds 13 GB), or when the next candidate or one in the sub-group is expected to need
-    more than :data:`ALONE_FRACTION` of the memory, the candidates set up until then are timed together with the baselines and closed before
-    the next one starts: a sub-group. The baselines take part in every sub-group, so every
-    candidate is timed side by side with them; their medians are over all their rounds.
-    ``notes`` gets a line when a group needed more than one sub-group.
+    Side by side (the default): every candidate is set up, then all are timed together in
+    interleaved rounds (:func:`_interleave`). ``alone``: one candidate at a time, set up, timed and
+    closed before the next one starts, so that the machine holds one worker at a time (large inputs:
+    onnxruntime's arena for LKDN x4 at 1280x720 holds 13 GiB, and the 13 candidates together would
+    not fit in memory).
     """
     results = {c.key: Result(c) for c in candidates}
-    baselines: dict[str, Worker] = {}
-    batch: dict[str, Worker] = {}
-    peak, subgroups, big_in_batch = 0, 0, False
-
-    def is_baseline(c: Candidate) -> bool:
-        return c.key == anchor if anchor else c.default
-
-    for candidate in sorted(candidates, key=lambda c: not is_baseline(c)):  # the baselines first, else in order
-        need = (expected_peaks or {}).get(candidate.key, 1.5 * peak)
-        big = need > ALONE_FRACTION * (memory_total() or math.inf)
-        if batch and (_short_of_memory(need) or big or big_in_batch):
-            _interleave({**baselines, **batch}, results, rounds)
-            for w in batch.values():
-                w.close()
-            batch.clear()
-            subgroups += 1
-        big_in_batch = big and not is_baseline(candidate)
-        result = results[candidate.key]
-        worker = Worker(folder / f"{candidate.key}-{size[1]}x{size[0]}.log")
-        spec = {"key": candidate.key, "yml": yml, "size": list(size), "threads": threads, "files": dict(files),
-                "reference": str(reference) if reference else None, "accuracy_size": list(accuracy_size)}
-        answer = worker.ask({"cmd": "setup", "spec": spec})
-        if answer.pop("ok"):
-            result.info = answer
-            peak = max(peak, int(answer.get("peak_bytes", 0)))
-            (baselines if is_baseline(candidate) else batch)[candidate.key] = worker
-        else:
-            result.error = answer["error"]
+    workers: dict[str, Worker] = {}
+    try:
+        for candidate in candidates:
+            worker = _set_up(candidate, results[candidate.key], yml=yml, size=size, threads=threads, files=files,
+                             reference=reference, accuracy_size=accuracy_size, folder=folder)
+            if worker is None:
+                continue
+            workers[candidate.key] = worker
+            if alone:
+                _interleave(workers, results, rounds)
+                workers.pop(candidate.key).close()
+        _interleave(workers, results, rounds)
+    finally:
+        for worker in workers.values():
             worker.close()
-        print(f"   set up {candidate.key}: {result.error or 'ok'}", file=sys.stderr, flush=True)
-    if batch or not subgroups:
-        _interleave({**baselines, **batch}, results, rounds)
-        subgroups += 1
-    for w in [*baselines.values(), *batch.values()]:
-        w.close()
-    if subgroups > 1 and notes is not None:
-        notes.append(
-            f"Timed in {subgroups} sub-groups (free memory: the largest worker peaked at {peak / 2**30:.1f} GiB), each "
-            f"interleaved with {', '.join(results[k].candidate.label for k in baselines) or 'no baseline'}, "
-            f"which ran {rounds} rounds in each"
-        )
     return [results[c.key] for c in candidates]
 
 
@@ -596,8 +524,13 @@ def run(ctx: dict) -> str:
         machine_line(threads, cpu_model=False) + ".",
         "",
         f"{'QUICK MODE (a check that the benchmark runs, not a measurement): ' if quick else ''}"
-        f"each candidate in its own process pinned to {threads} cores, {rounds} interleaved rounds "
-        "(one forward of 1x3xHxW per candidate per round, rotated order) after set-up and one untimed first call. "
+        f"each candidate in its own process pinned to {threads} cores, {rounds} rounds "
+        "(one forward of 1x3xHxW per candidate per round) after set-up and one untimed first call; "
+        f"at LR {sizes[0][1]}x{sizes[0][0]} every candidate is alive at once and the rounds are interleaved "
+        "(rotated order)"
+        + (", at the larger sizes one candidate at a time (its process the only one alive: set up, timed and "
+           "closed before the next one starts)" if len(sizes) > 1 else "")
+        + ". "
         "Columns: median and min-max wall time; speed relative to the fastest runtime used alone with its "
         "defaults (marked *default*); max abs difference and PSNR of the output (clamped to [0, 1]) against PyTorch float32 eager "
         "on a photograph (measured in the first size's group); GFLOP/s = 2 x Multi-Adds / median time, and the "
@@ -622,23 +555,13 @@ def run(ctx: dict) -> str:
             reference = net_folder / "reference.npy"
             with torch.inference_mode():
                 np.save(reference, net(photo(accuracy_size)).numpy())
-            anchor, expected, bounds = None, None, None
             for index, size in enumerate(sizes):
                 multi_adds = conv_counts(net, (1, 3, *size)).multi_adds
-                notes: list[str] = []
                 results = measure_group(
                     CANDIDATES, yml=yml, size=size, threads=threads, rounds=rounds, files=files,
                     reference=reference if index == 0 else None, accuracy_size=accuracy_size, folder=net_folder,
-                    notes=notes, anchor=anchor, expected_peaks=bounds,
+                    alone=index > 0,
                 )
-                if index == 0:
-                    first_results, first_pixels = results, size[0] * size[1]
-                if index + 1 < len(sizes):  # what each candidate will need at the next size
-                    following = sizes[index + 1]
-                    ratio = following[0] * following[1] / first_pixels
-                    expected, bounds = scaled_peaks(first_results, ratio), peak_bounds(first_results, ratio)
-                if anchor is None:  # the larger sizes keep this one alive in every sub-group
-                    anchor = choose_anchor(results, expected or {}, memory_total() or math.inf)
                 lines += [
                     "", f"### {name}, LR {size[1]}x{size[0]} -> x{scale} ({weights}; {multi_adds / 1e9:.2f} G Multi-Adds)", "",
                     "| candidate | precision | median ms | min-max ms | vs fastest default | max abs vs fp32 | PSNR vs fp32 dB "
@@ -646,7 +569,7 @@ def run(ctx: dict) -> str:
                     "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
                 ]
                 lines += section_rows(results, gflop=2 * multi_adds / 1e9, peaks=peaks)
-                lines += [""] + [f"* {line}" for line in goal_lines(results) + notes]
+                lines += [""] + [f"* {line}" for line in goal_lines(results)]
                 for r in results:
                     if "auto" in r.info:
                         times = ", ".join(f"{k} {v:.1f} ms" for k, v in sorted(r.info["auto"]["times_ms"].items(),

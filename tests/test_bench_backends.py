@@ -1,4 +1,4 @@
-"""``benchmarks/bench_backends.py``: candidates that do not fit in memory together are timed in sub-groups."""
+"""``benchmarks/bench_backends.py``: the first size side by side, the larger ones one candidate at a time; its table."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +27,7 @@ class FakeWorker:
 
     alive: set[str] = set()
     runs: list[tuple[str, frozenset[str]]] = []
+    sizes: dict[str, list[int]] = {}
 
     def __init__(self, log: Path) -> None:
         self.key = None
@@ -34,7 +36,8 @@ class FakeWorker:
         if command["cmd"] == "setup":
             self.key = command["spec"]["key"]
             FakeWorker.alive.add(self.key)
-            return {"ok": True, "peak_bytes": 3 << 30}
+            FakeWorker.sizes[self.key] = command["spec"].get("size")
+            return {"ok": True}
         FakeWorker.runs.append((self.key, frozenset(FakeWorker.alive)))
         return {"ok": True, "ms": 10.0}
 
@@ -44,53 +47,39 @@ class FakeWorker:
 
 @pytest.fixture
 def fake(bench, monkeypatch):
-    FakeWorker.alive, FakeWorker.runs = set(), []
+    FakeWorker.alive, FakeWorker.runs, FakeWorker.sizes = set(), [], {}
     monkeypatch.setattr(bench, "Worker", FakeWorker)
     monkeypatch.setattr(bench, "PAUSE_S", 0.0)
-    monkeypatch.setattr(bench, "memory_total", lambda: 1 << 40)  # the alone rule off unless a test sets the total
     return bench
 
 
-def group(bench, tmp_path, rounds=2, notes=None):
+def group(bench, tmp_path, rounds=2, alone=False):
     return bench.measure_group(bench.CANDIDATES, yml="x.yml", size=(72, 128), threads=1, rounds=rounds, files={},
-                               reference=None, accuracy_size=(72, 128), folder=tmp_path, notes=notes)
+                               reference=None, accuracy_size=(72, 128), folder=tmp_path, alone=alone)
 
 
-def test_enough_memory_one_group(fake, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(fake, "memory_available", lambda: 1 << 40)
-    notes: list[str] = []
-    results = group(fake, tmp_path, notes=notes)
-    everyone = frozenset(c.key for c in fake.CANDIDATES)
+def test_side_by_side_every_candidate_is_alive_at_every_run(fake, tmp_path) -> None:
+    results = group(fake, tmp_path, rounds=2)
+    keys = [c.key for c in fake.CANDIDATES]
     assert [r.candidate for r in results] == list(fake.CANDIDATES)  # reported in the table's order
-    assert all(len(r.times) == 2 for r in results)
-    assert all(alive == everyone for _, alive in FakeWorker.runs) and not notes and not FakeWorker.alive
-
-
-def test_short_of_memory_sub_groups_keep_the_baselines(fake, tmp_path, monkeypatch) -> None:
-    """Room for two non-default workers at a time: each sub-group is timed with every baseline alive."""
-    defaults = frozenset(c.key for c in fake.CANDIDATES if c.default)
-    others = [c.key for c in fake.CANDIDATES if not c.default]
-
-    def available():
-        extra = len(FakeWorker.alive - defaults)
-        return (4.5 * 2**30 + fake.MEMORY_MARGIN_BYTES) * (1 if extra < 2 else 0.5)  # 1.5 x 3 GiB + margin
-
-    monkeypatch.setattr(fake, "memory_available", available)
-    notes: list[str] = []
-    results = {r.candidate.key: r for r in group(fake, tmp_path, rounds=3, notes=notes)}
-    subgroups = -(-len(others) // 2)
-    for key in others:
-        alive_at_runs = {alive for k, alive in FakeWorker.runs if k == key}
-        assert len(results[key].times) == 3
-        assert all(defaults <= alive and len(alive - defaults) <= 2 for alive in alive_at_runs)
-    for key in defaults:
-        assert len(results[key].times) == 3 * subgroups
-    assert notes and f"{subgroups} sub-groups" in notes[0] and "3.0 GiB" in notes[0]
+    assert all(r.times == [10.0, 10.0] and not r.error for r in results)
+    assert all(alive == frozenset(keys) for _, alive in FakeWorker.runs)
+    assert [k for k, _ in FakeWorker.runs] == keys + keys[1:] + keys[:1]  # interleaved, the order rotated
     assert not FakeWorker.alive  # every worker closed
 
 
-def test_a_failed_setup_is_reported_and_not_timed(fake, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(fake, "memory_available", lambda: None)  # unknown: one group
+def test_alone_one_candidate_at_a_time(fake, tmp_path) -> None:
+    """The larger sizes: each candidate's process is the only one alive while it is timed, then closed."""
+    results = group(fake, tmp_path, rounds=3, alone=True)
+    keys = [c.key for c in fake.CANDIDATES]
+    assert [r.candidate for r in results] == list(fake.CANDIDATES)
+    assert all(r.times == [10.0] * 3 and not r.error for r in results)
+    assert FakeWorker.runs == [(k, frozenset({k})) for k in keys for _ in range(3)]
+    assert not FakeWorker.alive
+
+
+@pytest.mark.parametrize("alone", [False, True])
+def test_a_failed_setup_is_reported_and_not_timed(fake, tmp_path, monkeypatch, alone) -> None:
     ask = FakeWorker.ask
 
     def failing(self, command):
@@ -99,55 +88,26 @@ def test_a_failed_setup_is_reported_and_not_timed(fake, tmp_path, monkeypatch) -
         return ask(self, command)
 
     monkeypatch.setattr(FakeWorker, "ask", failing)
-    results = {r.candidate.key: r for r in group(fake, tmp_path)}
-    assert results["ov-int8"].error.startswith("BackendError") and not results["ov-int8"].times
-    assert all(len(r.times) == 2 for k, r in results.items() if k != "ov-int8")
+    results = {r.candidate.key: r for r in group(fake, tmp_path, alone=alone)}
+    assert results["ov-int8"].error == "BackendError: int8 does not reproduce PyTorch" and not results["ov-int8"].times
+    assert all(r.times == [10.0, 10.0] for k, r in results.items() if k != "ov-int8")
+    assert "ov-int8" not in {k for k, _ in FakeWorker.runs} and not FakeWorker.alive
 
 
-def test_an_anchor_is_the_only_baseline_kept_alive(fake, tmp_path, monkeypatch) -> None:
-    """Larger sizes keep only the earlier group's fastest default in every sub-group (room for one more worker)."""
-    monkeypatch.setattr(fake, "memory_available",
-                        lambda: (4.5 * 2**30 + fake.MEMORY_MARGIN_BYTES) * (1 if len(FakeWorker.alive) < 2 else 0.5))
-    notes: list[str] = []
-    results = {r.candidate.key: r for r in fake.measure_group(
-        fake.CANDIDATES, yml="x.yml", size=(72, 128), threads=1, rounds=2, files={}, reference=None,
-        accuracy_size=(72, 128), folder=tmp_path, notes=notes, anchor="ov-default")}
-    others = [c.key for c in fake.CANDIDATES if c.key != "ov-default"]
-    assert all(alive == {"ov-default", key} for key in others for k, alive in FakeWorker.runs if k == key)
-    assert all(len(results[k].times) == 2 for k in others)  # the other defaults too: ordinary candidates now
-    assert len(results["ov-default"].times) == 2 * len(others)
-    assert f"{len(others)} sub-groups" in notes[0] and "OpenVINO defaults on our IR" in notes[0]
+def test_alone_a_worker_that_dies_stops_only_its_own_rounds(fake, tmp_path, monkeypatch) -> None:
+    """Killed during its second forward: its row is failed, the next candidates still run alone."""
+    ask = FakeWorker.ask
 
+    def dying(self, command):
+        if command["cmd"] == "run" and self.key == "ort-default" and any(k == "ort-default" for k, _ in FakeWorker.runs):
+            return {"ok": False, "error": "the worker died (exit status -9 (SIGKILL: out of memory?))"}
+        return ask(self, command)
 
-def test_expected_peaks_keep_every_moment_within_memory(fake, tmp_path, monkeypatch) -> None:
-    """A candidate known (from the smaller size) to need a lot is set up only after the others are closed."""
-    total = 24 * 2**30
-    sizes = {c.key: 3 * 2**30 for c in fake.CANDIDATES}
-    sizes.update({"ort-default": 13 * 2**30, "ort-fp16": 12 * 2**30, "ov-default": 4 * 2**30})
-    worst: list[float] = []
-    setup = FakeWorker.ask
-
-    def ask(self, command):
-        answer = setup(self, command)
-        if command["cmd"] == "setup":
-            worst.append(sum(sizes[k] for k in FakeWorker.alive))
-            answer["peak_bytes"] = sizes[self.key]
-        return answer
-
-    monkeypatch.setattr(FakeWorker, "ask", ask)
-    monkeypatch.setattr(fake, "memory_available", lambda: total - sum(sizes[k] for k in FakeWorker.alive))
-    monkeypatch.setattr(fake, "memory_total", lambda: total)
-    results = fake.measure_group(
-        fake.CANDIDATES, yml="x.yml", size=(72, 128), threads=1, rounds=1, files={}, reference=None,
-        accuracy_size=(72, 128), folder=tmp_path, anchor="ov-default", expected_peaks=sizes)
-    assert max(worst) <= total - fake.MEMORY_MARGIN_BYTES
-    assert all(len(r.times) >= 1 for r in results)
-
-
-def test_scaled_peaks_grow_what_is_above_the_fixed_part(bench) -> None:
-    small = [bench.Result(c, info={"peak_bytes": peak}) for c, peak in zip(bench.CANDIDATES[:3], (1e9, 2e9, 3e9), strict=True)]
-    assert bench.scaled_peaks(small, 16) == {small[0].candidate.key: 1e9, small[1].candidate.key: 17e9,
-                                              small[2].candidate.key: 33e9}
+    monkeypatch.setattr(FakeWorker, "ask", dying)
+    results = {r.candidate.key: r for r in group(fake, tmp_path, rounds=3, alone=True)}
+    assert results["ort-default"].times == [10.0] and results["ort-default"].error.startswith("the worker died")
+    assert all(r.times == [10.0] * 3 and not r.error for k, r in results.items() if k != "ort-default")
+    assert all(alive == {k} for k, alive in FakeWorker.runs) and not FakeWorker.alive
 
 
 def test_a_killed_worker_is_reported_as_such(bench, tmp_path) -> None:
@@ -163,71 +123,6 @@ def test_a_killed_worker_is_reported_as_such(bench, tmp_path) -> None:
     assert answer == {"ok": False, "error": "the worker died (exit status -9 (SIGKILL: out of memory?))"}
 
 
-def test_a_candidate_expected_to_be_big_is_timed_alone_with_the_anchor(fake, tmp_path, monkeypatch) -> None:
-    """Predictions undershoot (onnxruntime: 8 GiB expected, 13 GiB held): a big one gets the machine to itself."""
-    total = 24 * 2**30
-    held = {c.key: 3 * 2**30 for c in fake.CANDIDATES} | {"ort-default": 13 * 2**30, "ov-default": 4 * 2**30}
-    expected = dict(held) | {"ort-default": 8 * 2**30}
-    monkeypatch.setattr(fake, "memory_available", lambda: total - sum(held[k] for k in FakeWorker.alive))
-    monkeypatch.setattr(fake, "memory_total", lambda: total)
-    fake.measure_group(fake.CANDIDATES, yml="x.yml", size=(72, 128), threads=1, rounds=1, files={}, reference=None,
-                       accuracy_size=(72, 128), folder=tmp_path, anchor="ov-default", expected_peaks=expected)
-    assert {alive for key, alive in FakeWorker.runs if key == "ort-default"} == {frozenset({"ov-default", "ort-default"})}
-
-
-def test_the_anchor_is_the_fastest_default_expected_to_fit(bench) -> None:
-    """A re-run of 2026-12-02 kept onnxruntime's default alive through LKDN x4's 1280x720 sub-groups
-    (the fastest default at 320x180, 13 GiB at 1280x720) and lost it: the anchor must be expected to
-    stay small, and only a default can be the anchor."""
-    by_key = {c.key: c for c in bench.CANDIDATES}
-    results = [bench.Result(by_key["ort-default"], times=[280.0]), bench.Result(by_key["ov-default"], times=[290.0]),
-               bench.Result(by_key["ncnn-default"], times=[600.0]), bench.Result(by_key["torch"], times=[100.0])]
-    gib = float(1 << 30)
-    expected = {"ort-default": 13 * gib, "ov-default": 4 * gib, "ncnn-default": 3 * gib, "torch": 1 * gib}
-    assert bench.choose_anchor(results, expected, 24 * gib) == "ov-default"  # torch is not a default
-    assert bench.choose_anchor(results, {}, 24 * gib) == "ort-default"  # no prediction: the fastest
-    assert bench.choose_anchor(results, expected, 8 * gib) == "ncnn-default"  # none fits: the smallest
-    assert bench.choose_anchor([bench.Result(by_key["ov-default"], error="died")], expected, 24 * gib) is None
-
-
-def test_peak_bounds_keep_the_larger_size_within_memory(fake, tmp_path, monkeypatch) -> None:
-    """LKDN x4 on 2026-12-02 (23.5 GiB): what the workers held at 1280x720 (sampled), and peaks at
-    320x180 like those of that run. :func:`scaled_peaks` put onnxruntime's default under a quarter
-    of the memory (it was set up beside the torch candidates); it then held 10.6 GiB, and two
-    workers died. Set up by :func:`peak_bounds`, no moment exceeds the memory, and every candidate
-    is timed."""
-    gib = float(1 << 30)
-    at_320 = {"torch-eager": 1.25, "torch": 1.35, "torch-bf16": 1.25, "ort-default": 1.5, "ort-fp16": 1.5,
-              "ov-default": 1.42, "ov-fp32": 1.69, "ov-bf16": 1.5, "ov-int8": 3.0, "ncnn-default": 1.85,
-              "ncnn-fp32": 1.95, "auto-fp32": 3.1, "auto-bf16": 1.4}
-    held = {"torch-eager": 3.8, "torch": 4.6, "torch-bf16": 2.5, "ort-default": 10.6, "ort-fp16": 7.6,
-            "ov-default": 4.1, "ov-fp32": 6.8, "ov-bf16": 4.5, "ov-int8": 4.3, "ncnn-default": 12.2,
-            "ncnn-fp32": 13.1, "auto-fp32": 6.2, "auto-bf16": 3.5}  # GiB
-    ms = {"torch-eager": 1142.0, "ort-default": 408.0, "ov-default": 161.0, "ncnn-default": 429.0}  # the defaults
-    small = [fake.Result(c, times=[ms.get(c.key, 100.0)], info={"peak_bytes": at_320[c.key] * gib})
-             for c in fake.CANDIDATES]
-    assert fake.scaled_peaks(small, 16)["ort-default"] < 6 * gib  # the guess that undershot
-    total, worst = 23.5 * gib, []
-    setup = FakeWorker.ask
-
-    def ask(self, command):
-        answer = setup(self, command)
-        worst.append(sum(held[k] * gib for k in FakeWorker.alive))
-        return answer
-
-    monkeypatch.setattr(FakeWorker, "ask", ask)
-    monkeypatch.setattr(fake, "memory_available", lambda: total - sum(held[k] * gib for k in FakeWorker.alive))
-    monkeypatch.setattr(fake, "memory_total", lambda: total)
-    anchor = fake.choose_anchor(small, fake.scaled_peaks(small, 16), total)
-    results = fake.measure_group(
-        fake.CANDIDATES, yml="x.yml", size=(720, 1280), threads=1, rounds=1, files={}, reference=None,
-        accuracy_size=(180, 320), folder=tmp_path, anchor=anchor, expected_peaks=fake.peak_bounds(small, 16))
-    assert anchor == "ov-default"
-    assert max(worst) <= total - fake.MEMORY_MARGIN_BYTES
-    assert all(len(r.times) >= 1 for r in results)
-    assert fake.peak_bounds(small[:1], 16) == {"torch-eager": 20 * gib}
-
-
 def test_a_worker_that_died_part_way_is_not_a_result(bench) -> None:
     """A worker killed after some rounds gives a failed row: no median, no goal line, not the baseline."""
     by_key = {c.key: c for c in bench.CANDIDATES}
@@ -237,5 +132,63 @@ def test_a_worker_that_died_part_way_is_not_a_result(bench) -> None:
     assert bench.goal_lines(results) == []
     rows = bench.section_rows(results, gflop=1.0, peaks={"fp32": 1.0})
     assert rows[0].split(" | ")[4] == "1.00x"  # the fastest default is OpenVINO's, not the dead one's
-    assert "failed: the worker died" in rows[1] and "failed: the worker died" in rows[2]
-    assert bench.choose_anchor(results, {}, 1e12) == "ov-default"
+    assert rows[1] == "| onnxruntime defaults on our .onnx | fp32 | failed: the worker died | | | | | | |"
+    assert rows[2] == "| Upscaler(backend='auto') | fp32 | failed: the worker died | | | | | | |"
+
+
+def test_goal_lines(bench) -> None:
+    """auto against the fastest default (goal 1.3x) and against the fastest exact float32 runtime (goal <= 1.2x)."""
+    by_key = {c.key: c for c in bench.CANDIDATES}
+    results = [
+        bench.Result(by_key["ov-default"], times=[100.0, 90.0, 110.0], info={"max_abs": 3.2e-2}),  # bf16: not exact
+        bench.Result(by_key["ort-default"], times=[150.0], info={"max_abs": 8e-6}),
+        bench.Result(by_key["torch"], times=[60.0], info={"max_abs": 7.9e-6}),
+        bench.Result(by_key["auto-fp32"], times=[70.0], info={"max_abs": 1e-5, "auto": {"chosen": "torch"}}),
+        bench.Result(by_key["auto-bf16"], times=[80.0], info={"auto": {"chosen": "openvino"}}),
+    ]
+    assert bench.goal_lines(results) == [
+        "`Upscaler(backend='auto')` (chose torch): 70.0 ms, 1.43x the fastest runtime alone with its defaults "
+        "(OpenVINO defaults on our IR, 100.0 ms): goal 1.3x reached.",
+        "`Upscaler(backend='auto', precision='bf16')` (chose openvino): 80.0 ms, 1.25x the fastest runtime alone "
+        "with its defaults (OpenVINO defaults on our IR, 100.0 ms): goal 1.3x not reached.",
+        "Exact float32 (max abs <= 5e-04): `Upscaler(backend='auto')` is 1.17x the time of the fastest exact float32 "
+        "candidate (Upscaler(backend='torch'), 60.0 ms): goal <= 1.2x reached.",
+    ]
+    larger = [bench.Result(r.candidate, times=r.times, info={k: v for k, v in r.info.items() if k != "max_abs"})
+              for r in results]  # the larger sizes measure no accuracy
+    assert bench.goal_lines(larger)[2] == "Exact float32: no accuracy measured in this group (see the first size)."
+    assert bench.goal_lines(results[2:]) == ["no default baseline ran"]
+
+
+def test_section_rows(bench) -> None:
+    """The columns: median, min-max, speed against the fastest default, max abs, PSNR, GFLOP/s, fraction of the peaks."""
+    by_key = {c.key: c for c in bench.CANDIDATES}
+    results = [bench.Result(by_key["ov-default"], times=[20.0, 22.0, 24.0], info={"max_abs": 3.2e-2, "psnr": 47.66}),
+               bench.Result(by_key["torch-bf16"], times=[11.0, 10.0, 12.0], info={"max_abs": 3.2e-2, "psnr": 47.5}),
+               bench.Result(by_key["torch"], times=[40.0])]
+    assert bench.section_rows(results, gflop=2.2, peaks={"fp32": 400.0, "bf16": 1000.0}) == [
+        "| OpenVINO defaults on our IR (default) | default | 22.0 | 20.0-24.0 | 1.00x | 3.2e-02 | 47.7 | 100.0 | 25% / 10% |",
+        "| Upscaler(backend='torch', precision='bf16') | bf16 | 11.0 | 10.0-12.0 | 2.00x | 3.2e-02 | 47.5 | 200.0 | 50% / 20% |",
+        "| Upscaler(backend='torch') | fp32 | 40.0 | 40.0-40.0 | 0.55x | - | - | 55.0 | 14% / - |",
+    ]
+
+
+def test_run_times_the_first_size_side_by_side_and_the_others_alone(fake, tmp_path, monkeypatch) -> None:
+    """The whole section with stand-in workers: LR 32x16 with every candidate alive, 64x32 one at a time."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 12, 3, padding=1), torch.nn.PixelShuffle(2)).eval()
+    monkeypatch.setattr(fake, "load_network", lambda yml: (net, 2, "random weights"))
+    monkeypatch.setattr(fake, "export_files", lambda net, folder, scale: {})
+    monkeypatch.setattr(fake, "NETWORKS", {"tiny": "x.yml"})
+    monkeypatch.setenv("LKDN_BENCH_SIZES", "32x16,64x32")
+    monkeypatch.setenv("LKDN_BENCH_ROUNDS", "2")
+    monkeypatch.delenv("LKDN_BENCH_QUICK", raising=False)
+    text = fake.run({"threads": 1})
+    keys = [c.key for c in fake.CANDIDATES]
+    first = [(k, alive) for k, alive in FakeWorker.runs if len(alive) > 1]
+    assert [k for k, _ in first] == keys + keys[1:] + keys[:1] and all(alive == set(keys) for _, alive in first)
+    assert FakeWorker.runs[len(first):] == [(k, frozenset({k})) for k in keys for _ in range(2)]
+    assert all(FakeWorker.sizes[k] == [32, 64] for k in keys)  # the last group set up is the larger size
+    assert "at LR 32x16 every candidate is alive at once" in text and "the larger sizes one candidate at a time" in text
+    for size in ("32x16", "64x32"):
+        table = text.split(f"### tiny, LR {size} -> x2")[1].split("\n\n")[1].splitlines()
+        assert len(table) == 2 + len(keys) and all(" | 10.0 | 10.0-10.0 | " in row for row in table[2:])
