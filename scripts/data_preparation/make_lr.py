@@ -29,6 +29,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
 
 import lkdn  # noqa: F401,E402 (installs the torchvision alias basicsr needs; imported before basicsr)
+from lkdn.images import read_image_unchanged  # noqa: E402
 from lkdn.resize import downscale, mod_crop  # noqa: E402
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -68,15 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_lr.mkdir(parents=True, exist_ok=True)
     failures = []
     for path in tqdm(files, desc=f"x{args.scale} {args.method}", unit="image", dynamic_ncols=True):
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if image is None:
-            failures.append(f"{path}: cannot read image")
-            continue
         try:
+            image = read_image_unchanged(path)  # a ValueError naming the file: unreadable, truncated, too large
             hr = mod_crop(image, args.scale)
             lr = downscale(hr, args.scale, method=args.method)
         except ValueError as error:
-            failures.append(f"{path}: {error}")
+            message = " ".join(str(error).split())  # one line per file (OpenCV's messages end in a newline)
+            failures.append(message if str(path) in message else f"{path}: {message}")
             continue
         cv2.imwrite(str(out_hr / f"{path.stem}.png"), hr)
         cv2.imwrite(str(out_lr / f"{path.stem}.png"), lr)
