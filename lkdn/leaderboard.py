@@ -28,6 +28,7 @@ import datetime
 import hashlib
 import json
 import math
+import os
 import platform
 import statistics
 from collections.abc import Callable, Sequence
@@ -164,6 +165,7 @@ def measure(source: Path, weights: Path, *, settings: Settings, workdir: Path, n
     from lkdn.test import test_pipeline  # lkdn/test.py: the same scoring as `python lkdn/test.py`
 
     device = torch.device(settings.device)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # how busy the machine was
     opt = load_options(source)
     net = load_network_from_options(opt, weights=weights)
     deploy = reparameterize_model(net)
@@ -184,7 +186,7 @@ def measure(source: Path, weights: Path, *, settings: Settings, workdir: Path, n
         "configured_params": sum(p.numel() for p in net.parameters()),
         "flops_g": None if counts.flops is None else counts.flops / 1e9, "activations_m": counts.activations / 1e6,
         "convs": counts.convs, "runtime": runtime_summary(timing["times_ms"], device),
-        "memory_mb": memory["peak_mb"], "test_options": str(test_yml),
+        "memory_mb": memory["peak_mb"], "test_options": str(test_yml), "load_average": load,
         "metrics": {s: {"psnr": r.get("psnr"), "ssim": r.get("ssim"), "images": r["num_images"]} for s, r in results.items()},
     }
 
@@ -317,6 +319,11 @@ def markdown(rows: Sequence[dict[str, Any]], skipped: Sequence[dict[str, str]], 
         f"(exp(2 x network / baseline) per metric on runtime, FLOPs and parameters, weighted), baseline {base_name}; "
         "lower is better, the baseline scores e^2 = 7.389.",
     ]
+    loads = [r["load_average"] for r in rows if r.get("load_average") is not None]
+    if loads and device.type == "cpu":
+        notes += ["", f"The machine's load average (1 minute) when the networks were timed: {min(loads):.1f} to "
+                  f"{max(loads):.1f}, on {os.cpu_count()} logical cores; above the core count, other processes shared "
+                  "the cores and the wall times are longer than on an idle machine."]
     if figure:
         notes += ["", f"![PSNR on Set5 against parameters, FLOPs and runtime]({figure})"]
     if skipped:

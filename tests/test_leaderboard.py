@@ -133,6 +133,7 @@ def test_missing_entries_are_listed_with_the_reason(board: dict) -> None:
     table = (board["out"] / "results.md").read_text()
     assert f"- missing: option file not found: {board['ymls']['missing']}" in table
     assert "| **base** (baseline) |" in table and "| team |" in table
+    assert "load average (1 minute) when the networks were timed" in table  # how busy the machine was
 
 
 def test_the_figure_plots_one_point_per_network(board: dict) -> None:
