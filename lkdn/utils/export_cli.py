@@ -83,6 +83,9 @@ def run_export(
     line for a clear error (``errors`` adds the script's own kinds to those of loading and exporting).
     """
     setup_logging()
+    if args.threads is not None and args.threads < 1:
+        print(f"error: --threads must be a positive number of CPU threads, got {args.threads}", file=sys.stderr)  # noqa: T201
+        return 1
     if args.threads:
         import torch
 

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a check
 import lkdn  # noqa: F401,E402 (installs the torchvision alias basicsr needs; imported before basicsr)
 from lkdn.images import read_image_unchanged  # noqa: E402
 from lkdn.resize import downscale, mod_crop  # noqa: E402
+from lkdn.utils.files import refuse_overwriting_inputs  # noqa: E402
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 CV2_WARNING = (
@@ -65,6 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.method == "cv2":
         print(CV2_WARNING, file=sys.stderr)
     out_hr, out_lr = Path(args.output_hr), Path(args.output_lr)
+    try:  # mod-cropped or downscaled images written over their sources
+        refuse_overwriting_inputs([("--output-hr", out_hr), ("--output-lr", out_lr)], [("--input", source)])
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     out_hr.mkdir(parents=True, exist_ok=True)
     out_lr.mkdir(parents=True, exist_ok=True)
     failures = []
@@ -72,6 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             image = read_image_unchanged(path)  # a ValueError naming the file: unreadable, truncated, too large
             hr = mod_crop(image, args.scale)
+            if hr.size == 0:
+                raise ValueError(f"{path}: {image.shape[1]}x{image.shape[0]} pixels is smaller than the scale "
+                                 f"{args.scale}: no LR pixel is left")
             lr = downscale(hr, args.scale, method=args.method)
         except ValueError as error:
             message = " ".join(str(error).split())  # one line per file (OpenCV's messages end in a newline)
