@@ -102,6 +102,8 @@ def apply_override(opt: dict[str, Any], entry: str) -> None:
         node[keys[-1]] = yaml.safe_load(value_text) if value_text else None
     except yaml.YAMLError as err:
         raise OptionsError(f"--force_yml {entry!r}: value is not valid YAML ({err})") from err
+    except ValueError as err:  # an integer beyond Python's digit limit
+        raise OptionsError(f"--force_yml {keys_text}=<{len(value_text)} characters>: {err}") from err
 
 
 def resolve_num_gpu(value: Any) -> int:

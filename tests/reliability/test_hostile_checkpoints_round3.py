@@ -24,7 +24,7 @@ from safetensors.torch import save_file as save_safetensors
 from lkdn import Upscaler, build_network, tiling
 from lkdn import test as test_entry
 from lkdn.archs.build import MAX_TENSORS, NetworkTooLargeError
-from lkdn.options import load_options
+from lkdn.options import OptionsError, load_options
 from lkdn.schema import SchemaError
 from lkdn.tiling import NonFiniteOutputError, efficient_tile, tile_overhead
 from lkdn.utils.checkpoint import (
@@ -304,3 +304,8 @@ def test_numbers_beyond_their_range_name_file_key_and_range(tmp_path: Path, data
     line = next(i for i, row in enumerate(text.splitlines(), 1) if row.startswith(f"{key}:"))
     assert f"{yml}:{line}: {expected}" in str(err.value)
     assert len(str(err.value)) < 400
+
+
+def test_a_5000_digit_override_names_the_key(tmp_path: Path, data, weights) -> None:
+    with pytest.raises(OptionsError, match=r"^--force_yml scale=<5000 characters>: Exceeds the limit \(4300 digits\)"):
+        load_options(options_file(tmp_path, data, weights), overrides=["scale=" + "9" * 5000])
