@@ -1,14 +1,16 @@
-"""benchmarks/gpu_check.py on the CPU: the one-line refusal without a GPU, the dry run's report (every
-section, real numbers), and a failing or hanging step reported while the others still run."""
+"""benchmarks/gpu_check.py and tests/gpu on the CPU: the one-line refusal without a GPU, the gpu tests skipped at
+once without CUDA, a failure and a skip reported with their messages, the deadline, and the dry run's report."""
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import json
 import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
-SECTIONS = ("environment", "correctness", "numerics", "counts", "inference", "training", "training_loader", "resume",
-            "distributed", "sigterm", "oom", "inference_compile", "training_compile")
+GPU_TESTS = {"test_environment": 1, "test_published_numbers_on_cuda": 6, "test_upscaler_precisions_and_tiles": 6,
+             "test_amp_and_channels_last_training": 1, "test_compiled_upscaler": 1, "test_compiled_training": 1,
+             "test_exact_resume_under_cudnn": 1, "test_torchrun_with_nccl": 1,
+             "test_sigterm_saves_a_state_and_auto_resume_continues": 1, "test_training_through_the_lmdb_loader": 1,
+             "test_out_of_memory_falls_back_to_tiles": 1}
 
 
 def load_script() -> Any:
@@ -27,24 +32,20 @@ def load_script() -> Any:
     return module
 
 
-def run_script(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LKDN_GPU_CHECK_")}
-    env.update(LKDN_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+def run_gpu_tests(tmp_path: Path, *args: str, **env: str) -> list[dict[str, Any]]:
+    """pytest on tests/gpu without CUDA; the test cases of its junit XML."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LKDN_GPU_CHECK_")}
+    clean.update(CUDA_VISIBLE_DEVICES="", LKDN_OFFLINE="1", LKDN_GPU_CHECK_WORK=str(tmp_path / "work"), **env)
+    junit = tmp_path / "junit.xml"
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/gpu", *args,
+                    f"--junitxml={junit}", "-o", "junit_family=xunit1"], cwd=ROOT, env=clean, capture_output=True,
+                   timeout=120)
+    return load_script().read_junit(junit)
 
 
-def positive(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-
-
-def finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def test_without_a_gpu_it_says_so_in_one_line_and_exits_non_zero(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_without_a_gpu_it_says_so_in_one_line_and_exits_2(tmp_path: Path, capsys, monkeypatch) -> None:
     gpu_check = load_script()
-    monkeypatch.setattr(gpu_check, "gpu_count", lambda: 0)
+    monkeypatch.setattr(gpu_check.torch.cuda, "is_available", lambda: False)
     assert gpu_check.main(["--out", str(tmp_path / "out")]) == 2
     captured = capsys.readouterr()
     lines = (captured.out + captured.err).strip().splitlines()
@@ -52,112 +53,82 @@ def test_without_a_gpu_it_says_so_in_one_line_and_exits_non_zero(tmp_path: Path,
     assert not (tmp_path / "out").exists()
 
 
-def test_step_names_and_budgets_are_checked(tmp_path: Path) -> None:
+def test_without_cuda_every_gpu_test_is_skipped_at_once(tmp_path: Path) -> None:
+    cases = run_gpu_tests(tmp_path)
+    assert len(cases) == sum(GPU_TESTS.values())
+    for name, count in GPU_TESTS.items():
+        assert sum(1 for c in cases if c["name"].split("[")[0] == name) == count, name
+    for case in cases:
+        assert case["status"] == "skipped" and "needs a CUDA GPU" in case["message"], case
+        assert case["seconds"] < 1, case  # a skip at collection, before any fixture or import
+
+
+def test_no_gpu_test_starts_after_the_deadline(tmp_path: Path) -> None:
+    cases = run_gpu_tests(tmp_path, "-k", "environment or out_of_memory", LKDN_GPU_CHECK_DRY="1",
+                          LKDN_GPU_CHECK_DEADLINE=str(time.time() - 1))
+    assert [c["name"] for c in cases] == ["test_environment", "test_out_of_memory_falls_back_to_tiles"]
+    assert all(c["status"] == "skipped" and "no time left" in c["message"] for c in cases), cases
+
+
+JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest">
+<testcase classname="t" name="test_a[LKDN_x4]" time="1.5"><properties><property name="fp32_max_abs" value="2e-05"/>
+<property name="gpu" value="NVIDIA H100"/></properties></testcase>
+<testcase classname="t" name="test_b" time="0.2"><failure message="AssertionError: LKDN x4: fp16: max abs 0.3 (limit 0.01)">
+trace</failure></testcase>
+<testcase classname="t" name="test_c" time="0.0"><skipped type="pytest.skip" message="needs two GPUs">x</skipped></testcase>
+</testsuite></testsuites>"""
+
+
+def test_the_report_says_per_check_passed_failed_or_skipped_with_its_message_and_numbers(tmp_path: Path) -> None:
     gpu_check = load_script()
-    assert tuple(s.name for s in gpu_check.STEPS) == SECTIONS
-    assert sum(s.budget_s for s in gpu_check.STEPS) <= gpu_check.LIMIT_S < 8 * 60
-    with pytest.raises(SystemExit, match="unknown step"):
-        gpu_check.parse_args(["--only", "nonsense", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match="STEP=SECONDS"):
-        gpu_check.parse_args(["--budget", "oom", "--out", str(tmp_path)])
-
-
-@pytest.fixture(scope="module")
-def dry_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
-    out = tmp_path_factory.mktemp("gpu_check") / "out"
-    return run_script("--dry-run", "--out", str(out)), out
-
-
-@pytest.mark.slow
-def test_dry_run_writes_every_section_with_real_numbers(dry_run) -> None:
-    proc, out = dry_run
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads((out / "report.json").read_text())
-    assert report["dry_run"] is True
-    assert report["wall_s"] < 120, f"the dry run took {report['wall_s']:.0f} s (must stay under 2 minutes)"
-    sections = report["sections"]
-    assert set(SECTIONS) <= set(sections)
-    for name in SECTIONS:
-        section = sections[name]
-        assert section["status"] == "passed", (name, section.get("error"), section.get("traceback"))
-        assert section["results"] and section["checks"], name
-        assert 0 < section["seconds"] <= section["timeout_s"], name
-        assert (out / section["log"]).is_file()
-
-    env = sections["environment"]["results"]
-    assert env["environment"]["torch"] and env["torch_gate"]["result"] == "ok"
-
-    correctness = sections["correctness"]["results"]["models"]
-    assert len(correctness) == 6
-    for row in correctness.values():
-        for where in ("cuda", "cpu"):
-            assert positive(row[where]["psnr"]) and -1 <= row[where]["ssim"] <= 1, row
-        assert abs(row["cuda"]["psnr"] - row["cpu"]["psnr"]) <= 0.01
-
-    for row in sections["numerics"]["results"]["models"].values():
-        assert finite(row["fp32"]["max_abs"]) and row["fp32"]["max_abs"] <= 1e-4
-        for precision in ("bf16", "fp16"):
-            assert positive(row[precision]["max_abs"]) and row[precision]["finite"], (row["label"], precision)
-        assert finite(row["tiles"]["max_abs"]) and row["tiles"]["max_abs"] <= 1e-5
-
-    fvcore = importlib.util.find_spec("fvcore") is not None
-    for row in sections["counts"]["results"]["models"].values():
-        assert positive(row["params"]) and positive(row["activations_m"]) and positive(row["convs"])
-        assert positive(row["flops_g"]) if fvcore else row["flops_g"] is None
-
-    for row in sections["inference"]["results"]["models"].values():
-        assert len(row["sizes"]) == 2
-        for table in row["sizes"].values():
-            assert len(table) == 6
-            for entry in table.values():
-                assert positive(entry["ms"]) and positive(entry["peak_mb"]), entry
-
-    training = sections["training"]["results"]["settings"]
-    assert len(training) == 6
-    for row in training.values():
-        assert positive(row["it_per_s"]) and positive(row["final_loss"]), row
-
-    loader = sections["training_loader"]["results"]["result"]
-    assert loader["exit_status"] == 0 and positive(loader["it_per_s"]) and finite(loader["data_fraction"])
-
-    resume = sections["resume"]["results"]["result"]
-    assert resume["bit_identical"] is True and resume["max_abs_diff"] == 0 and resume["logged_losses_equal"]
-
-    assert sections["distributed"]["results"]["result"]["exit_status"] == 0
-    sigterm = sections["sigterm"]["results"]["result"]
-    assert sigterm["exit_status"] == 143 and sigterm["state_iter"] >= 1 and sigterm["resume_exit_status"] == 0
-
-    oom = sections["oom"]["results"]["result"]
-    assert oom["retries"] >= 1 and oom["max_abs_vs_reference"] <= 1e-5
-
-    for row in sections["inference_compile"]["results"]["models"].values():
-        assert positive(row["compile_s"]) and positive(row["compiled_ms"])
-    for row in sections["training_compile"]["results"]["settings"].values():
-        assert positive(row["compile_s"]) and positive(row["it_per_s"])
-
-    markdown = (out / "report.md").read_text()
-    assert "DRY RUN" in markdown and "NTIRE 2026 published" in markdown
-    for section in sections.values():
-        assert f"### {section['title']}" in markdown
+    (tmp_path / "junit.xml").write_text(JUNIT)
+    cases = gpu_check.read_junit(tmp_path / "junit.xml")
+    assert [(c["name"], c["status"]) for c in cases] == [("test_a[LKDN_x4]", "passed"), ("test_b", "failed"),
+                                                         ("test_c", "skipped")]
+    assert cases[0]["properties"] == {"fp32_max_abs": 2e-05, "gpu": "NVIDIA H100"} and cases[0]["seconds"] == 1.5
+    assert cases[1]["message"] == "AssertionError: LKDN x4: fp16: max abs 0.3 (limit 0.01)"
+    assert cases[2]["message"] == "needs two GPUs"
+    report = {"dry_run": False, "started": "now", "wall_s": 3.0, "environment": {"gpu": "NVIDIA H100", "torch": "2.11",
+              "cuda_runtime": "12.8", "python": "3.12"}, "tests": cases, "pytest": {"status": 1},
+              "counts": {"passed": 1, "failed": 1, "skipped": 1},
+              "benches": {"b": {"status": "failed", "message": "over its 60 s limit"}}}
+    text = gpu_check.markdown(report)
+    assert "| `test_a[LKDN_x4]` | passed | 1.5 | fp32_max_abs 2e-05; gpu NVIDIA H100 |" in text
+    assert "| `test_b` | failed | 0.2 | AssertionError: LKDN x4: fp16: max abs 0.3 (limit 0.01) |" in text
+    assert "| `test_c` | skipped | 0.0 | needs two GPUs |" in text
+    assert "failed: over its 60 s limit" in text and "1 passed, 1 failed, 1 skipped" in text
 
 
 @pytest.mark.slow
-def test_a_failing_and_a_hanging_step_are_reported_and_the_others_still_run(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    env_fail = {"LKDN_GPU_CHECK_FAIL": "numerics"}  # through the environment variable; the hang through the flag
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--dry-run", "--out", str(out), "--only", "numerics", "counts", "oom",
-         "--hang", "oom", "--budget", "oom=12", "--budget", "numerics=40", "--budget", "counts=40",
-         "--isolation", "spawn"],
-        cwd=ROOT, env={**os.environ, "LKDN_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", **env_fail},
-        capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    sections = json.loads((out / "report.json").read_text())["sections"]
-    assert sections["numerics"]["status"] == "error"
-    assert "injected failure in step numerics" in sections["numerics"]["error"]
-    assert sections["counts"]["status"] == "passed"  # runs after the failure
-    assert all(positive(r["params"]) for r in sections["counts"]["results"]["models"].values())
-    assert sections["oom"]["status"] == "timeout" and sections["oom"]["seconds"] < 20
-    assert {n for n, s in sections.items() if s["status"] == "skipped"} == set(SECTIONS) - {"numerics", "counts", "oom"}
-    markdown = (out / "report.md").read_text()
-    assert "Status: **error** (InjectedFailureError" in markdown and "Status: **timeout**" in markdown
+def test_the_dry_run_passes_every_check_and_reports_the_numbers(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LKDN_GPU_CHECK_")}
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--out", str(tmp_path / "out")], cwd=ROOT,
+                          env={**env, "CUDA_VISIBLE_DEVICES": "", "LKDN_SHARED": "/nonexistent"}, capture_output=True,
+                          text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    cases = {c["name"]: c for c in report["tests"]}
+    assert len(cases) == sum(GPU_TESTS.values()) - 2 * 3  # the dry run's 3 models instead of 6
+    for name, case in cases.items():
+        if name.startswith("test_published_numbers_on_cuda"):  # random weights: CUDA vs CPU only
+            assert case["status"] == "skipped" and "published weights or Set5 not found" in case["message"], case
+            assert case["properties"]["psnr"] == case["properties"]["psnr_cpu"] > 0
+        else:
+            assert case["status"] == "passed", case
+    precisions = cases["test_upscaler_precisions_and_tiles[LKDN_x4]"]["properties"]
+    assert precisions["fp32_max_abs"] == 0 and precisions["tiles_max_abs"] <= 1e-5
+    training = cases["test_amp_and_channels_last_training"]["properties"]
+    assert all(math.isfinite(v) and v >= 0 for v in training.values()) and len(training) == 13
+    assert cases["test_exact_resume_under_cudnn"]["properties"] == {"max_abs_weight_diff": 0, "bit_identical": True}
+    assert cases["test_out_of_memory_falls_back_to_tiles"]["properties"]["retries"] >= 1
+    ntire = report["benches"]["NTIRE harness runtime of the zoo"]
+    assert ntire["status"] == "passed"
+    rows = ntire["results"]["rows"]
+    assert len(rows) == len(glob.glob(str(ROOT / "options/test/*/test_*NTIRE*.yml"))) == 11
+    assert rows["SPAN_NTIRE_ESR_c28_x4"]["official_2026_ms"] == 7.74
+    assert all(r["runtime_ms"] > 0 and r["params_m"] > 0 for r in rows.values())
+    inference = report["benches"]["inference speed and memory"]["results"]["rows"]
+    assert len(inference) == 3 and all(v > 0 for row in inference.values() for v in row.values())
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "DRY RUN" in markdown and "SPAN c28: 7.74 ms" in markdown
+    assert all(f"`{name}`" in markdown for name in cases)
