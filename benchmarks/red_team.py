@@ -285,6 +285,15 @@ def make_fixtures(folder: Path) -> None:
     cv2.imwrite(str(odd / "thin.png"), rng.integers(0, 256, (1, 300, 3), dtype=np.uint8))
     cv2.imwrite(str(odd / "float.tiff"), np.full((20, 18, 3), np.nan, dtype=np.float32))
     (folder / "empty_dir").mkdir()
+    records = folder / "records"  # a run folder's records, for scripts/plot_curves.py
+    records.mkdir()
+    (records / "train_log.jsonl").write_text("".join(
+        json.dumps({"iter": i, "epoch": 0, "lr": 1e-3, "time": 0.1, "data_time": 0.01, "l_pix": 0.1 / i}) + "\n"
+        for i in range(1, 21)))
+    (records / "metrics.jsonl").write_text("".join(
+        json.dumps({"iter": i, "epoch": 0, "dataset": "rt_val", "psnr": 20 + i / 10}) + "\n" for i in (5, 10, 20)))
+    for side in ("HR", "LR"):  # the HR + LR layout of scripts/ntire_esr.py
+        shutil.copytree(folder / "images" / side.lower(), folder / "paired" / side)
     (folder / "options.json").write_text(json.dumps(yaml.safe_load(TEST_YAML.format(F=folder))))
 
 
@@ -602,7 +611,8 @@ def script_flag_cases() -> list[Case]:
             Case(f"{script} --output over -opt", path, [*base, "--output", "{F}/test.yml"], names=("test.yml",)),
             Case(f"{script} --output over weights", path, [*base, "--output", "{F}/net.pth"], names=("net.pth",)),
             Case(f"{script} --output is a folder", path, [*base, "--output", "{F}/images"], names=("images",)),
-            Case(f"{script} --output wrong suffix", path, [*base, "--output", "{C}/x.txt"], names=("x.txt",)),
+            Case(f"{script} --output wrong suffix", path, [*base, "--output", "{C}/x.txt"], names=("x.txt",),
+                 check=file_exists("x.txt") if suffix == "onnx" else None),  # ONNX is one file: any name does
             Case(f"{script} --output under a file", path, [*base, "--output", f"{{F}}/net.pth/x.{suffix}"],
                  names=("net.pth",)),
             Case(f"{script} --check-image broken", path, [*base, "--output", f"{{C}}/x.{suffix}", "--check-image",
@@ -661,8 +671,8 @@ def script_flag_cases() -> list[Case]:
         Case("convert param-key missing", "scripts/convert_checkpoint.py",
              ["--input", "{F}/net.pth", "--output", "{C}/x.safetensors", "-opt", "{F}/test.yml", "--param-key",
               "nokey"], names=("nokey",)),
-        Case("strip in-place and output", "scripts/strip_checkpoint.py",
-             ["--input", "{F}/net.pth", "--output", "{C}/s.pth", "--in-place"], names=("--in-place", "--output")),
+        Case("strip in-place and output", "scripts/strip_checkpoint.py",  # --in-place only allows output == input
+             ["--input", "{F}/net.pth", "--output", "{C}/s.pth", "--in-place"], names=(), check=file_exists("s.pth")),
         Case("strip input missing", "scripts/strip_checkpoint.py", ["--input", "{F}/nope.pth", "--output", "{C}/s.pth"],
              names=("nope.pth",)),
         Case("strip evil", "scripts/strip_checkpoint.py", ["--input", "{F}/broken/evil_raw.pth", "--output",
@@ -683,17 +693,22 @@ def script_flag_cases() -> list[Case]:
                 (("0", "0"), ("-1", "-1")))
     flag_values("download", "scripts/download.py", ["--names", "LKDN_x4", "--dest", "{C}/dl"], "--base-url",
                 (("file", "file:///etc/"), ("garbage", "not a url")))
-    flag_values("plot_curves", "scripts/plot_curves.py", ["{F}/empty_dir", "--output", "{C}/p.png"], "--smooth",
-                (("-1", "-1"), ("0", "0")))
-    flag_values("plot_curves", "scripts/plot_curves.py", ["{F}/nope", "--output", "{C}/p.png"], "--metric",
-                (("psnr", "psnr"),))
-    flag_values("plot_curves", "scripts/plot_curves.py", ["{F}/empty_dir", "--output", "{C}/p.png"], "--reference",
+    plot = ["{F}/records", "--output", "{C}/p.png"]
+    flag_values("plot_curves", "scripts/plot_curves.py", plot, "--smooth", (("-1", "-1"), ("0", "0")),
+                file_exists("p.png"), accept=("0",))
+    flag_values("plot_curves", "scripts/plot_curves.py", plot, "--metric", (("unknown", "lpips"),))
+    flag_values("plot_curves", "scripts/plot_curves.py", plot, "--reference",
                 (("no equals", "bicubic"), ("not a number", "bicubic=abc")))
+    cases.append(Case("plot_curves no records", "scripts/plot_curves.py", ["{F}/empty_dir", "--output", "{C}/p.png"],
+                      names=("empty_dir",)))
+    cases.append(Case("plot_curves output over a record", "scripts/plot_curves.py",
+                      ["{F}/records", "--output", "{F}/records/metrics.jsonl"], names=("metrics.jsonl",)))
     compare = ["--hr", "{F}/images/hr", "--lr", "{F}/images/lr", "--output", "{C}/c.png", "--images", "img0"]
     flag_values("compare_images", "scripts/compare_images.py", [*compare, "--sr", "x={F}/images/hr"], "--scale",
                 (("0", "0"), ("3", "3"), ("-2", "-2")))
     flag_values("compare_images", "scripts/compare_images.py", [*compare, "--scale", "2"], "--sr",
                 (("no equals", "{F}/images/hr"), ("missing", "x={F}/nope")))
+    cases[-1].names += ("{F}/nope",)
     flag_values("compare_images", "scripts/compare_images.py", [*compare, "--scale", "2", "--sr", "x={F}/images/hr"],
                 "--crop", (("0", "0"), ("-4", "-4"), ("huge", "100000")))
     flag_values("compare_images", "scripts/compare_images.py", [*compare, "--scale", "2", "--sr", "x={F}/images/hr"],
@@ -712,7 +727,7 @@ def script_flag_cases() -> list[Case]:
                 (("0", "0"), ("-1", "-1"), ("abc", "abc")))
     flag_values("demo", "scripts/demo.py", ["--workdir", "{C}/demo"], "--batch", (("0", "0"), ("abc", "abc")))
     flag_values("demo", "scripts/demo.py", ["--iters", "1"], "--workdir", (("a file", "{F}/net.pth"),))
-    ntire = ["-opt", "{F}/test.yml", "--baseline", "{F}/test.yml", "--dataset", "{F}/images", "--output", "{C}/nt"]
+    ntire = ["-opt", "{F}/test.yml", "--baseline", "{F}/test.yml", "--dataset", "{F}/paired", "--output", "{C}/nt"]
     flag_values("ntire_esr", "scripts/ntire_esr.py", ntire, "--max-images", (("0", "0"), ("-1", "-1")))
     flag_values("ntire_esr", "scripts/ntire_esr.py", ntire, "--year", (("1999", "1999"),))
     flag_values("ntire_esr", "scripts/ntire_esr.py", ntire[:-2], "--output", (("over -opt", "{F}/test.yml"),))
@@ -947,7 +962,7 @@ def error_lines(stderr: str) -> list[str]:
     """Each error message of ``stderr``: its ``error`` line joined with the lines that follow it."""
     lines = stderr.splitlines()
     return [" ".join(part.strip() for part in lines[i:i + ERROR_BLOCK]) for i, line in enumerate(lines)
-            if re.search(r"\berror\b", line, re.IGNORECASE)]
+            if re.search(r"\b(error|failed)\b", line, re.IGNORECASE)]
 
 
 def classify(case: Case, status: int | None, timed_out: bool, folder: Path, fixtures: Path, before: dict[str, str],
