@@ -390,7 +390,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, *, settings: Settings) -> d
     dpi, fontsize = 90, 8
     fig, axes = plt.subplots(1, 3, figsize=(18, 7.5), sharey=True)
     for ax, (panel, data) in zip(axes, points.items(), strict=True):
-        colours = [f"C{i % 10}" for i in range(len(data))]
+        colours = [plt.get_cmap("tab20")(i % 20) for i in range(len(data))]  # one colour per network up to 20
         ax.scatter([d[1] for d in data], [d[2] for d in data], s=30, c=colours, zorder=3)
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
@@ -410,7 +410,8 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, *, settings: Settings) -> d
     for ax, data in zip(axes, points.values(), strict=True):
         display = [tuple(ax.transData.transform((d[1], d[2])) * 72.0 / dpi) for d in data]
         offsets = _label_offsets(display, [0.62 * fontsize * len(d[0]) for d in data])
-        for (label, x, y), (dx, dy), colour in zip(data, offsets, [f"C{i % 10}" for i in range(len(data))], strict=True):
+        colours = [plt.get_cmap("tab20")(i % 20) for i in range(len(data))]
+        for (label, x, y), (dx, dy), colour in zip(data, offsets, colours, strict=True):
             moved = abs(dy + 3.0) > 1.0
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize, color="0.15",
                         va="bottom", arrowprops={"arrowstyle": "-", "color": colour, "lw": 0.6} if moved else None)
