@@ -28,11 +28,13 @@ demo: install
 bench: install
 	$(PY) benchmarks/run.py
 
-# On a machine with NVIDIA GPUs and its own torch (docs/gpu_check.md): every CUDA claim checked in under
-# 8 minutes. The other imports come from the wheels of `make gpu-wheels` (.whl/), installed aside.
+# On a machine with NVIDIA GPUs and its own torch (docs/gpu_check.md): the CUDA claims (tests/gpu) and the
+# timings in under 8 minutes, reported in $(OUT). The other imports come from the wheels of `make gpu-wheels`
+# (.whl/), installed aside. ARGS="--dry-run" tests the check on the CPU.
+OUT ?= results/gpu_check
 gpu-check:
 	test ! -d .whl || $(PYTHON) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/lkdn-site .whl/*.whl
-	PYTHONPATH=/tmp/lkdn-site:. $(PYTHON) benchmarks/gpu_check.py $(ARGS)
+	PYTHONPATH=/tmp/lkdn-site:. $(PYTHON) benchmarks/gpu_check.py --out $(OUT) $(ARGS)
 
 # The wheels a GPU machine without network needs beside its own torch (into .whl/, git-ignored).
 gpu-wheels: install

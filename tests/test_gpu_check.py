@@ -121,10 +121,11 @@ def test_the_dry_run_passes_every_check_and_reports_the_numbers(tmp_path: Path) 
     assert all(math.isfinite(v) and v >= 0 for v in training.values()) and len(training) == 13
     assert cases["test_exact_resume_under_cudnn"]["properties"] == {"max_abs_weight_diff": 0, "bit_identical": True}
     assert cases["test_out_of_memory_falls_back_to_tiles"]["properties"]["retries"] >= 1
-    ntire = report["benches"]["NTIRE harness runtime of the zoo"]
+    ntire = report["benches"]["NTIRE harness runtime (ours and the zoo)"]
     assert ntire["status"] == "passed"
     rows = ntire["results"]["rows"]
-    assert len(rows) == len(glob.glob(str(ROOT / "options/test/*/test_*NTIRE*.yml"))) == 11
+    assert len(glob.glob(str(ROOT / "options/test/*/test_*NTIRE*.yml"))) == 11
+    assert len(rows) == 11 + 2 and {"LKDN_x4", "LKDN-S_x4"} < set(rows)  # with our dry-run models
     assert rows["SPAN_NTIRE_ESR_c28_x4"]["official_2026_ms"] == 7.74
     assert all(r["runtime_ms"] > 0 and r["params_m"] > 0 for r in rows.values())
     inference = report["benches"]["inference speed and memory"]["results"]["rows"]

@@ -20,10 +20,10 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
+import cv2
 import pytest
 import torch
 
@@ -119,7 +119,7 @@ def test_published_numbers_on_cuda(model: tuple[Any, ...], device: torch.device,
     """``lkdn/test.py`` on Set5 x4 on CUDA: the published PSNR / SSIM, and the CPU's, within 0.01 dB / 0.0005."""
     from lkdn.test import main as test_main
 
-    label, key, options, checkpoint, published, _ = model
+    label, _, options, checkpoint, published, _ = model
     hr, lr, is_set5 = _set5(gc.work_dir())
     weights, trained = gc.weights_for(options, checkpoint)
     scores = {}
@@ -140,14 +140,6 @@ def test_published_numbers_on_cuda(model: tuple[Any, ...], device: torch.device,
     assert abs(gpu["ssim"] - published[1]) <= SSIM_TOL, f"{label}: SSIM {gpu['ssim']:.5f}, published {published[1]}"
 
 
-def _tf32(enabled: bool) -> tuple[bool, bool]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch >= 2.9 calls these flags legacy
-        before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
-    return before
-
-
 @pytest.mark.gpu(limit_s=60)
 @pytest.mark.parametrize("model", MODEL_PARAMS)
 def test_upscaler_precisions_and_tiles(model: tuple[Any, ...], device: torch.device, record_property: Any) -> None:
@@ -155,9 +147,12 @@ def test_upscaler_precisions_and_tiles(model: tuple[Any, ...], device: torch.dev
     5e-3 mean, fp16 within 1e-2, all finite; 128-pixel tiles against the whole image within 1e-5."""
     from lkdn.upscaler import Upscaler
 
-    label, key, options, checkpoint, _, local = model
+    label, _, options, checkpoint, _, local = model
     net, trained = gc.load_model(options, checkpoint, "cpu")
-    images = [gc.smooth_image(*((32, 32) if DRY else (256, 256)), seed=s) for s in range(2)]
+    lr_dir = _set5(gc.work_dir())[1]
+    images = [gc.smooth_image(32, 32, seed=s) for s in range(2)] if DRY else [  # Set5 LR, as the tolerances were
+        torch.from_numpy(cv2.imread(str(p))[..., ::-1].copy()).permute(2, 0, 1)[None] / 255  # measured on
+        for p in sorted(lr_dir.glob("*.png"))]
     references = [Upscaler(net, scale=gc.SCALE, device="cpu")(x) for x in images]
     gpu = Upscaler(net, scale=gc.SCALE, device=device)
     errors = []
@@ -169,10 +164,9 @@ def test_upscaler_precisions_and_tiles(model: tuple[Any, ...], device: torch.dev
     if device.type == "cuda":
         settings.insert(1, ("fp32_tf32_off", gpu, FP32_TOL, None, True))
     for name, upscaler, limit, mean_limit, enforced in settings:
-        before = _tf32(False) if name == "fp32_tf32_off" else None
-        outputs = [upscaler(x.to(device)).float().cpu() for x in images]
-        if before is not None:
-            _tf32(before[0])
+        with torch.backends.cudnn.flags(enabled=True, benchmark=torch.backends.cudnn.benchmark,
+                                        allow_tf32=name != "fp32_tf32_off"):  # TF32 convolutions: torch's default on
+            outputs = [upscaler(x.to(device)).float().cpu() for x in images]
         worst = max(max_abs(o, r) for o, r in zip(outputs, references, strict=True))
         mean = statistics.fmean(float((o - r).abs().mean()) for o, r in zip(outputs, references, strict=True))
         record_property(f"{name}_max_abs", worst)
@@ -216,6 +210,8 @@ def measure_training(device: torch.device, amp: str | None, channels_last: bool,
               "train": dict(opt["train"], amp=amp, channels_last=channels_last, compile=compile),
               "logger": {"save_format": "pth"}}
     torch.manual_seed(0)
+    if not DRY:
+        torch.cuda.reset_peak_memory_stats()
     model = SRModel(recipe, dist_info=DistInfo("none", 0, 1, 0, device, None))
     losses, first_s, start = [], 0.0, time.perf_counter()
     for i in range(warmup + steps):
@@ -229,7 +225,7 @@ def measure_training(device: torch.device, amp: str | None, channels_last: bool,
         losses.append(float(model.log_dict["l_pix"]))  # synchronizes, as the training loop's finiteness check does
         first_s = first_s or time.perf_counter() - step_start
     return {"it_per_s": steps / (time.perf_counter() - start), "loss": statistics.fmean(losses[-5:]),
-            "first_step_s": first_s}
+            "first_step_s": first_s, "peak_mb": torch.cuda.max_memory_allocated() / 2**20 if not DRY else None}
 
 
 SETTINGS = [("fp32", None, False), ("fp32 channels_last", None, True), ("bf16", "bf16", False),
@@ -247,6 +243,8 @@ def test_amp_and_channels_last_training(device: torch.device, record_property: A
             amp, channels_last = "bf16", False
         rows[name] = row = measure_training(device, amp, channels_last, warmup=1 if DRY else 3, steps=4 if DRY else 20)
         record_property(f"{name} it/s", round(row["it_per_s"], 3))
+        if row["peak_mb"]:
+            record_property(f"{name} MB", round(row["peak_mb"]))
         rel = abs(row["loss"] - rows["fp32"]["loss"]) / rows["fp32"]["loss"]
         record_property(f"{name} loss vs fp32", round(rel, 5))
         if not rel <= TRAIN_LOSS_TOL["amp" if amp else "fp32"]:
@@ -254,44 +252,6 @@ def test_amp_and_channels_last_training(device: torch.device, record_property: A
     speedup = rows["bf16 channels_last"]["it_per_s"] / rows["fp32"]["it_per_s"]
     record_property("bf16 channels_last / fp32 speed (goal >= 2)", round(speedup, 3))
     assert not errors, "; ".join(errors)
-
-
-@pytest.mark.gpu(limit_s=150)
-def test_compiled_upscaler(device: torch.device, record_property: Any) -> None:
-    """``Upscaler(compile=True)`` (inductor; dry run: ``backend="eager"``) on LKDN x4 at 510x339: within 1e-4 of
-    the eager ``Upscaler``; compile time (the first call) and the warmed median recorded."""
-    from lkdn import profiling
-    from lkdn.upscaler import Upscaler
-
-    net, _ = gc.load_model(gc.MODELS[0][2], gc.MODELS[0][3], "cpu")
-    x = gc.smooth_image(*(gc.DRY_LR if DRY else gc.DIV2K_LR), device=device)
-    eager = Upscaler(net, scale=gc.SCALE, device=device)
-    if DRY:
-        compiled = Upscaler(net, scale=gc.SCALE, device=device)
-        compiled.network = torch.compile(compiled.network, backend="eager")
-    else:
-        compiled = Upscaler(net, scale=gc.SCALE, device=device, compile=True)
-    start = time.perf_counter()
-    out = compiled(x)
-    record_property("compile_s", round(time.perf_counter() - start, 2))
-    record_property("compiled_ms", profiling.measure_runtime(compiled, x, runs=2 if DRY else 20)["median_ms"])
-    record_property("eager_ms", profiling.measure_runtime(eager, x, runs=2 if DRY else 20)["median_ms"])
-    assert max_abs(out, eager(x)) <= FP32_TOL
-
-
-@pytest.mark.gpu(limit_s=150)
-def test_compiled_training(device: torch.device, record_property: Any) -> None:
-    """``train.compile: true`` with bf16 + channels_last (dry run: bf16 NCHW, ``backend: eager``): the loss within
-    5% of the same eager steps; compile time and it/s recorded."""
-    amp, channels_last, compile = ("bf16", False, {"backend": "eager"}) if DRY else ("bf16", True, True)
-    steps = {"warmup": 2, "steps": 3} if DRY else {"warmup": 3, "steps": 20}
-    eager = measure_training(device, amp, channels_last, **steps)
-    compiled = measure_training(device, amp, channels_last, compile=compile, **steps)
-    record_property("compile_s", round(compiled["first_step_s"], 2))
-    record_property("it/s compiled", round(compiled["it_per_s"], 3))
-    record_property("it/s eager", round(eager["it_per_s"], 3))
-    rel = abs(compiled["loss"] - eager["loss"]) / eager["loss"]
-    assert rel <= TRAIN_LOSS_TOL["amp"], f"compiled loss {compiled['loss']:.5f} vs eager {eager['loss']:.5f}"
 
 
 # --- the training pipeline on CUDA: resume, torchrun, SIGTERM, the loader
@@ -492,3 +452,41 @@ def test_out_of_memory_falls_back_to_tiles(device: torch.device, record_property
     tile = int(re.findall(r"(\d+)x\1 tiles", records[-1].getMessage())[-1])
     record_property("tile", tile)
     assert max_abs(out, up(lr, tile=tile)) <= TILE_TOL
+
+
+@pytest.mark.gpu(limit_s=150)
+def test_compiled_upscaler(device: torch.device, record_property: Any) -> None:
+    """``Upscaler(compile=True)`` (inductor; dry run: ``backend="eager"``) on LKDN x4 at 510x339: within 1e-4 of
+    the eager ``Upscaler``; compile time (the first call) and the warmed median recorded."""
+    from lkdn import profiling
+    from lkdn.upscaler import Upscaler
+
+    net, _ = gc.load_model(gc.MODELS[0][2], gc.MODELS[0][3], "cpu")
+    x = gc.smooth_image(*(gc.DRY_LR if DRY else gc.DIV2K_LR), device=device)
+    eager = Upscaler(net, scale=gc.SCALE, device=device)
+    if DRY:
+        compiled = Upscaler(net, scale=gc.SCALE, device=device)
+        compiled.network = torch.compile(compiled.network, backend="eager")
+    else:
+        compiled = Upscaler(net, scale=gc.SCALE, device=device, compile=True)
+    start = time.perf_counter()
+    out = compiled(x)
+    record_property("compile_s", round(time.perf_counter() - start, 2))
+    record_property("compiled_ms", profiling.measure_runtime(compiled, x, runs=2 if DRY else 20)["median_ms"])
+    record_property("eager_ms", profiling.measure_runtime(eager, x, runs=2 if DRY else 20)["median_ms"])
+    assert max_abs(out, eager(x)) <= FP32_TOL
+
+
+@pytest.mark.gpu(limit_s=150)
+def test_compiled_training(device: torch.device, record_property: Any) -> None:
+    """``train.compile: true`` with bf16 + channels_last (dry run: bf16 NCHW, ``backend: eager``): the loss within
+    5% of the same eager steps; compile time and it/s recorded."""
+    amp, channels_last, compile = ("bf16", False, {"backend": "eager"}) if DRY else ("bf16", True, True)
+    steps = {"warmup": 2, "steps": 3} if DRY else {"warmup": 3, "steps": 20}
+    eager = measure_training(device, amp, channels_last, **steps)
+    compiled = measure_training(device, amp, channels_last, compile=compile, **steps)
+    record_property("compile_s", round(compiled["first_step_s"], 2))
+    record_property("it/s compiled", round(compiled["it_per_s"], 3))
+    record_property("it/s eager", round(eager["it_per_s"], 3))
+    rel = abs(compiled["loss"] - eager["loss"]) / eager["loss"]
+    assert rel <= TRAIN_LOSS_TOL["amp"], f"compiled loss {compiled['loss']:.5f} vs eager {eager['loss']:.5f}"
