@@ -66,7 +66,8 @@ def load_network_from_options(
     """
     if "network_g" not in opt:
         raise ValueError("options: missing key 'network_g'")
-    net = build_network(opt["network_g"])
+    where = f"{opt.source}: network_g" if hasattr(opt, "source") else "network_g"
+    net = build_network(opt["network_g"], where=where)
     return load_weights_from_options(net, opt, weights=weights).eval().to(device)
 
 

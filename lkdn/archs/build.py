@@ -11,7 +11,7 @@ keyword arguments, as in BasicSR, plus one key of this framework:
 Options are data (a YAML, a checkpoint's metadata, shapes read from a state dict), so every build
 is first run on the ``meta`` device (shapes only, nothing allocated) and stopped as soon as it
 registers more than :data:`MAX_TENSORS` parameter tensors (or, when the network must hold given
-weights, more tensors or values than they have) or more parameter bytes than
+weights, :data:`WEIGHTS_MARGIN` times their tensors or values) or more parameter bytes than
 :func:`machine_memory`: options such as ``num_block: 300000`` or ``num_feat: 10000000`` are a
 ``ValueError`` naming the options and what they would need, within seconds, before anything is
 allocated.
@@ -40,6 +40,11 @@ FRAMEWORK_KEYS = {
 
 MAX_TENSORS = 10_000
 """The most parameter tensors a network may register (LKDN has 26 per block, 224 in all): more is a runaway option."""
+
+
+WEIGHTS_MARGIN = 4
+"""A network that must hold given weights may register this many times their tensors and values while it is
+built (constructors replace modules they made: DSCLoRA registers 2x); exact fit is checked after the build."""
 
 
 def machine_memory() -> int:
@@ -138,15 +143,16 @@ def build_network(
 
     The options are first built on the ``meta`` device under a budget (see the module docstring):
     at most :data:`MAX_TENSORS` parameter tensors and :func:`machine_memory` bytes, and, when the
-    network must hold ``weights`` (a state dict read from ``weights_source``), no more parameter
-    tensors or values than they have (unless ``reparameterized: true``, whose built form is larger
-    than its weights). Inside ``with torch.device("meta")`` that guarded build is the result.
+    network must hold ``weights`` (a state dict read from ``weights_source``), no more than
+    :data:`WEIGHTS_MARGIN` times their tensors and values (unless ``reparameterized: true``, whose
+    built form is larger than its weights). Inside ``with torch.device("meta")`` that guarded build is the result.
     """
     entry, kwargs = network_kwargs(opt, where=where)
     max_tensors, max_values, note = MAX_TENSORS, None, f"the ceiling lkdn.archs.build.MAX_TENSORS is {MAX_TENSORS}"
     if weights is not None and not opt.get("reparameterized"):
-        max_tensors, max_values = len(weights), sum(v.numel() for v in weights.values())
-        note = f"{weights_source} holds {max_tensors} tensors of {max_values} values"
+        tensors, values = len(weights), sum(v.numel() for v in weights.values())
+        max_tensors, max_values = WEIGHTS_MARGIN * tensors, WEIGHTS_MARGIN * values
+        note = f"{WEIGHTS_MARGIN}x the {tensors} tensors of {values} values {weights_source} holds"
 
     def describe(needs: str) -> str:
         return f"{where} ({entry.name}): the options {needs}; check {_numbers(kwargs)}"
@@ -157,7 +163,11 @@ def build_network(
                 return entry.factory(**kwargs)
         except NetworkTooLargeError:
             raise
-        except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as err:
+        except (TypeError, ValueError) as err:  # the architecture's own checks, or torch's with C++ frames
+            lines = str(err).splitlines()
+            text = str(err) if len(lines) < 2 else f"{lines[0]} (options: {_numbers(kwargs)})"
+            raise ValueError(f"{where} ({entry.name}): {text}") from err
+        except (RuntimeError, OverflowError, MemoryError) as err:  # torch's, on sizes it cannot make
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise ValueError(f"{where} ({entry.name}): {first} (options: {_numbers(kwargs)})") from err
 

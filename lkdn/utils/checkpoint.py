@@ -413,10 +413,11 @@ def fitting_skeleton(
 ) -> nn.Module:
     """Build ``network_g`` on the ``meta`` device (nothing allocated) and check that ``state`` fits it.
 
-    The build stops as soon as the options register more parameter tensors or values than
+    The build stops as soon as the options register far more parameter tensors or values than
     ``state`` holds (:func:`lkdn.archs.build_network` with ``weights``), so options that describe
-    a far larger network (``num_block: 300000``) are refused at once. Keys, shapes and dtypes must fit; every
-    failure is a :class:`CheckpointError` naming ``source`` (``label`` in the mismatch report).
+    a far larger network (``num_block: 300000``) are refused at once. Keys, shapes and dtypes
+    must fit; every failure is a :class:`CheckpointError` naming ``source`` (``label`` in the
+    mismatch report).
     """
     from lkdn.archs import build_network
 

@@ -92,8 +92,8 @@ def described(path: Path, state: dict[str, torch.Tensor], network_g: str, scale:
 
 def test_metadata_implying_300000_blocks_is_refused_before_building(tmp_path: Path, state, capsys) -> None:
     path = described(tmp_path / "big.safetensors", state, json.dumps({**TINY_NET, "num_block": 300_000}))
-    expected = (f"the options build more than {TINY_TENSORS} parameter tensors ({path} holds {TINY_TENSORS} tensors "
-                "of 2520 values); check num_feat=8, num_atten=8, num_block=300000")
+    expected = (f"the options build more than {4 * TINY_TENSORS} parameter tensors (4x the {TINY_TENSORS} tensors of "
+                f"2520 values {path} holds); check num_feat=8, num_atten=8, num_block=300000")
     with pytest.raises(CheckpointError, match=re.escape(expected)):
         Upscaler.from_checkpoint(path, device="cpu")
     code = script("convert_checkpoint").main(["--input", str(path), "--output", str(tmp_path / "out.pth")])
@@ -253,7 +253,7 @@ def test_a_4000_digit_integer_in_metadata_is_one_line(tmp_path: Path, state) -> 
 
 def test_network_options_that_cannot_fit_are_refused_naming_the_key(tmp_path: Path, data, weights) -> None:
     yml = options_file(tmp_path, data, weights, network={**TINY_NET, "num_feat": 10_000_000})
-    with pytest.raises(NetworkTooLargeError, match=r"network_g \(LKDN\): the options need more than [\d.]+ GiB of "
+    with pytest.raises(NetworkTooLargeError, match=r"hostile\.yml: network_g \(LKDN\): the options need more than [\d.]+ GiB of "
                                                    r"parameters \(this machine's memory\); check num_feat=10000000"):
         test_entry.main(["-opt", str(yml), "--root", str(tmp_path)])
     yml = options_file(tmp_path, data, weights, network={**TINY_NET, "num_feat": -42})
@@ -278,8 +278,8 @@ def test_export_and_profile_sizes_that_cannot_fit_are_refused(tmp_path: Path, da
 def test_spandrel_shapes_implying_20000_channels_are_refused(tmp_path: Path, state) -> None:
     lkdn_spandrel = pytest.importorskip("lkdn.integrations.spandrel")
     path = save_file({**state, "fea_conv.pw.weight": torch.zeros(20_000, 3, 1, 1)}, tmp_path / "wide.pth")
-    with pytest.raises(CheckpointError, match=r"wide\.pth: .*the options build more than 62496 parameter values \(the "
-                                              r"state dict holds 40 tensors of 62496 values\).*num_feat=20000"):
+    with pytest.raises(CheckpointError, match=r"wide\.pth: .*the options build more than 249984 parameter values \(4x "
+                                              r"the 40 tensors of 62496 values the state dict holds\).*num_feat=20000"):
         lkdn_spandrel.load_model(path)
 
 
@@ -309,3 +309,12 @@ def test_numbers_beyond_their_range_name_file_key_and_range(tmp_path: Path, data
 def test_a_5000_digit_override_names_the_key(tmp_path: Path, data, weights) -> None:
     with pytest.raises(OptionsError, match=r"^--force_yml scale=<5000 characters>: Exceeds the limit \(4300 digits\)"):
         load_options(options_file(tmp_path, data, weights), overrides=["scale=" + "9" * 5000])
+
+
+def test_an_option_torch_cannot_unpack_is_one_line_naming_it() -> None:
+    with pytest.raises(ValueError) as err:
+        build_network({**TINY_NET, "num_feat": 2**70})
+    assert "\n" not in str(err.value) and "frame #" not in str(err.value)
+    assert str(err.value).startswith("network_g (LKDN): empty(): argument 'size' failed to unpack")
+    assert str(err.value).endswith("(options: num_feat=an integer of about 22 digits, num_atten=8, num_block=1, "
+                                   "upscale=2, num_in=1)")
