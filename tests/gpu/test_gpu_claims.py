@@ -357,7 +357,7 @@ def test_torchrun_with_nccl(record_property: Any) -> None:
     assert f"{procs} process(es), launcher pytorch, backend {backend}" in logs
     assert (exp / "models" / "net_g_latest.pth").is_file()
     if procs < 2:
-        record_property("note", "one GPU: one nccl process; the all-reduce between GPUs needs two or more")
+        record_property("note", f"one {backend} process; the all-reduce between GPUs needs two or more")
 
 
 @pytest.mark.gpu(limit_s=60)
@@ -409,7 +409,7 @@ def test_training_through_the_lmdb_loader(record_property: Any) -> None:
 
 
 @pytest.mark.gpu(limit_s=90)
-def test_out_of_memory_falls_back_to_tiles(device: torch.device, record_property: Any) -> None:
+def test_out_of_memory_falls_back_to_tiles(device: torch.device, record_property: Any, request: Any) -> None:
     """LKDN x4 through the ``Upscaler`` on an image needing about 3x the memory the process may use (8 GiB, or the
     GPU): ``lkdn.tiling.run_network`` retries in tiles; full-size finite output, within 1e-5 of the same tiles asked
     for explicitly (dry run: the forward raises ``torch.OutOfMemoryError`` above a pixel count)."""
@@ -431,6 +431,7 @@ def test_out_of_memory_falls_back_to_tiles(device: torch.device, record_property
         total = torch.cuda.get_device_properties(device).total_memory
         cap = min(total, OOM_CAP_BYTES)
         torch.cuda.set_per_process_memory_fraction(cap / total, device)
+        request.addfinalizer(lambda: torch.cuda.set_per_process_memory_fraction(1.0, device))  # for the next tests
         probe = gc.smooth_image(1024, 1024, device=device)
         per_pixel = profiling.peak_memory(up, probe)["delta_mb"] * 2**20 / 1024**2
         del probe
