@@ -1145,6 +1145,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.jobs} at a time)")
     for name in CLASSES:
         print(f"  {name:30s} {totals.get(name, 0):4d}")
+    entries = sorted({o.entry for o in outcomes})
+    print("\n" + "entry point".ljust(40) + "".join(f"{c.split()[0][:9]:>10s}" for c in CLASSES))
+    for entry in entries:
+        counts = Counter(o.outcome for o in outcomes if o.entry == entry)
+        print(entry.ljust(40) + "".join(f"{counts.get(c, 0):>10d}" for c in CLASSES))
     for o in outcomes:
         if o.outcome not in ("clear error", "handled"):
             print(f"  {o.outcome}: {o.id}: {o.detail[:300]}")
