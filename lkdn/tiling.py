@@ -8,6 +8,13 @@
   equal the untiled output exactly: LKDN's radius is ``3 + 12 * num_block`` LR pixels, 99 for
   LKDN and 63 for LKDN-S), else :data:`APPROXIMATE_TILE_PAD` pixels and the tiles are only
   approximate, which is logged.
+* :func:`tile_overhead`: how many times the image's pixels its tiles compute with their context;
+  :func:`run_network` warns once per tile size and context when it is over :data:`MAX_OVERHEAD`,
+  naming an efficient tile size (:func:`efficient_tile`).
+* :func:`check_input_size`: refuses, before allocating, an input whose largest activation (a
+  ``meta`` forward pass, :func:`largest_activation`) exceeds the device's memory;
+  :func:`check_finite_output` refuses an output holding NaN or infinity
+  (:class:`NonFiniteOutputError`).
 
 Tiling works in input (LR) pixels: the image is cut into ``tile x tile`` pieces, each is run
 with ``tile_pad`` extra pixels of context on every side that lies inside the image, and only

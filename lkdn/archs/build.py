@@ -39,7 +39,7 @@ FRAMEWORK_KEYS = {
 
 
 MAX_TENSORS = 10_000
-"""The most parameter tensors a network may register (LKDN has 26 per block, 224 in all): more is a runaway option."""
+"""The most parameter tensors a network may register (LKDN: 30 per block, 250 in all): more is a runaway option."""
 
 
 WEIGHTS_MARGIN = 4
