@@ -37,7 +37,7 @@ def run_gpu_tests(tmp_path: Path, *args: str, **env: str) -> list[dict[str, Any]
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LKDN_GPU_CHECK_")}
     clean.update(CUDA_VISIBLE_DEVICES="", LKDN_OFFLINE="1", LKDN_GPU_CHECK_WORK=str(tmp_path / "work"), **env)
     junit = tmp_path / "junit.xml"
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/gpu", *args,
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "--noconftest", "-p", "no:cacheprovider", "tests/gpu", *args,
                     f"--junitxml={junit}", "-o", "junit_family=xunit1"], cwd=ROOT, env=clean, capture_output=True,
                    timeout=120)
     return load_script().read_junit(junit)

@@ -9,6 +9,7 @@ properties (``record_property``); no test asserts on a timing.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -164,8 +165,8 @@ def test_upscaler_precisions_and_tiles(model: tuple[Any, ...], device: torch.dev
     if device.type == "cuda":
         settings.insert(1, ("fp32_tf32_off", gpu, FP32_TOL, None, True))
     for name, upscaler, limit, mean_limit, enforced in settings:
-        with torch.backends.cudnn.flags(enabled=True, benchmark=torch.backends.cudnn.benchmark,
-                                        allow_tf32=name != "fp32_tf32_off"):  # TF32 convolutions: torch's default on
+        with (torch.backends.cudnn.flags(enabled=True, benchmark=torch.backends.cudnn.benchmark, allow_tf32=False,
+                                         fp32_precision=None) if name == "fp32_tf32_off" else contextlib.nullcontext()):
             outputs = [upscaler(x.to(device)).float().cpu() for x in images]
         worst = max(max_abs(o, r) for o, r in zip(outputs, references, strict=True))
         mean = statistics.fmean(float((o - r).abs().mean()) for o, r in zip(outputs, references, strict=True))
