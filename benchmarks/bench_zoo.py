@@ -207,6 +207,37 @@ def table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+#: Why ours is slower than the official code, for the networks where a run found it so (shown under the table).
+SLOWER: dict[str, str] = {}
+WHY_FASTER = (
+    "Where ours is faster, it is by what `Upscaler(optimize=True)` adds to the same arithmetic (the official "
+    "files here are already in their deploy form): channels_last, each convolution fused with its activation into "
+    "one oneDNN call, element-wise ops in place and the glibc allocator tuned (`docs/efficiency.md` measures each "
+    "step)."
+)
+
+
+def findings(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Lines under the table: the networks where ours is slower (median), with :data:`SLOWER`'s reason, and those
+    whose two [min-max] ranges overlap (their ratio is within the machine's noise)."""
+    slower, overlap = [], []
+    for row in rows:
+        ours, official = row.get("ours") or (), row.get("official") or ()
+        if not ours or not official:
+            continue
+        s = summarize(ours, official)
+        if s["speedup"] is not None and s["speedup"] < 1:
+            slower.append(f"- {row['label']} ({s['speedup']:.2f}x): "
+                          + SLOWER.get(row["label"], "not explained yet: profile both with `torch.profiler` at one "
+                                                     "thread, the way `docs/efficiency.md` does."))
+        if min(official) <= max(ours):
+            overlap.append(row["label"])
+    lines = ["", "**Where ours is slower:** " + ("none in this run (median)." if not slower else "")] + slower
+    if overlap:
+        lines += ["", "Ranges that overlap (the ratio is within this run's noise): " + ", ".join(overlap) + "."]
+    return [*lines, "", WHY_FASTER]
+
+
 def measure_entry(entry: Any, official: Official | None, *, size: tuple[int, int], threads: int, rounds: int,
                   folder: Path, reference: Path | None) -> dict[str, Any]:
     """Time ours and the official code of one network, interleaved, each in its own process."""
@@ -287,6 +318,7 @@ def run(ctx: dict) -> str:
         f"outputs (clamped to [0, 1]) on one seeded {CHECK_SIZE[1]}x{CHECK_SIZE[0]} input. `benchmarks/bench_zoo.py`.",
         "",
         *table(rows),
+        *findings(rows),
     ]
     return "\n".join(out)
 

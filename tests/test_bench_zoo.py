@@ -37,3 +37,14 @@ def test_summary_and_table_rows() -> None:
     assert lines[2] == "| Net | 20 [10-30] | 55 [40-70] | 2.75x | 3.5e-06 | n |"
     assert lines[3] == "| Alone | 7 [7-7] | - | - | - | no official code in the reference |"
     assert len(lines[0].split("|")) == len(lines[2].split("|"))
+
+
+def test_findings_name_the_slower_networks_and_the_overlapping_ranges() -> None:
+    rows = [{"label": "Fast", "ours": [10.0, 11.0, 12.0], "official": [30.0, 31.0, 32.0]},
+            {"label": "Slow", "ours": [40.0, 50.0, 60.0], "official": [20.0, 25.0, 45.0]},
+            {"label": "Alone", "ours": [5.0], "official": []}]
+    lines = bench.findings(rows)
+    assert lines[1] == "**Where ours is slower:** "
+    assert lines[2].startswith("- Slow (0.50x): not explained yet")
+    assert "Ranges that overlap (the ratio is within this run's noise): Slow." in lines
+    assert bench.findings(rows[:1])[1] == "**Where ours is slower:** none in this run (median)."
