@@ -257,7 +257,7 @@ def measure_entry(entry: Any, official: Official | None, *, size: tuple[int, int
     keys = ["ours"]
     notes = []
     if official is None:
-        notes.append("no official code in the reference")
+        notes.append("no official code in the reference (see the Inference section)")
     elif reference is None or not (reference / official.file).is_file():
         notes.append(f"official code not found ({official.file})")
         official = None
@@ -301,6 +301,7 @@ def run(ctx: dict) -> str:
     rounds = int(os.environ.get("LKDN_BENCH_ROUNDS", QUICK_ROUNDS if quick else ROUNDS))
     size = QUICK_SIZE if quick else LR_SIZE
     reference = reference_root()
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_zoo_") as tmp:
         for entry, official in entry_specs(quick):
@@ -320,6 +321,10 @@ def run(ctx: dict) -> str:
         *table(rows),
         *findings(rows),
     ]
+    if load_start is not None:
+        out += ["", f"Load average (1 minute) at the start and the end of the run: {load_start:.1f} and "
+                f"{os.getloadavg()[0]:.1f}, on {os.cpu_count()} logical cores (above the core count, other processes "
+                "shared the cores: every time is longer than on an idle machine, and the ranges wider)."]
     return "\n".join(out)
 
 
