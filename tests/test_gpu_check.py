@@ -70,6 +70,15 @@ def test_no_gpu_test_starts_after_the_deadline(tmp_path: Path) -> None:
     assert all(c["status"] == "skipped" and "no time left" in c["message"] for c in cases), cases
 
 
+def test_a_check_over_its_time_limit_is_stopped_with_a_message() -> None:
+    gpu_check = load_script()
+    with pytest.raises(TimeoutError, match=r"^over its 0\.3 s limit$"), gpu_check.time_limit(0.3):
+        time.sleep(30)
+    with gpu_check.time_limit(0.2):  # within its limit: nothing is raised, and the timer is off afterwards
+        pass
+    time.sleep(0.4)
+
+
 JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest">
 <testcase classname="t" name="test_a[LKDN_x4]" time="1.5"><properties><property name="fp32_max_abs" value="2e-05"/>
 <property name="gpu" value="NVIDIA H100"/></properties></testcase>

@@ -3,7 +3,7 @@
 Every test is marked ``gpu`` and skipped without CUDA. ``LKDN_GPU_CHECK_DRY=1`` (``gpu_check.py --dry-run``)
 runs them on the CPU at tiny sizes, with random weights, to test the check itself: there the "CUDA" runs
 are CPU runs and the tolerances meant for trained networks are not applied. Each test has a time limit
-(``signal.alarm``) and none starts after the run's deadline. Measured numbers go to the junit XML as
+(``gpu_check.time_limit``) and none starts after the run's deadline. Measured numbers go to the junit XML as
 properties (``record_property``); no test asserts on a timing.
 """
 
@@ -60,15 +60,8 @@ def time_limit(request: pytest.FixtureRequest) -> Any:
     limit = min(limit, deadline - time.time())
     if limit < 3:
         pytest.skip("no time left in the 8-minute run")
-
-    def overrun(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"over its {limit:.0f} s limit")
-
-    previous = signal.signal(signal.SIGALRM, overrun)
-    signal.setitimer(signal.ITIMER_REAL, limit)
-    yield
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    signal.signal(signal.SIGALRM, previous)
+    with gc.time_limit(limit):
+        yield
 
 
 @pytest.fixture
