@@ -17,7 +17,8 @@ and :func:`add_scores` adds the NTIRE score of each against a baseline
 (:func:`lkdn.ntire.challenge_score`: runtime, FLOPs and parameters, ``exp(2 * entry / baseline)``).
 
 Each measured entry is cached as ``<output>/entries/<option file stem>.json``, keyed by the
-SHA-256 of the option file, of the weights and of the measurement settings: a second run reuses
+SHA-256 of the option file, of the weights, the measurement settings and the benchmark folders
+found (a set that appears is measured): a second run reuses
 it (an interrupted run continues), ``force`` measures again. An entry whose option file or weights
 are missing, or that cannot be built, is listed as skipped with the reason.
 """
@@ -160,8 +161,9 @@ def runtime_summary(times_ms: Sequence[float], device: torch.device) -> dict[str
             "timer": "CUDA events" if device.type == "cuda" else "wall time (CPU)"}
 
 
-def measure(source: Path, weights: Path, *, settings: Settings, workdir: Path, name: str) -> dict[str, Any]:
-    """Counts, runtime, peak memory and PSNR/SSIM of one option file (see the module docstring)."""
+def measure(source: Path, weights: Path, *, settings: Settings, workdir: Path, name: str,
+            sets: dict[str, tuple[Path, Path]]) -> dict[str, Any]:
+    """Counts, runtime, peak memory and PSNR/SSIM on ``sets`` of one option file (see the module docstring)."""
     from lkdn.test import test_pipeline  # lkdn/test.py: the same scoring as `python lkdn/test.py`
 
     device = torch.device(settings.device)
@@ -175,7 +177,6 @@ def measure(source: Path, weights: Path, *, settings: Settings, workdir: Path, n
     x = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0)).to(device)
     timing = measure_runtime(upscaler, x, runs=settings.runs, warmup=settings.warmup, keep_times=True)
     memory = peak_memory(upscaler, x)
-    sets = benchmark_sets(opt.scale, settings.benchmark_root)
     test_yml = workdir / f"{name}.yml"
     test_yml.parent.mkdir(parents=True, exist_ok=True)
     test_yml.write_text(yaml.safe_dump(test_options(source, weights=weights, sets=sets, name=name), sort_keys=False),
@@ -203,10 +204,13 @@ def measure_entry(entry: Entry, *, settings: Settings, output: Path, force: bool
     if not source.is_file():
         raise EntrySkippedError(f"option file not found: {entry.options}")
     try:
-        weights = weights_file(load_options(source))
+        opt = load_options(source)
+        weights = weights_file(opt)
         if not weights.is_file():
             raise EntrySkippedError(f"weights not found: {weights} (named by {entry.options})")
-        key = {"options_sha256": file_sha256(source), "weights_sha256": sha256_of(weights), "settings": settings.key()}
+        sets = benchmark_sets(opt.scale, settings.benchmark_root)
+        key = {"options_sha256": file_sha256(source), "weights_sha256": sha256_of(weights), "settings": settings.key(),
+               "benchmarks": {name: [str(hr), str(lr)] for name, (hr, lr) in sets.items()}}
         slug = source.stem
         cache = output / "entries" / f"{slug}.json"
         if not force and cache.is_file():
@@ -217,7 +221,7 @@ def measure_entry(entry: Entry, *, settings: Settings, output: Path, force: bool
             if cached.get("key") == key:
                 return cached["row"]
         row = {"label": entry.label, "source": entry.source, "options": str(entry.options), "weights": str(weights),
-               **measure(source, weights, settings=settings, workdir=output / "work", name=slug)}
+               **measure(source, weights, settings=settings, workdir=output / "work", name=slug, sets=sets)}
     except (*CLEAR_ERRORS, KeyError, RuntimeError) as err:  # RuntimeError: a download that failed, a forward that fails
         raise EntrySkippedError(f"{type(err).__name__}: {err}".splitlines()[0]) from err
     write_json_atomic(cache, {"key": key, "row": row})

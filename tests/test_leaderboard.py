@@ -197,3 +197,23 @@ def test_measure_runtime_keeps_every_time_when_asked() -> None:
     assert len(timing["times_ms"]) == 4 and timing["min_ms"] == min(timing["times_ms"])
     summary = leaderboard.runtime_summary([3.0, 1.0, 2.0, 10.0], torch.device("cpu"))
     assert (summary["median_ms"], summary["min_ms"], summary["max_ms"], summary["runs"]) == (2.5, 1.0, 10.0, 4)
+
+
+def test_a_benchmark_set_that_appears_is_measured(board: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    calls: list[str] = []
+    measure = leaderboard.measure
+
+    def counting(source: Path, *args: object, **kwargs: object) -> dict:
+        calls.append(source.stem)
+        return measure(source, *args, **kwargs)
+
+    monkeypatch.setattr(leaderboard, "measure", counting)
+    shutil.copytree(board["bench"] / "Set5", board["bench"] / "Set14")
+    assert board["script"].main(board["argv"]) == 0
+    assert sorted(calls) == ["base", "team"]
+    rows = json.loads((board["out"] / "results.json").read_text())["rows"]
+    assert all(list(row["metrics"]) == ["Set5", "Set14"] and row["metrics"]["Set14"] == row["metrics"]["Set5"]
+               for row in rows)
+    assert "| Set5 PSNR / SSIM | Set14 PSNR / SSIM |" in (board["out"] / "results.md").read_text()
