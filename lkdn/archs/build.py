@@ -163,9 +163,10 @@ def build_network(
                 return entry.factory(**kwargs)
         except NetworkTooLargeError:
             raise
-        except (TypeError, ValueError) as err:  # the architecture's own checks, or torch's with C++ frames
-            lines = str(err).splitlines()
-            text = str(err) if len(lines) < 2 else f"{lines[0]} (options: {_numbers(kwargs)})"
+        except (TypeError, ValueError) as err:  # the architecture's own checks, or torch's (some with C++ frames)
+            lines = str(err).splitlines() or [type(err).__name__]
+            own = len(lines) == 1 and any(key in lines[0] for key in kwargs)  # names its option already
+            text = lines[0] if own else f"{lines[0]} (options: {_numbers(kwargs)})"
             raise ValueError(f"{where} ({entry.name}): {text}") from err
         except (RuntimeError, OverflowError, MemoryError) as err:  # torch's, on sizes it cannot make
             first = str(err).splitlines()[0] if str(err) else type(err).__name__

@@ -319,3 +319,10 @@ def test_an_option_torch_cannot_unpack_is_one_line_naming_it() -> None:
     assert str(err.value).startswith("network_g (LKDN): empty(): argument 'size' failed to unpack")
     assert str(err.value).endswith("(options: num_feat=an integer of about 22 digits, num_atten=8, num_block=1, "
                                    "upscale=2, num_in=1)")
+
+
+def test_a_torch_error_that_names_no_option_gets_the_options() -> None:
+    with pytest.raises(ValueError) as err:
+        build_network({**TINY_NET, "num_feat": 0})
+    assert str(err.value) == ("network_g (LKDN): groups must be a positive integer (options: num_feat=0, num_atten=8, "
+                              "num_block=1, upscale=2, num_in=1)")
