@@ -7,7 +7,8 @@ reads it with its ONNX front end, ncnn gets the TorchScript trace of the same de
 from ONNX). :func:`convert` builds one and verifies it
 against the float32 PyTorch network (:func:`lkdn.backends.base.verify`, tolerances in
 :data:`lkdn.backends.base.TOLERANCES`) before returning it; a runtime that does not reproduce
-PyTorch is refused with :class:`BackendError`.
+PyTorch is refused with :class:`BackendError`. Files already exported (``.onnx``, an OpenVINO
+``.xml``, an ncnn ``.param``) run as they are through :class:`lkdn.backends.files.ExportedModel`.
 
 The runtimes are optional (extras of setup.py): ``pip install -e ".[onnx]"`` (onnxruntime; onnx
 is needed by onnxruntime and OpenVINO, for the export), ``".[openvino]"`` (openvino, nncf) and
