@@ -307,6 +307,8 @@ def run_network(
             raise ValueError("tile_pad must be given when net is not an nn.Module")
         else:
             tile_pad = APPROXIMATE_TILE_PAD  # only for the out-of-memory retry
+    if tile is not None and tile < 0:
+        raise ValueError(f"tile must be a positive number of LR pixels (0 or None: no tiling), got {tile}")
     height, width = lr.shape[-2:]
     size = tile or None
     if size is not None and size < minimum_tile(tile_pad):

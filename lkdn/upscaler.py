@@ -125,6 +125,9 @@ class Upscaler:
         tune_allocator: bool | None = None, backend: str = "torch", threads: int | None = None,
         calibration: str | os.PathLike[str] | Sequence[torch.Tensor] = (),
     ) -> None:
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"net must be a network (torch.nn.Module), got {type(net).__name__} {str(net)[:40]!r}; "
+                            "build one with lkdn.build_network or use Upscaler.from_config / from_checkpoint")
         if precision not in ALL_PRECISIONS:
             choices = PRECISIONS if backend == "torch" else ALL_PRECISIONS
             raise ValueError(f"precision must be one of {', '.join(choices)}, got {precision!r}")
@@ -286,6 +289,13 @@ class Upscaler:
         if not isinstance(lr, torch.Tensor) or lr.ndim != 4 or not lr.is_floating_point():
             shape = tuple(lr.shape) if isinstance(lr, torch.Tensor) else type(lr).__name__
             raise ValueError(f"expected a float tensor of shape N,C,H,W with values in [0, 1], got {shape}")
+        if lr.numel() == 0:
+            raise ValueError(f"expected a float tensor of shape N,C,H,W with values in [0, 1], got an empty one of "
+                             f"shape {tuple(lr.shape)}")
+        finite = torch.isfinite(lr)
+        if not bool(finite.all()):
+            raise ValueError(f"the input holds {lr.numel() - int(finite.sum())} NaN or infinite value(s) of "
+                             f"{lr.numel()}; expected values in [0, 1]")
         tile = self.tile if tile is None else tile
         tile_pad = self.tile_pad if tile_pad is None else tile_pad
         self_ensemble = self.self_ensemble if self_ensemble is None else self_ensemble

@@ -107,7 +107,14 @@ def short_number(value: int) -> str:
 
 
 def _numbers(kwargs: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={short_number(v)}" for k, v in kwargs.items() if isinstance(v, int) and not isinstance(v, bool))
+    """The options, as ``key=value`` (long integers and texts shortened)."""
+    return ", ".join(f"{k}={short_number(v)}" if isinstance(v, int) and not isinstance(v, bool) else f"{k}={v!r:.40}"
+                     for k, v in kwargs.items())
+
+
+def _is_count(key: str) -> bool:
+    """Options that count channels, blocks or the scale: positive integers in every architecture."""
+    return key == "upscale" or key.startswith("num_") or key.endswith("channels")
 
 
 def network_kwargs(opt: Mapping[str, Any], *, where: str = "network_g") -> tuple[ArchContract, dict[str, Any]]:
@@ -148,6 +155,9 @@ def build_network(
     built form is larger than its weights). Inside ``with torch.device("meta")`` that guarded build is the result.
     """
     entry, kwargs = network_kwargs(opt, where=where)
+    for key, value in kwargs.items():
+        if _is_count(key) and isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            raise ValueError(f"{where} ({entry.name}): {key}: expected a positive integer, got {value}")
     max_tensors, max_values, note = MAX_TENSORS, None, f"the ceiling lkdn.archs.build.MAX_TENSORS is {MAX_TENSORS}"
     if weights is not None and not opt.get("reparameterized"):
         tensors, values = len(weights), sum(v.numel() for v in weights.values())

@@ -323,6 +323,27 @@ def test_an_option_torch_cannot_unpack_is_one_line_naming_it() -> None:
 
 def test_a_torch_error_that_names_no_option_gets_the_options() -> None:
     with pytest.raises(ValueError) as err:
-        build_network({**TINY_NET, "num_feat": 0})
-    assert str(err.value) == ("network_g (LKDN): groups must be a positive integer (options: num_feat=0, num_atten=8, "
-                              "num_block=1, upscale=2, num_in=1)")
+        build_network({**TINY_NET, "upscale": "2"})
+    assert str(err.value) == ("network_g (LKDN): unsupported operand type(s) for ** or pow(): 'str' and 'int' (options: "
+                              "num_feat=8, num_atten=8, num_block=1, upscale='2', num_in=1)")
+
+
+@pytest.mark.parametrize("key", ["num_feat", "upscale", "num_in_ch", "num_block"])
+@pytest.mark.parametrize("value", [0, -42])
+def test_counts_below_one_are_refused_before_building(key: str, value: int) -> None:
+    with pytest.raises(ValueError, match=rf"^network_g \(LKDN\): {key}: expected a positive integer, got {value}$"):
+        build_network({**TINY_NET, key: value})
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [
+    (lambda: Upscaler("LKDN"), TypeError, "net must be a network (torch.nn.Module), got str 'LKDN'"),
+    (lambda: Upscaler(build_network(TINY_NET))(torch.rand(1, 3, 20, 20), tile=-3), ValueError,
+     "tile must be a positive number of LR pixels (0 or None: no tiling), got -3"),
+    (lambda: Upscaler(build_network(TINY_NET))(torch.rand(1, 3, 0, 8)), ValueError,
+     "got an empty one of shape (1, 3, 0, 8)"),
+    (lambda: Upscaler(build_network(TINY_NET))(torch.full((1, 3, 8, 8), float("nan"))), ValueError,
+     "the input holds 192 NaN or infinite value(s) of 192; expected values in [0, 1]"),
+])
+def test_upscaler_refuses_what_it_cannot_run(call, error: type, message: str) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        call()
