@@ -44,7 +44,7 @@ from lkdn.images import upscale_image
 from lkdn.loading import load_network_from_options
 from lkdn.optimize import compile_network, keep_float32_stages, optimize_network, tune_cpu_allocator
 from lkdn.options import load_options
-from lkdn.tiling import check_finite_output, run_network, tile_context
+from lkdn.tiling import check_finite_output, is_out_of_memory, run_network, tile_context
 from lkdn.utils.checkpoint import CheckpointError, network_from_file, read_metadata
 
 logger = logging.getLogger(__name__)
@@ -301,8 +301,14 @@ class Upscaler:
         self_ensemble = self.self_ensemble if self_ensemble is None else self_ensemble
         lr = lr.to(self.device, torch.float32)
         with torch.inference_mode():
-            out = run_network(self._forward, lr, tile=tile, tile_pad=tile_pad, self_ensemble=self_ensemble,
-                              scale=self.scale)
+            try:
+                out = run_network(self._forward, lr, tile=tile, tile_pad=tile_pad, self_ensemble=self_ensemble,
+                                  scale=self.scale)
+            except RuntimeError as err:
+                if "channels" not in str(err) or is_out_of_memory(err):
+                    raise
+                raise ValueError(f"an input of shape {tuple(lr.shape)} does not fit {self.network_name}: "
+                                 f"{str(err).splitlines()[0]}") from err
             check_finite_output(out, self.network_name)
         # clamp outside inference mode: the caller gets an ordinary tensor it may modify in place
         return out.float().clamp(0, 1).contiguous()
@@ -316,6 +322,9 @@ class Upscaler:
         The result has the input's dtype, channels and channel order (``bgr=True``: OpenCV's).
         ``tile``, ``tile_pad`` and ``self_ensemble`` are as in :meth:`__call__`.
         """
+
+        if not isinstance(image, np.ndarray):
+            raise TypeError(f"expected a numpy image (H,W or H,W,C), got {type(image).__name__}")
 
         def forward(x: torch.Tensor) -> torch.Tensor:
             return self(x, tile=tile, tile_pad=tile_pad, self_ensemble=self_ensemble)

@@ -343,6 +343,11 @@ def test_counts_below_one_are_refused_before_building(key: str, value: int) -> N
      "got an empty one of shape (1, 3, 0, 8)"),
     (lambda: Upscaler(build_network(TINY_NET))(torch.full((1, 3, 8, 8), float("nan"))), ValueError,
      "the input holds 192 NaN or infinite value(s) of 192; expected values in [0, 1]"),
+    (lambda: Upscaler(build_network(TINY_NET))(torch.rand(1, 5, 8, 8)), ValueError,
+     "an input of shape (1, 5, 8, 8) does not fit LKDN: Given groups=1, weight of size [8, 3, 1, 1], expected "
+     "input[1, 5, 8, 8] to have 3 channels, but got 5 channels instead"),
+    (lambda: Upscaler(build_network(TINY_NET)).upscale_image([[0]]), TypeError,
+     "expected a numpy image (H,W or H,W,C), got list"),
 ])
 def test_upscaler_refuses_what_it_cannot_run(call, error: type, message: str) -> None:
     with pytest.raises(error, match=re.escape(message)):
