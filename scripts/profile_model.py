@@ -69,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = resolve_device(args.device)
         if args.runs < 1:
             raise OptionsError(f"--runs must be at least 1, got {args.runs}")
+        if args.threads is not None and args.threads < 1:
+            raise OptionsError(f"--threads must be at least 1, got {args.threads}")
         flag = f"--lr-size {args.lr_size}" if args.lr_size else f"--output-size {args.output_size or '1280x720'}"
         check_input_size(net, (1, int(opt.network_g.get("num_in_ch", 3)), *lr_size), what=flag, device=device,
                          scale=scale)

@@ -274,6 +274,9 @@ def test_export_and_profile_sizes_that_cannot_fit_are_refused(tmp_path: Path, da
     code = script("profile_model").main(["-opt", str(yml), "--output-size", "100000x100000", "--device", "cpu"])
     err = one_line(capsys.readouterr().err)
     assert code == 2 and "--output-size 100000x100000: a 1x3x50000x50000 input needs" in err, err
+    for threads in ("0", "-2"):
+        code = script("profile_model").main(["-opt", str(yml), "--threads", threads, "--no-timing", "--no-flops"])
+        assert code == 2 and one_line(capsys.readouterr().err) == f"error: --threads must be at least 1, got {threads}"
 
 
 def test_spandrel_shapes_implying_20000_channels_are_refused(tmp_path: Path, state) -> None:
