@@ -19,7 +19,10 @@ COMMANDS = ["lkdn-train = lkdn.cli:train", "lkdn-test = lkdn.cli:test"] + [
         ("lkdn-export-openvino", "export_openvino"), ("lkdn-export-ncnn", "export_ncnn"),
         ("lkdn-profile", "profile_model"), ("lkdn-download", "download"), ("lkdn-convert", "convert_checkpoint"),
         ("lkdn-compare", "compare_models"), ("lkdn-ntire", "ntire_esr"), ("lkdn-demo", "demo"),
-        ("lkdn-leaderboard", "leaderboard"),
+        ("lkdn-leaderboard", "leaderboard"), ("lkdn-plot-curves", "plot_curves"),
+        ("lkdn-compare-images", "compare_images"), ("lkdn-strip-checkpoint", "strip_checkpoint"),
+        ("lkdn-make-lr", "make_lr"), ("lkdn-extract-subimages", "extract_subimages"),
+        ("lkdn-create-lmdb", "create_lmdb"),
     )
 ]
 

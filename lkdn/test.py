@@ -1,4 +1,4 @@
-"""Benchmark a trained network on paired test sets: ``python lkdn/test.py -opt options/test/LKDN/test_LKDN_x4.yml``.
+"""Benchmark a trained network on paired test sets: ``lkdn-test -opt options/test/LKDN/test_LKDN_x4.yml``.
 
 BasicSR's test schema (``name, scale, num_gpu, datasets.test_*, network_g, path, val``). For
 every dataset: super-resolve each LR image (optionally tiled, ``val.tile: {size, pad}``, and/or
@@ -40,6 +40,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from lkdn.backends import BACKENDS, BackendError, MissingExtraError  # noqa: E402
+from lkdn.cli import command_parser, parse_command_line  # noqa: E402
 from lkdn.data.safe_dataset import DataError, build_checked_dataset  # noqa: E402
 from lkdn.evaluate import evaluate  # noqa: E402
 from lkdn.images import write_image  # noqa: E402
@@ -69,10 +70,15 @@ CLEAR_ERRORS = (OptionsError, SchemaError, DatasetMissingError, DataError, Check
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
+    """The command line of ``lkdn-test`` (``--root`` and the underscore spellings are accepted too)."""
+    parser = command_parser(
+        "lkdn-test", __doc__.splitlines()[0],
+        ["lkdn-test -opt options/test/LKDN/test_LKDN_x4.yml",
+         "lkdn-test -opt options/test/LKDN/test_LKDN_x4.yml --force-yml num_gpu=0 --root-path runs --backend auto"],
+        formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("-opt", required=True, help="path to the test option YAML")
     parser.add_argument(
-        "--force_yml", nargs="+", default=[], metavar="KEY=VALUE",
+        "--force-yml", nargs="+", default=[], metavar="KEY=VALUE",
         help="override options, e.g. num_gpu=0 datasets:test_1:dataroot_gt=../data/HR",
     )
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: from num_gpu; CUDA when present)")
@@ -82,9 +88,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
              "verified against PyTorch when built; auto: the fastest of those installed (docs/deployment.md)",
     )
     parser.add_argument(
-        "--root", default=str(ROOT), help="folder under which results/<name>/ is written (default: the repository root)"
+        "--root-path", default=str(ROOT),
+        help="folder under which results/<name>/ is written (default: the repository root)",
     )
-    return parser.parse_args(argv)
+    return parse_command_line(parser, argv, aliases={"--root": "--root-path"})
 
 
 def check_dataset_folders(key: str, dataset_opt: Mapping[str, Any]) -> str | None:
@@ -241,7 +248,7 @@ def test_pipeline(opt: Options, *, device: torch.device, backend: str = "torch")
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse arguments and options, set up logging under ``results/<name>/`` and run the test."""
     args = parse_args(argv)
-    opt = parse_options(args.opt, is_train=False, overrides=args.force_yml, root_path=args.root)  # validates
+    opt = parse_options(args.opt, is_train=False, overrides=args.force_yml, root_path=args.root_path)  # validates
     if args.device is not None:
         device = resolve_device(args.device)
     else:  # the non-torch backends run on the CPU

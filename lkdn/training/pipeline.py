@@ -1,8 +1,8 @@
 """The training pipeline behind ``lkdn/train.py`` (BasicSR's ``train_pipeline``, CPU- and DDP-safe).
 
-``python lkdn/train.py -opt <yml> [--auto_resume] [--debug] [--launcher none|pytorch|slurm]
-[--force_yml key=value ...]``. Folders are created under the current directory (or
-``--root_path``): ``experiments/<name>/`` and ``tb_logger/<name>/``, as BasicSR does when run
+``lkdn-train -opt <yml> [--auto-resume] [--debug] [--launcher none|pytorch|slurm]
+[--force-yml key=value ...]`` (``python lkdn/train.py``). Folders are created under the current directory (or
+``--root-path``): ``experiments/<name>/`` and ``tb_logger/<name>/``, as BasicSR does when run
 from its repository root.
 """
 
@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import yaml
 
+from lkdn.cli import command_parser, parse_command_line
 from lkdn.data.safe_dataset import DataError, skipped_in_batch
 from lkdn.models import build_model
 from lkdn.options import OptionsError, apply_override, load_yaml, parse_options
@@ -71,18 +72,23 @@ CLEAR_ERRORS = (OptionsError, SchemaError, DataError, CheckpointError, Divergenc
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The command line of ``lkdn/train.py`` (BasicSR's, plus ``--root_path``)."""
-    parser = argparse.ArgumentParser(description="Train a super-resolution network from a BasicSR-style YAML file.")
+    """The command line of ``lkdn-train`` (BasicSR's, hyphenated, plus ``--root-path``; BasicSR's underscore
+    spellings such as ``--auto_resume`` are accepted too)."""
+    parser = command_parser(
+        "lkdn-train", "Train a super-resolution network from a BasicSR-style YAML file.",
+        ["lkdn-train -opt options/train/LKDN/train_LKDN_x4.yml --auto-resume",
+         "lkdn-train -opt options/train/LKDN/train_LKDN_x4.yml --force-yml train:total_iter=1000 --root-path runs",
+         "torchrun --nproc_per_node=2 lkdn/train.py -opt options/train/LKDN/train_LKDN_x4.yml --launcher pytorch"])
     parser.add_argument("-opt", required=True, help="path to the option YAML file")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none",
                         help="none: one process; pytorch: under torchrun; slurm: under srun")
-    parser.add_argument("--auto_resume", action="store_true", help="resume from the latest state of the experiment")
+    parser.add_argument("--auto-resume", action="store_true", help="resume from the latest state of the experiment")
     parser.add_argument("--debug", action="store_true", help="debug_ name prefix, log every iteration, save every 8")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=0, help="ignored (torch.distributed.launch)")
-    parser.add_argument("--force_yml", nargs="+", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--local-rank", type=int, default=0, help="ignored (torch.distributed.launch)")
+    parser.add_argument("--force-yml", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override options, e.g. train:total_iter=1000 datasets:train:batch_size_per_gpu=16")
-    parser.add_argument("--root_path", default=None, help="folder of experiments/ and tb_logger/ (default: cwd)")
-    return parser.parse_args(argv)
+    parser.add_argument("--root-path", default=None, help="folder of experiments/ and tb_logger/ (default: cwd)")
+    return parse_command_line(parser, argv)
 
 
 def _iterations(section: Mapping[str, Any], key: str, default: int | None) -> int | None:
