@@ -16,7 +16,6 @@ when the SR image is below bicubic everywhere, "below bicubic everywhere: least-
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lkdn, installed or not
 
+from lkdn.cli import command_parser, parse_command_line  # noqa: E402
 from lkdn.evaluate import IMAGE_SUFFIXES, image_metrics, read_image  # noqa: E402
 from lkdn.resize import bicubic_resize  # noqa: E402
 from lkdn.utils.files import refuse_overwriting_inputs  # noqa: E402
@@ -156,7 +156,9 @@ def parse_sr(entries: Sequence[str]) -> dict[str, Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(
+        "lkdn-compare-images", __doc__,
+        ["lkdn-compare-images --hr datasets/Set5/GTmod4 --lr datasets/Set5/LRbicx4 --scale 4 --sr LKDN=results/test_LKDN_x4/visualization/Set5 --images baby bird --output compare.png"])
     parser.add_argument("--hr", type=Path, required=True, help="HR (ground truth) folder")
     parser.add_argument("--lr", type=Path, required=True, help="LR folder (bicubic column is made from it)")
     parser.add_argument("--sr", nargs="+", default=[], help="LABEL=FOLDER of SR images, one or more")
@@ -167,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="crop where the HR has most detail (default) or where the first SR gains most over bicubic")
     parser.add_argument("--at", help="top-left corner X,Y of the crop (overrides --pick)")
     parser.add_argument("--output", type=Path, required=True, help="PNG to write")
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     try:
         at = tuple(int(v) for v in args.at.split(",")) if args.at else None
         sr_dirs = parse_sr(args.sr)

@@ -32,6 +32,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from lkdn.cli import command_parser, parse_command_line  # noqa: E402
 from lkdn.options import load_options  # noqa: E402
 from lkdn.profiling import lr_size_for_output, parse_size  # noqa: E402
 from lkdn.upscaler import resolve_device  # noqa: E402
@@ -183,7 +184,9 @@ def replace_block(readme: Path, table: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(
+        "lkdn-compare", __doc__,
+        ["lkdn-compare -opt options/test/LKDN/test_LKDN_x4.yml -opt options/test/BSRN/test_BSRN_x4.yml --datasets Set5 --output docs/comparison.md"])
     parser.add_argument("-opt", action="append", type=Path, required=True, help="test option file (repeat)")
     parser.add_argument("--datasets", nargs="+", help="only these test sets (by name), e.g. Set5")
     parser.add_argument("--benchmark-root", type=Path, help="test sets in <root>/<Set>/x<s>/{HR,LR}")
@@ -195,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="write the Markdown table here")
     parser.add_argument("--json", type=Path, help="write the rows as JSON here")
     parser.add_argument("--readme", type=Path, help="replace the comparison block of this file")
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     try:
         prepared = check_arguments(args)
     except (ValueError, OSError) as err:

@@ -26,20 +26,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lkdn, installed or not
 
 import lkdn  # noqa: F401  (registers the architectures; first, before basicsr)
+from lkdn.cli import command_parser, parse_command_line
+from lkdn.loading import fitting_skeleton, read_metadata, save_network_file
 from lkdn.options import OptionsError, load_options
 from lkdn.schema import SchemaError
-from lkdn.utils.checkpoint import (
-    CheckpointError,
-    fitting_skeleton,
-    load_state_dict,
-    read_metadata,
-    save_network_file,
-)
+from lkdn.utils.checkpoint import CheckpointError, load_state_dict
 from lkdn.utils.files import OutputIsInputError, refuse_overwriting_inputs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(
+        "lkdn-convert", __doc__,
+        ["lkdn-convert --input LKDN_x4.pth --output LKDN_x4.safetensors -opt options/test/LKDN/test_LKDN_x4.yml",
+         "lkdn-convert --input LKDN_x4.safetensors --output LKDN_x4.pth"])
     parser.add_argument("--input", required=True, type=Path, help=".pth/.pt or .safetensors checkpoint")
     parser.add_argument("--output", required=True, type=Path, help=".safetensors or .pth file to write")
     source = parser.add_mutually_exclusive_group()
@@ -47,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source.add_argument("--network-json", help="network_g options as JSON, e.g. '{\"type\": \"LKDN\", \"upscale\": 4}'")
     parser.add_argument("--scale", type=int, help="upscaling factor (default: options' scale or network_g.upscale)")
     parser.add_argument("--param-key", help="key of the state dict in a BasicSR checkpoint (default params_ema, then params)")
-    return parser.parse_args(argv)
+    return parse_command_line(parser, argv)
 
 
 def network_options(args: argparse.Namespace) -> tuple[dict, int | None]:

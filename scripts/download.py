@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from lkdn.cli import command_parser, parse_command_line
 from lkdn.zoo import (
     CACHE,
     CHECKPOINTS,
@@ -46,7 +47,10 @@ from lkdn.zoo import (
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command_parser(
+        "lkdn-download", __doc__.splitlines()[0],
+        ["lkdn-download --names LKDN_x4 LKDN-S_x4",
+         "lkdn-download --list"])
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--names", nargs="+", metavar="NAME", help=f"checkpoints to fetch: {', '.join(CHECKPOINTS)}")
     which.add_argument("--all", action="store_true", help="every checkpoint")
@@ -57,7 +61,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds without data before giving up; also the window over which a transfer must "
                              "average 1 KiB/s (default 60)")
-    return parser.parse_args(argv)
+    return parse_command_line(parser, argv)
 
 
 def list_checkpoints(dest: Path = CACHE) -> None:

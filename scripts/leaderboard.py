@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from lkdn.cli import command_parser, parse_command_line  # noqa: E402
 from lkdn.leaderboard import (  # noqa: E402
     DEFAULT_BASELINE,
     ZOO,
@@ -54,7 +55,10 @@ MARKER = "leaderboard"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(
+        "lkdn-leaderboard", __doc__,
+        ["lkdn-leaderboard --output results/leaderboard --lr-size 320x180 --runs 10",
+         "lkdn-leaderboard -opt options/test/LKDN/test_LKDN_x4.yml --device cpu --readme README.md"])
     parser.add_argument("-opt", action="append", default=[], type=Path,
                         help="a network's test option file (repeat); default: the x4 zoo")
     parser.add_argument("--output", type=Path, default=Path("results") / "leaderboard", help="folder for the results")
@@ -68,7 +72,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="measure every network again (ignore the cache)")
     parser.add_argument("--readme", type=Path, help="replace the leaderboard block of this file (README.md)")
     parser.add_argument("--zoo", type=Path, help="replace the leaderboard block of this file (docs/model_zoo.md)")
-    return parser.parse_args(argv)
+    return parse_command_line(parser, argv)
 
 
 def entries_of(paths: Sequence[Path], baseline: Path) -> list[Entry]:

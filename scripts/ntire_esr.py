@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lkdn, installed or not
 
+from lkdn.cli import command_parser, parse_command_line
 from lkdn.loading import load_network_from_options
 from lkdn.ntire import PSNR_THRESHOLDS, SCORE_WEIGHTS, challenge_score, image_pairs, run_images
 from lkdn.options import OptionsError, load_options
@@ -43,7 +44,9 @@ from lkdn.utils.files import write_json_atomic, write_text_atomic
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(
+        "lkdn-ntire", __doc__,
+        ["lkdn-ntire -opt options/test/LKDN/test_LKDN_x4.yml --baseline options/test/SPAN/test_SPAN_NTIRE_ESR_c28_x4.yml --dataset datasets/DIV2K_LSDIR_valid"])
     parser.add_argument("-opt", action="append", default=[], type=Path, help="a model's option YAML (repeat)")
     parser.add_argument("--baseline", required=True, type=Path, help="the baseline's option YAML (e.g. SPAN c28)")
     parser.add_argument("--dataset", required=True, type=Path, help="paired set: DIV2K_LSDIR_valid layout or HR/LR")
@@ -52,7 +55,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--optimized", action="store_true", help="run through lkdn.Upscaler instead of the plain network")
     parser.add_argument("--max-images", type=int, default=None, help="only the first N images (a quick check)")
     parser.add_argument("--output", type=Path, default=Path("results") / "ntire_esr", help="folder for the tables")
-    return parser.parse_args(argv)
+    return parse_command_line(parser, argv)
 
 
 def model_forward(net: torch.nn.Module, *, scale: int, device: torch.device, optimized: bool) -> Any:

@@ -12,7 +12,6 @@ bicubic's PSNR on the validation images), so the curve's gain reads from the plo
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lkdn, installed or not
 
+from lkdn.cli import command_parser, parse_command_line  # noqa: E402
 from lkdn.utils.files import refuse_overwriting_inputs  # noqa: E402
 
 NON_LOSS_KEYS = {"iter", "epoch", "lr", "time", "data_time", "eta"}
@@ -104,7 +104,9 @@ def plot_curves(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(
+        "lkdn-plot-curves", __doc__,
+        ["lkdn-plot-curves experiments/A experiments/B --output curves.png --metric psnr --smooth 5 --reference bicubic=29.38"])
     parser.add_argument("experiments", nargs="+", type=Path, help="experiment folders (experiments/<name>)")
     parser.add_argument("--output", type=Path, required=True, help="PNG to write")
     parser.add_argument("--metric", default="psnr", help="validation metric to plot (default psnr)")
@@ -112,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--smooth", type=int, default=1, help="moving-average window for losses")
     parser.add_argument("--reference", nargs="+", default=[], metavar="LABEL=VALUE",
                         help="horizontal lines on the validation panel, e.g. bicubic=29.38")
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     try:
         references = {}
         for entry in args.reference:

@@ -30,6 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from lkdn import build_network
+from lkdn.cli import command_parser, parse_command_line
 from lkdn.optimize import optimize_network
 from lkdn.options import OptionsError, load_options
 from lkdn.profiling import lr_size_for_output, markdown_table, ntire_counts, parse_size, profile_network
@@ -40,7 +41,10 @@ from lkdn.upscaler import resolve_device
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command_parser(
+        "lkdn-profile", __doc__.splitlines()[0],
+        ["lkdn-profile -opt options/test/LKDN/test_LKDN_x4.yml",
+         "lkdn-profile -opt options/test/LKDN/test_LKDN_x4.yml --lr-size 320x180 --device cuda --ntire --json"])
     parser.add_argument("-opt", required=True, help="train or test option YAML (its network_g is profiled)")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--lr-size", default=None, help="LR input size WIDTHxHEIGHT, e.g. 320x180")
@@ -53,7 +57,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-timing", action="store_true", help="counts only (no runtime or memory)")
     parser.add_argument("--no-flops", action="store_true", help="skip the fvcore FLOPs (one 256x256 CPU forward)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
-    return parser.parse_args(argv)
+    return parse_command_line(parser, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -44,11 +44,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 
 import lkdn  # noqa: F401 (registers the architectures before basicsr is used)
 from lkdn import build_network
-from lkdn.loading import load_weights_from_options
+from lkdn.cli import command_parser, parse_command_line
+from lkdn.loading import deploy_form, load_weights_from_options, save_network_file
 from lkdn.options import Options, OptionsError, load_options, load_yaml
-from lkdn.reparam import count_parameters, deploy_form, fold_summary, verify_reparameterization
+from lkdn.profiling import count_parameters
+from lkdn.reparam import fold_summary, verify_reparameterization
 from lkdn.schema import SchemaError
-from lkdn.utils.checkpoint import PREFERRED_KEYS, CheckpointError, load_file, save_network_file
+from lkdn.utils.checkpoint import PREFERRED_KEYS, CheckpointError, load_file
 from lkdn.utils.files import file_in_the_way, refuse_overwriting_inputs, write_text_atomic
 from lkdn.utils.frozen import thaw
 from lkdn.utils.logger import setup_logging
@@ -65,7 +67,9 @@ class ReparamError(RuntimeError):
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(
+        "lkdn-reparam", __doc__,
+        ["lkdn-reparam -opt options/train/LKDN/train_LKDN-S_x4_from_scratch.yml --input experiments/<name>/models/net_g_latest.pth --output experiments/pretrained_models/LKDN-S_deploy_x4.pth --fold-num-in --output-opt options/test/LKDN/test_LKDN-S_deploy_x4.yml"])
     parser.add_argument("-opt", "--opt", type=Path, default=None,
                         help="YAML whose network_g is the training form (default: the training run's saved options)")
     parser.add_argument("--input", required=True, type=Path,
@@ -76,14 +80,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="weights to fold: params_ema (default; falls back to params) or params; ignored for bare state dicts",
     )
     parser.add_argument("--fold-num-in", action="store_true", help="also fold the input replication (num_in: 1)")
-    parser.add_argument("--force_yml", "--force-yml", nargs="+", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--force-yml", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override options, e.g. datasets:val:dataroot_gt=/photos (as lkdn/test.py)")
     parser.add_argument("--output-opt", type=Path, help="also write the deploy test YAML here")
     parser.add_argument("--atol", type=float, default=1e-5, help="float32 tolerance of the check (default 1e-5)")
     parser.add_argument(
         "--atol64", type=float, default=1e-9, help="float64 tolerance, relative to the output magnitude (default 1e-9)"
     )
-    return parser.parse_args(argv)
+    return parse_command_line(parser, argv)
 
 
 def chosen_key(ckpt: Any, param_key: str | None) -> str:

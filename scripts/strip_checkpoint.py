@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lkdn, installed or not
 
+from lkdn.cli import command_parser, parse_command_line
 from lkdn.utils.checkpoint import (
     PREFERRED_KEYS,
     SAFETENSORS_SUFFIX,
@@ -38,7 +39,10 @@ CHOICES = ("params_ema", "params", "both")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(
+        "lkdn-strip-checkpoint", __doc__,
+        ["lkdn-strip-checkpoint --input net_g_latest.pth --output LKDN_x4_ema.pth",
+         "lkdn-strip-checkpoint --input net_g_latest.pth --output LKDN_x4.safetensors --param-key params"])
     parser.add_argument("--input", required=True, type=Path, help="checkpoint to strip (.pth or .safetensors)")
     parser.add_argument("--output", required=True, type=Path, help="checkpoint to write (.pth or .safetensors)")
     parser.add_argument(
@@ -46,7 +50,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="weights to keep (default params_ema, or params when the file has no params_ema)",
     )
     parser.add_argument("--in-place", action="store_true", help="allow --output to be --input (replaced atomically)")
-    return parser.parse_args(argv)
+    return parse_command_line(parser, argv)
 
 
 def is_state_dict(obj: Any) -> bool:

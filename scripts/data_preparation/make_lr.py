@@ -29,6 +29,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
 
 import lkdn  # noqa: F401,E402 (installs the torchvision alias basicsr needs; imported before basicsr)
+from lkdn.cli import command_parser, parse_command_line  # noqa: E402
 from lkdn.images import read_image_unchanged  # noqa: E402
 from lkdn.resize import downscale, mod_crop  # noqa: E402
 from lkdn.utils.files import refuse_overwriting_inputs  # noqa: E402
@@ -41,13 +42,15 @@ CV2_WARNING = (
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command_parser(
+        "lkdn-make-lr", __doc__.splitlines()[0],
+        ["lkdn-make-lr --input datasets/Set14/original --output-hr datasets/Set14/GTmod4 --output-lr datasets/Set14/LRbicx4 --scale 4"])
     parser.add_argument("--input", required=True, help="folder of HR images")
     parser.add_argument("--output-hr", required=True, help="folder for the mod-cropped HR images (GTmod<s>)")
     parser.add_argument("--output-lr", required=True, help="folder for the LR images (LRbicx<s>)")
     parser.add_argument("--scale", type=int, required=True, help="downscaling factor (2, 3, 4, ...)")
     parser.add_argument("--method", choices=("matlab", "cv2"), default="matlab", help="bicubic implementation")
-    return parser.parse_args(argv)
+    return parse_command_line(parser, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
