@@ -30,14 +30,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 import lkdn  # noqa: F401  (registers the architectures; first, before basicsr)
 from lkdn.backends import BackendError
 from lkdn.backends.export import export_ncnn
+from lkdn.cli import parse_command_line
 from lkdn.options import OptionsError
 from lkdn.utils.export_cli import ExportJob, export_parser, run_export
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = export_parser(__doc__, "the .param to write (the .bin goes beside it)")
+    parser = export_parser(
+        "lkdn-export-ncnn", __doc__, "the .param to write (the .bin goes beside it)",
+        ["lkdn-export-ncnn -opt options/test/LKDN/test_LKDN_x4.yml --output LKDN_x4.param",
+         "lkdn-export-ncnn -opt options/test/LKDN/test_LKDN-S_x4.yml --output LKDN-S_x4_fp16.param --precision fp16"])
     parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="weights in the .bin (default fp32)")
-    return parser.parse_args(argv)
+    return parse_command_line(parser, argv)
 
 
 def check(args: argparse.Namespace) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lkdn, installed or not
 
 import lkdn  # noqa: F401  (registers the architectures; first, before basicsr)
+from lkdn.cli import parse_command_line
 from lkdn.export import DEFAULT_OPSET, export_metadata, export_onnx
 from lkdn.options import OptionsError
 from lkdn.tiling import check_input_size
@@ -28,7 +29,10 @@ from lkdn.utils.export_cli import ExportJob, export_parser, run_export
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = export_parser(__doc__, "the .onnx file to write")
+    parser = export_parser(
+        "lkdn-export-onnx", __doc__, "the .onnx file to write",
+        ["lkdn-export-onnx -opt options/test/LKDN/test_LKDN_x4.yml --output LKDN_x4.onnx",
+         "lkdn-export-onnx -opt my.yml --weights LKDN-S_x4.safetensors --output s.onnx --fp16"])
     parser.add_argument("--fp16", action="store_true", help="mixed-precision float16 graph (float16 input and output)")
     shape = parser.add_mutually_exclusive_group()
     shape.add_argument("--dynamic", dest="dynamic", action="store_true", default=True,
@@ -38,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="traced input size; the fixed size with --static (default 32 32, or the check image's size with --static)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--tolerance", type=float, help="max abs difference accepted (default 1e-4, 5e-4 on the random batch; 1e-2 with --fp16)")
-    return parser.parse_args(argv)
+    return parse_command_line(parser, argv)
 
 
 def check(args: argparse.Namespace) -> None:

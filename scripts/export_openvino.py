@@ -32,17 +32,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 import lkdn  # noqa: F401  (registers the architectures; first, before basicsr)
 from lkdn.backends import BackendError
 from lkdn.backends.export import export_openvino
+from lkdn.cli import parse_command_line
 from lkdn.export import export_metadata
 from lkdn.options import OptionsError
 from lkdn.utils.export_cli import ExportJob, export_parser, run_export
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = export_parser(__doc__, "the .xml to write (the .bin goes beside it)")
+    parser = export_parser(
+        "lkdn-export-openvino", __doc__, "the .xml to write (the .bin goes beside it)",
+        ["lkdn-export-openvino -opt options/test/LKDN/test_LKDN_x4.yml --output LKDN_x4.xml",
+         "lkdn-export-openvino -opt options/test/LKDN/test_LKDN_x4.yml --output LKDN_x4_bf16.xml --precision bf16"])
     parser.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
                         help="fp32 (default), bf16 (inference precision hint) or int8 (NNCF, needs --calibration)")
     parser.add_argument("--calibration", type=Path, help="int8: a folder of LR images for post-training quantization")
-    return parser.parse_args(argv)
+    return parse_command_line(parser, argv)
 
 
 def check(args: argparse.Namespace) -> None:

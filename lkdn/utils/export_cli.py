@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from lkdn.cli import command_parser
 from lkdn.evaluate import read_image
 from lkdn.export import ExportError
 from lkdn.loading import load_network_from_options, weights_file
@@ -34,9 +35,10 @@ def default_check_image(scale: int) -> Path | None:
     return next((p for p in sorted(found[1].iterdir()) if p.stem.startswith("baby")), None) if found else None
 
 
-def export_parser(doc: str, output_help: str) -> argparse.ArgumentParser:
-    """A parser with the arguments every export takes; the script adds its own."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+def export_parser(command: str, doc: str, output_help: str, examples: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser of ``command`` (:func:`lkdn.cli.command_parser`) with the arguments every export takes; the
+    script adds its own."""
+    parser = command_parser(command, doc, examples)
     parser.add_argument("-opt", required=True, type=Path, help="YAML options with network_g (and path.pretrain_network_g)")
     parser.add_argument("--weights", type=Path, help="checkpoint (.pth or .safetensors); default path.pretrain_network_g")
     parser.add_argument("--output", required=True, type=Path, help=output_help)

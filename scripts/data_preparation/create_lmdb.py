@@ -17,9 +17,12 @@ configs use (``<name>_train_HR_sub.lmdb``, ``<name>_train_LR_bicubic_X<s>_sub.lm
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's lkdn, installed or not
+
+from lkdn.cli import command_parser, parse_command_line  # noqa: E402
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -64,14 +67,17 @@ def dataset_jobs(name: str, root: Path, scales: list[int]) -> list[tuple[Path, P
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = command_parser(
+        "lkdn-create-lmdb", __doc__.split("\n\n")[0],
+        ["lkdn-create-lmdb --input datasets/DF2K/DF2K_train_HR_sub --output datasets/DF2K/DF2K_train_HR_sub.lmdb",
+         "lkdn-create-lmdb --dataset DF2K --root datasets/DF2K --scales 2 3 4"])
     parser.add_argument("--input", help="folder of images")
     parser.add_argument("--output", help="LMDB to create (ends with .lmdb)")
     parser.add_argument("--dataset", help="DF2K or DIV2K: pack the sub-image folders under --root")
     parser.add_argument("--root", help="dataset folder, e.g. datasets/DF2K")
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4], help="LR scales with --dataset")
     parser.add_argument("--n-thread", type=int, default=8, help="reader processes (1: read one by one)")
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     if args.dataset:
         if not args.root:
             parser.error("--dataset needs --root")

@@ -20,7 +20,6 @@ The whole DF2K (or DIV2K) set, HR and LR x2, x3, x4 (folders ``<root>/<name>_tra
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from multiprocessing import Pool
@@ -29,6 +28,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's lkdn, installed or not
+
+from lkdn.cli import command_parser, parse_command_line  # noqa: E402
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 HR_CROP, HR_STEP = 480, 240
@@ -116,7 +119,10 @@ def dataset_jobs(name: str, root: Path, scales: list[int]) -> list[tuple[Path, P
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = command_parser(
+        "lkdn-extract-subimages", __doc__.split("\n\n")[0],
+        ["lkdn-extract-subimages --input datasets/DF2K/DF2K_train_HR --output datasets/DF2K/DF2K_train_HR_sub --crop-size 480 --step 240",
+         "lkdn-extract-subimages --dataset DF2K --root datasets/DF2K --scales 2 3 4"])
     parser.add_argument("--input", help="folder of images to crop")
     parser.add_argument("--output", help="folder to create for the crops")
     parser.add_argument("--crop-size", type=int, default=HR_CROP, help="crop size in pixels (480 for HR)")
@@ -127,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--thresh-size", type=int, default=0, help="border remainder that still gets a crop")
     parser.add_argument("--n-thread", type=int, default=8, help="worker processes")
     parser.add_argument("--compression-level", type=int, default=3, help="PNG compression 0-9 (0: fastest reads)")
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     if args.dataset:
         if not args.root:
             parser.error("--dataset needs --root")
