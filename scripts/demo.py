@@ -22,7 +22,6 @@ finished training is not repeated; ``--fresh`` starts over.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -39,6 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lkdn, installed or not
 
+from lkdn.cli import command_parser, parse_command_line  # noqa: E402
 from lkdn.utils.files import write_json_atomic  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -173,7 +173,10 @@ def demo(argv: Sequence[str] | None = None) -> int:
     from lkdn.options import load_yaml
 
     recipe = load_yaml(REPO / TRAIN_OPT)
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(
+        "lkdn-demo", __doc__,
+        ["lkdn-demo",
+         "lkdn-demo --iters 200 --batch 8 --workdir /tmp/lkdn-demo --fresh"])
     parser.add_argument("--iters", type=int, default=None,
                         help=f"training iterations (default {recipe['train']['total_iter']}, from {TRAIN_OPT})")
     parser.add_argument("--batch", type=int, default=None,
@@ -182,7 +185,7 @@ def demo(argv: Sequence[str] | None = None) -> int:
                         help="where datasets/, experiments/, tb_logger/ and results/ go (default: the clone)")
     parser.add_argument("--fresh", action="store_true",
                         help="start the training over (the previous run folder is archived) instead of continuing it")
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     for name, value in (("--iters", args.iters), ("--batch", args.batch)):
         if value is not None and value < 1:
             parser.error(f"{name} must be a positive integer, got {value}")

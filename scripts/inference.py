@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from lkdn.backends import BACKENDS, BackendError, MissingExtraError
 from lkdn.backends.files import SUFFIXES, ExportedModel
+from lkdn.cli import command_parser, parse_command_line
 from lkdn.evaluate import IMAGE_SUFFIXES
 from lkdn.images import read_image_unchanged, write_image
 from lkdn.loading import load_network_from_options
@@ -46,7 +47,11 @@ from lkdn.utils.logger import setup_logging
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command_parser(
+        "lkdn-infer", __doc__.splitlines()[0],
+        ["lkdn-infer -opt options/test/LKDN/test_LKDN_x4.yml --input photos/ --output results/photos_x4",
+         "lkdn-infer -opt options/test/LKDN/test_LKDN_x4.yml --input big.png --output out/ --tile 256 --self-ensemble",
+         "lkdn-infer --model LKDN_x4.onnx --input photos/ --output out/"])
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("-opt", help="test option YAML (network_g and path.pretrain_network_g)")
     model.add_argument("--model", default=None,
@@ -70,8 +75,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
              "verified against PyTorch when built; auto: the fastest of those installed, chosen and timed on the "
              "first image (logged; docs/deployment.md). With --model: the file's own runtime",
     )
-    parser.add_argument("--force_yml", nargs="+", default=[], metavar="KEY=VALUE", help="override options")
-    return parser.parse_args(argv)
+    parser.add_argument("--force-yml", nargs="+", default=[], metavar="KEY=VALUE", help="override options")
+    return parse_command_line(parser, argv)
 
 
 def list_inputs(path: Path) -> list[Path]:
