@@ -17,7 +17,8 @@ from torch import nn
 
 import lkdn  # noqa: F401 (registers)
 from lkdn import build_network
-from lkdn.reparam import count_parameters, reparameterize_model
+from lkdn.profiling import count_parameters
+from lkdn.reparam import reparameterize_model
 
 LKDN_S_TRAIN = {"type": "LKDN_S", "conv": "BSConvU_rep", "upsampler": "pixelshuffle_rep", "upscale": 4}
 INPUT_SHAPE = (1, 3, 180, 320)

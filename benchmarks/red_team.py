@@ -208,7 +208,7 @@ def make_fixtures(folder: Path) -> None:
     import lkdn  # noqa: F401
     from lkdn import build_network
     from lkdn.export import export_metadata, export_onnx
-    from lkdn.utils.checkpoint import save_network_file
+    from lkdn.loading import save_network_file
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -842,7 +842,7 @@ def api_cases() -> list[Case]:
          ("evil_raw.pth",), False),
         ("load_file evil torch", "from lkdn.utils.checkpoint import load_file\nload_file(F + '/broken/evil_torch.pth')",
          ("evil_torch.pth",), False),
-        ("network_from_file pth", "from lkdn.utils.checkpoint import network_from_file\n"
+        ("network_from_file pth", "from lkdn.loading import network_from_file\n"
                                   "network_from_file(F + '/net.pth')", ("net.pth",), False),
     ]
     return [Case(f"api {label}", "api", code=code, names=names, check=printed_ok if ok else None)

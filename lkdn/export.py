@@ -37,7 +37,8 @@ import torch
 from torch import nn
 
 from lkdn.archs.contract import contract_of
-from lkdn.reparam import deploy_form, reparameterize_model
+from lkdn.loading import deploy_form
+from lkdn.reparam import reparameterize_model
 from lkdn.utils.files import write_atomic
 
 logger = logging.getLogger(__name__)

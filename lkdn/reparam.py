@@ -4,9 +4,12 @@ A foldable module exposes ``fuse() -> nn.Module`` (under ``torch.no_grad``) retu
 module that computes exactly the same function with plain convs (RBSB -> BSConvU,
 PixelShuffleRep -> PixelShuffleDirect, ...). :func:`reparameterize_model` walks any network
 and swaps them; with ``fold_num_in=True`` it also folds LKDN's input replication.
-:func:`deploy_form` folds a network and gives the ``network_g`` options that build the deploy
-network (the architecture's explicit deploy options, or the generic ``reparameterized: true``),
-and :func:`verify_reparameterization` checks the two forms agree (float32 and float64).
+:func:`verify_reparameterization` checks the two forms agree (float32 and float64).
+
+This module depends on nothing of the framework but the architecture contract
+(:mod:`lkdn.archs.contract`, which defines the ``fuse()`` protocol and
+:func:`~lkdn.archs.contract.deploy_options`); building the deploy network from options is
+:func:`lkdn.loading.deploy_form`.
 """
 
 from __future__ import annotations
@@ -15,21 +18,15 @@ import contextlib
 import copy
 import logging
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
-from lkdn.profiling import count_parameters  # noqa: F401 (part of this module's API)
+from lkdn.archs.contract import fold_modules, is_foldable
 
 logger = logging.getLogger(__name__)
-
-
-def is_foldable(module: nn.Module) -> bool:
-    """Whether ``module`` has a deploy form (a ``fuse`` method; a sub-module named ``fuse`` is not one)."""
-    return callable(getattr(type(module), "fuse", None))
 
 
 def foldable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -51,25 +48,6 @@ def fold_summary(model: nn.Module) -> dict[str, int]:
     return dict(Counter(type(module).__name__ for _, module in foldable_modules(model)))
 
 
-def _fused(module: nn.Module) -> nn.Module:
-    with torch.no_grad():
-        fused = module.fuse()
-    if not isinstance(fused, nn.Module):
-        raise TypeError(f"{type(module).__name__}.fuse() returned {type(fused).__name__}, expected an nn.Module")
-    return fused.train(module.training)
-
-
-def _replace_children(module: nn.Module) -> int:
-    count = 0
-    for name, child in module.named_children():
-        if is_foldable(child):
-            setattr(module, name, _fused(child))
-            count += 1
-        else:
-            count += _replace_children(child)
-    return count
-
-
 def reparameterize_model(model: nn.Module, *, fold_num_in: bool = False, inplace: bool = False,
                          log: bool = True) -> nn.Module:
     """Return ``model`` with every foldable sub-module replaced by its deploy form.
@@ -86,12 +64,7 @@ def reparameterize_model(model: nn.Module, *, fold_num_in: bool = False, inplace
     The result is in the same train/eval mode as the input; its forward equals the original's
     up to float rounding.
     """
-    model = model if inplace else copy.deepcopy(model)
-    if is_foldable(model):
-        model = _fused(model)
-        count = 1
-    else:
-        count = _replace_children(model)
+    model, count = fold_modules(model if inplace else copy.deepcopy(model))
     if count and log:
         logger.info("re-parameterized %d module(s) of %s", count, type(model).__name__)
     if fold_num_in:
@@ -101,49 +74,6 @@ def reparameterize_model(model: nn.Module, *, fold_num_in: bool = False, inplace
         else:
             logger.warning("%s has no fold_num_in(); input replication left as it is", type(model).__name__)
     return model
-
-
-def deploy_options(network_opt: Mapping[str, Any], *, fold_num_in: bool = False, explicit: bool = True) -> dict[str, Any]:
-    """The ``network_g`` options of the deploy form of ``network_opt`` (a new dict).
-
-    With ``explicit`` and an architecture that declares ``deploy_options`` in its contract
-    (LKDN-S ``conv: BSConvU``, RepSR ``deploy: true``), those; otherwise the generic deploy form
-    ``reparameterized: true`` (built as configured, then folded). With ``fold_num_in`` the options
-    get ``num_in: 1`` when the architecture takes ``num_in``.
-    """
-    from lkdn.archs.contract import contract
-
-    opt = copy.deepcopy(dict(network_opt))
-    entry = contract(opt.get("type"))
-    if explicit and entry.deploy_options is not None:
-        opt = entry.deploy_options(opt)
-    else:
-        opt["reparameterized"] = True
-    if fold_num_in and "num_in" in entry.parameters():
-        opt["num_in"] = 1
-    return opt
-
-
-def deploy_form(
-    net: nn.Module, network_opt: Mapping[str, Any], *, fold_num_in: bool = False
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Fold ``net`` and return ``(folded network, deploy options that build its structure)``.
-
-    The architecture's explicit deploy options are used when the network they build has the
-    folded network's keys and shapes; otherwise the generic ``reparameterized: true`` form,
-    which has them by construction. The folded network is a new module; ``net`` is unchanged.
-    """
-    from lkdn.archs.build import build_network
-    from lkdn.utils.checkpoint import mismatch_report
-
-    folded = reparameterize_model(net, fold_num_in=fold_num_in)
-    if not foldable_modules(net) and not fold_num_in:
-        return folded, copy.deepcopy(dict(network_opt))
-    explicit = deploy_options(network_opt, fold_num_in=fold_num_in)
-    if not explicit.get("reparameterized") and not mismatch_report(build_network(explicit), folded.state_dict()):
-        return folded, explicit
-    generic = deploy_options(network_opt, fold_num_in=fold_num_in, explicit=False)
-    return folded, generic
 
 
 @dataclass(frozen=True)

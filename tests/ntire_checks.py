@@ -15,8 +15,8 @@ from conftest import ROOT, load_script, shared_file
 from lkdn import build_network
 from lkdn import test as test_entry
 from lkdn.archs import our_architectures
-from lkdn.reparam import deploy_form
-from lkdn.utils.checkpoint import load_file, load_network, save_file
+from lkdn.loading import deploy_form, load_network
+from lkdn.utils.checkpoint import load_file, save_file
 
 
 @torch.no_grad()

@@ -437,7 +437,7 @@ def test_inference_script_auto_logs_its_choice_and_times(tmp_path: Path) -> None
     import cv2
     import yaml
 
-    from lkdn.utils.checkpoint import save_network_file
+    from lkdn.loading import save_network_file
 
     save_network_file(tiny_net().state_dict(), tmp_path / "tiny.safetensors", TINY)
     opt = {"name": "tiny", "model_type": "SRModel", "scale": 2, "num_gpu": 0, "network_g": TINY,

@@ -9,7 +9,7 @@ from conftest import shared_file
 
 from lkdn import build_network
 from lkdn.evaluate import evaluate_folder
-from lkdn.utils.checkpoint import load_network
+from lkdn.loading import load_network
 
 # scale -> (parameters, Set5 PSNR, Set5 SSIM), DESIGN section 4
 OFFICIAL = {4: (352_400, 32.35, 0.8965), 3: (340_283, 34.45, 0.9276), 2: (331_628, 38.08, 0.9608)}

@@ -21,8 +21,8 @@ from ntire_checks import (
 
 from lkdn import build_network
 from lkdn.archs.disp_arch import disp_options_from_state
+from lkdn.loading import load_network
 from lkdn.profiling import count_parameters, ntire_counts
-from lkdn.utils.checkpoint import load_network
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -27,10 +27,9 @@ from lkdn import build_network
 from lkdn.archs import our_architectures
 from lkdn.archs.dsclora_arch import ConvLoRA, LoRAConv3XC, dsclora_options_from_state
 from lkdn.archs.span_arch import FoldedConv3XC
-from lkdn.loading import load_network_from_options
+from lkdn.loading import load_network, load_network_from_options
 from lkdn.options import load_options
 from lkdn.profiling import count_parameters, ntire_counts
-from lkdn.utils.checkpoint import load_network
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -23,9 +23,9 @@ from ntire_checks import (
 
 from lkdn import build_network
 from lkdn.archs.efdn_arch import EDBB, Cell, FoldedEDBB, efdn_options_from_state
+from lkdn.loading import deploy_form, load_network
 from lkdn.profiling import count_parameters, ntire_counts
-from lkdn.reparam import deploy_form, foldable_modules, is_foldable
-from lkdn.utils.checkpoint import load_network
+from lkdn.reparam import foldable_modules, is_foldable
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,8 +14,8 @@ from ntire_checks import assert_spandrel_detects, max_difference_on_set5, option
 
 from lkdn import Upscaler, build_network
 from lkdn.archs.imdn_arch import IMDB, imdn_aim_options_from_state
+from lkdn.loading import load_network
 from lkdn.profiling import count_parameters, ntire_counts
-from lkdn.utils.checkpoint import load_network
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,7 +13,7 @@ from torch import nn
 from lkdn import build_network
 from lkdn.archs.attention import CCA, ESA, ESACCA, LKA
 from lkdn.archs.bsconv import BSConvU
-from lkdn.utils.checkpoint import load_network
+from lkdn.loading import load_network
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"type": "LKDN", "num_feat": 16, "num_atten": 16, "num_block": 2, "upscale": 2}

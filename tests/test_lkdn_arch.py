@@ -9,7 +9,7 @@ from conftest import OFFICIAL_LKDN, shared_file
 
 import lkdn  # noqa: F401 (registers)
 from lkdn import build_network
-from lkdn.utils.checkpoint import load_network
+from lkdn.loading import load_network
 
 PARAM_COUNTS = {
     "LKDN_x4": 321_992,

@@ -23,7 +23,7 @@ from lkdn.export import (  # noqa: E402
     export_onnx,
     onnx_metadata,
 )
-from lkdn.utils.checkpoint import load_network  # noqa: E402
+from lkdn.loading import load_network  # noqa: E402
 
 TINY = {"type": "LKDN_S", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscale": 2}
 

@@ -13,8 +13,9 @@ import yaml
 from torch import nn
 
 from lkdn import build_network
+from lkdn.archs.contract import deploy_options
 from lkdn.archs.repsr_arch import RepSRBlock
-from lkdn.reparam import deploy_options, reparameterize_model
+from lkdn.reparam import reparameterize_model
 
 SMALL = {"type": "RepSR", "num_feat": 8, "num_block": 3, "expand": 2}
 

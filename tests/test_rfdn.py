@@ -9,8 +9,8 @@ from conftest import shared_file
 
 from lkdn import build_network
 from lkdn.evaluate import evaluate_folder
+from lkdn.loading import load_network
 from lkdn.options import load_yaml
-from lkdn.utils.checkpoint import load_network
 
 E_RFDN = {"type": "RFDN", "num_feat": 50, "num_block": 4, "attention": "esa", "img_range": 255.0}
 

@@ -15,8 +15,8 @@ from ntire_checks import assert_spandrel_detects, max_difference_on_set5, option
 from lkdn import build_network
 from lkdn.archs import contract
 from lkdn.archs.rlfn_arch import rlfn_options_from_state
+from lkdn.loading import load_network
 from lkdn.profiling import count_parameters, ntire_counts
-from lkdn.utils.checkpoint import load_network
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

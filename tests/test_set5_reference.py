@@ -5,7 +5,7 @@ from conftest import OFFICIAL_LKDN, shared_file
 
 from lkdn import build_network
 from lkdn.evaluate import evaluate_folder
-from lkdn.utils.checkpoint import load_network
+from lkdn.loading import load_network
 
 
 def test_lkdn_x4_set5_psnr_ssim() -> None:

@@ -19,10 +19,10 @@ from conftest import ROOT, shared_file
 from lkdn import Upscaler, build_network
 from lkdn import test as test_entry
 from lkdn.archs.span_arch import Conv3XC, FoldedConv3XC
+from lkdn.loading import deploy_form, load_network
 from lkdn.ntire import challenge_score, image_pairs, psnr_rgb
 from lkdn.profiling import count_parameters, ntire_counts
-from lkdn.reparam import deploy_form
-from lkdn.utils.checkpoint import load_network, save_file
+from lkdn.utils.checkpoint import save_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

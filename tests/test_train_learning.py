@@ -17,7 +17,7 @@ from test_train_common import TINY_YAML, make_pairs, read_jsonl, run_training  #
 
 from lkdn import build_network
 from lkdn.evaluate import evaluate_folder, image_metrics
-from lkdn.utils.checkpoint import load_network
+from lkdn.loading import load_network
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 

@@ -18,11 +18,11 @@ import lkdn
 from lkdn import Upscaler, build_network
 from lkdn import optimize as lkdn_optimize
 from lkdn.archs import our_architectures
-from lkdn.loading import load_network_from_options
+from lkdn.loading import load_network_from_options, save_network_file
 from lkdn.optimize import optimize_network
 from lkdn.options import load_options
 from lkdn.tiling import run_network
-from lkdn.utils.checkpoint import CheckpointError, save_file, save_network_file
+from lkdn.utils.checkpoint import CheckpointError, save_file
 
 TOLERANCE = 1e-4
 EXTRA_VARIANTS = [

@@ -5,7 +5,7 @@ keyword arguments, as in BasicSR, plus one key of this framework:
 
 * ``reparameterized: true``: the deploy form of an architecture without explicit deploy
   options: the network is built as configured and every module with ``fuse()`` is folded
-  (:func:`lkdn.reparam.reparameterize_model`), so the deploy checkpoint that
+  (:func:`lkdn.archs.contract.fold_modules`), so the deploy checkpoint that
   ``scripts/reparameterize.py`` wrote loads into it strictly.
 
 Options are data (a YAML, a checkpoint's metadata, shapes read from a state dict), so every build
@@ -20,6 +20,7 @@ allocated.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 from collections.abc import Iterator, Mapping
@@ -29,8 +30,10 @@ import torch
 from torch import nn
 from torch.nn.modules import module as torch_module
 
-from lkdn.archs.contract import ArchContract, contract
+from lkdn.archs.contract import ArchContract, contract, fold_modules
 from lkdn.utils.names import did_you_mean
+
+logger = logging.getLogger(__name__)
 
 FRAMEWORK_KEYS = {
     "type": "the registered architecture",
@@ -189,7 +192,7 @@ def build_network(
             construct()  # shapes only: runaway options stop here, before any allocation
         net = construct()
     if opt.get("reparameterized"):
-        from lkdn.reparam import reparameterize_model
-
-        net = reparameterize_model(net, inplace=True)
+        net, count = fold_modules(net)
+        if count:
+            logger.info("re-parameterized %d module(s) of %s", count, type(net).__name__)
     return net

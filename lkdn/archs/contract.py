@@ -25,11 +25,13 @@ that need it; nothing elsewhere is keyed to a class name:
   the tensor shapes (:class:`StateDictDetection`), for ``lkdn.integrations.spandrel``.
 
 The deploy form of any network whose modules have ``fuse()`` is that network after
-:func:`lkdn.reparam.reparameterize_model`; no declaration is needed for it.
+:func:`fold_modules` (the fold itself, which :func:`lkdn.reparam.reparameterize_model` wraps); no
+declaration is needed for it. :func:`deploy_options` gives the ``network_g`` options of a deploy form.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import re
 from collections.abc import Callable, Mapping
@@ -203,3 +205,62 @@ def conv_receptive_radius(net: nn.Module) -> int | None:
                 return None
             radius += max(d * (k - 1) // 2 for k, d in zip(module.kernel_size, module.dilation, strict=True))
     return radius
+
+
+# ---------------------------------------------------------------------------------------------
+# deploy forms: the fuse() protocol and the options that build a folded network
+
+
+def is_foldable(module: nn.Module) -> bool:
+    """Whether ``module`` has a deploy form (a ``fuse`` method; a sub-module named ``fuse`` is not one)."""
+    return callable(getattr(type(module), "fuse", None))
+
+
+def fused(module: nn.Module) -> nn.Module:
+    """``module.fuse()`` (under ``torch.no_grad``), in ``module``'s train/eval mode; a TypeError unless a module."""
+    with torch.no_grad():
+        result = module.fuse()
+    if not isinstance(result, nn.Module):
+        raise TypeError(f"{type(module).__name__}.fuse() returned {type(result).__name__}, expected an nn.Module")
+    return result.train(module.training)
+
+
+def _replace_children(module: nn.Module) -> int:
+    count = 0
+    for name, child in module.named_children():
+        if is_foldable(child):
+            setattr(module, name, fused(child))
+            count += 1
+        else:
+            count += _replace_children(child)
+    return count
+
+
+def fold_modules(model: nn.Module) -> tuple[nn.Module, int]:
+    """Replace, in place, every outermost foldable module of ``model`` by its ``fuse()`` result.
+
+    Returns the folded network (``model`` itself, or its fused form when ``model`` is foldable)
+    and the number of modules folded.
+    """
+    if is_foldable(model):
+        return fused(model), 1
+    return model, _replace_children(model)
+
+
+def deploy_options(network_opt: Mapping[str, Any], *, fold_num_in: bool = False, explicit: bool = True) -> dict[str, Any]:
+    """The ``network_g`` options of the deploy form of ``network_opt`` (a new dict).
+
+    With ``explicit`` and an architecture that declares ``deploy_options`` in its contract
+    (LKDN-S ``conv: BSConvU``, RepSR ``deploy: true``), those; otherwise the generic deploy form
+    ``reparameterized: true`` (built as configured, then folded). With ``fold_num_in`` the options
+    get ``num_in: 1`` when the architecture takes ``num_in``.
+    """
+    opt = copy.deepcopy(dict(network_opt))
+    entry = contract(opt.get("type"))
+    if explicit and entry.deploy_options is not None:
+        opt = entry.deploy_options(opt)
+    else:
+        opt["reparameterized"] = True
+    if fold_num_in and "num_in" in entry.parameters():
+        opt["num_in"] = 1
+    return opt

@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from lkdn.archs import build_network
 from lkdn.evaluate import evaluate
 from lkdn.images import write_image
-from lkdn.loading import load_weights_from_options
+from lkdn.loading import load_network, load_weights_from_options, save_network_file
 from lkdn.losses import build_loss
 from lkdn.models.registry import MODEL_REGISTRY
 from lkdn.tiling import check_finite_output
@@ -36,14 +36,7 @@ from lkdn.training.dist import DistInfo, any_process
 from lkdn.training.ema import WeightEMA
 from lkdn.training.optim import build_optimizer
 from lkdn.training.schedulers import build_scheduler, warmup_factor
-from lkdn.utils.checkpoint import (
-    SAFETENSORS_SUFFIX,
-    extract_state_dict,
-    load_network,
-    mismatch_report,
-    save_file,
-    save_network_file,
-)
+from lkdn.utils.checkpoint import SAFETENSORS_SUFFIX, extract_state_dict, mismatch_report, save_file
 from lkdn.utils.frozen import thaw
 
 logger = logging.getLogger(__name__)
@@ -315,9 +308,9 @@ class SRModel:
 
         ``.pth``: BasicSR's ``{'params', 'params_ema'}``. ``.safetensors``: the weights validation
         uses (``params_ema`` with EMA, else ``params``) as a flat, self-describing file
-        (:func:`lkdn.utils.checkpoint.save_network_file`: ``network_g`` options and scale in the
+        (:func:`lkdn.loading.save_network_file`: ``network_g`` options and scale in the
         metadata, plus ``param_key`` and ``iter``), loadable by ``lkdn/test.py``,
-        :func:`lkdn.utils.checkpoint.network_from_file` and spandrel; with EMA the training weights
+        :func:`lkdn.loading.network_from_file` and spandrel; with EMA the training weights
         ``params`` travel in the training state (:meth:`training_state`).
         """
         ckpt = self.network_checkpoint()

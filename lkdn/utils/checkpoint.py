@@ -1,4 +1,4 @@
-"""Checkpoint I/O in one place: safe loading, canonical state dicts, atomic saving.
+"""Checkpoint files: safe loading, canonical state dicts, atomic saving.
 
 * Every load goes through :func:`load_file`: ``torch.load(..., weights_only=True)`` for
   ``.pth``/``.pt``/``.state`` (never a fallback to full unpickling), or safetensors for
@@ -8,36 +8,37 @@
   holding both ``module.x`` and ``x`` is ambiguous and refused). Keys must be strings and
   tensors real (not ``meta``), dense, no larger than their storage (a broadcast view of 2 KB
   can claim terabytes), and finite numbers.
-* Loading into a network (:func:`load_network`, :func:`fitting_skeleton`) refuses tensors whose
-  dtype cannot hold the parameter's values (complex, integer or bool for a float parameter)
-  instead of letting torch cast them.
-* :func:`load_network` loads into a network and, on a mismatch, lists missing and
-  unexpected keys and differing shapes, and names the network options to check.
+* :func:`check_dtypes` refuses tensors whose dtype cannot hold a network's parameter values
+  (complex, integer or bool for a float parameter) instead of letting torch cast them, and
+  :func:`mismatch_report` lists missing and unexpected keys and differing shapes.
 * :func:`save_file` writes atomically (:func:`lkdn.utils.files.write_atomic`); an interrupted
   save (SIGKILL, power loss) leaves the previous file intact, and a failed one (disk full) is a
   :class:`CheckpointError` that says so.
 * Importing this module requires ``torch>=2.10``: ``weights_only`` loading could be bypassed
   up to torch 2.5.1 (CVE-2025-32434) and up to 2.9.1 (CVE-2026-24747).
-* :func:`save_network_file` writes self-describing ``.safetensors`` files (metadata
-  ``{"lkdn_format": "1", "network_g": <JSON options>, "scale": "<int>"}``), read back by
-  :func:`read_metadata` and :func:`network_from_file`. Metadata is data from the file, so it
-  may name only this project's architectures, and their arguments are checked against the
-  tensors' shapes on the ``meta`` device (nothing allocated) before the network is built.
+
+This module knows nothing of architectures: building a network and loading weights into it
+(:func:`lkdn.loading.load_network`), and self-describing ``.safetensors`` files
+(:func:`lkdn.loading.save_network_file`, :func:`lkdn.loading.network_from_file`), are
+:mod:`lkdn.loading`'s.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import pickle
+import pickletools
 import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from lkdn.utils.files import partial_writes, write_atomic
@@ -77,11 +78,8 @@ def load_file(path: str | os.PathLike[str]) -> Any:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.suffix == SAFETENSORS_SUFFIX:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file as load_safetensors
-
         try:
-            return load_safetensors(str(path), device="cpu")
+            return safetensors.torch.load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as err:
             raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
     try:
@@ -105,9 +103,6 @@ _OBJECT_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", 
 def _builds_objects(path: Path) -> bool:
     """Whether ``path`` is a well-formed pickle (bare, or the ``data.pkl`` of a torch zip file) that
     builds objects, read statically with :mod:`pickletools` (nothing is executed)."""
-    import pickletools
-    import zipfile
-
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
@@ -120,7 +115,8 @@ def _builds_objects(path: Path) -> bool:
         return False
 
 
-def _is_state_dict(obj: Any) -> bool:
+def is_state_dict(obj: Any) -> bool:
+    """Whether ``obj`` is a non-empty mapping whose values are all tensors."""
     return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
@@ -138,12 +134,12 @@ def extract_state_dict(
     """
     if not isinstance(ckpt, Mapping):
         raise CheckpointError(f"{source}: expected a dict of tensors, got {type(ckpt).__name__}")
-    if _is_state_dict(ckpt):
+    if is_state_dict(ckpt):
         state = ckpt
     else:
         keys = [param_key] if param_key else []
         keys += [k for k in PREFERRED_KEYS if k not in keys]
-        found = [k for k in keys if k in ckpt and _is_state_dict(ckpt[k])]
+        found = [k for k in keys if k in ckpt and is_state_dict(ckpt[k])]
         if not found:
             raise CheckpointError(
                 f"{source}: no state dict under {', '.join(repr(k) for k in keys)}; top-level keys: {list(ckpt)}"
@@ -230,43 +226,6 @@ def mismatch_report(net: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
     return "\n".join(lines)
 
 
-def options_hint(net: nn.Module) -> str:
-    """What to check when weights do not fit ``net``: the options of its architecture."""
-    from lkdn.archs.contract import contract_of
-
-    entry = contract_of(net)
-    options = ", ".join(entry.parameters())
-    return (f"check network_g ({entry.name}: {options}) against the checkpoint; a training-form checkpoint needs "
-            "the training-form options, a deploy-form one the options scripts/reparameterize.py wrote")
-
-
-def does_not_fit(path: str | os.PathLike[str], net: nn.Module, report: str) -> CheckpointError:
-    """The one message for weights that do not fit a network: what differs and which options to check."""
-    return CheckpointError(f"{path} does not fit {type(net).__name__}:\n{report}\nHint: {options_hint(net)}")
-
-
-def load_network(
-    net: nn.Module, path: str | os.PathLike[str], *, param_key: str | None = None, strict: bool = True
-) -> nn.Module:
-    """Load weights from ``path`` into ``net`` (in place) and return ``net``.
-
-    With ``strict=True`` any missing or unexpected key or differing shape is a
-    :class:`CheckpointError` listing them. With ``strict=False`` keys whose shapes fit are
-    loaded and the rest is logged.
-    """
-    state = load_state_dict(path, param_key=param_key)
-    check_dtypes(path, net, state)
-    report = mismatch_report(net, state)
-    if report and strict:
-        raise does_not_fit(path, net, report)
-    if report:
-        logger.warning("loading %s non-strictly:\n%s", path, report)
-        own = net.state_dict()
-        state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    net.load_state_dict(state, strict=strict)
-    return net
-
-
 def save_file(obj: Any, path: str | os.PathLike[str], *, metadata: Mapping[str, str] | None = None) -> Path:
     """Write ``obj`` to ``path`` atomically (``.safetensors`` for a flat state dict, else torch).
 
@@ -278,10 +237,8 @@ def save_file(obj: Any, path: str | os.PathLike[str], *, metadata: Mapping[str, 
 
     def write(handle: Any) -> None:
         if path.suffix == SAFETENSORS_SUFFIX:
-            from safetensors.torch import save
-
             tensors = {k: v.detach().contiguous().cpu() for k, v in obj.items()}
-            handle.write(save(tensors, metadata=dict(metadata) if metadata else None))
+            handle.write(safetensors.torch.save(tensors, metadata=dict(metadata) if metadata else None))
         else:
             torch.save(obj, handle)
 
@@ -308,152 +265,3 @@ def _save_failure(path: Path, err: OSError) -> str:
 def partial_saves(folder: str | os.PathLike[str]) -> list[Path]:
     """Temporary files :func:`save_file` left in ``folder`` when its process was killed mid-save."""
     return partial_writes(folder)
-
-
-# --- self-describing network files (safetensors metadata) -------------------------------------
-
-LKDN_FORMAT = "1"
-"""Version of the metadata written by :func:`save_network_file`."""
-MAX_OPTION_INT = 2**31 - 1
-"""The largest magnitude of an integer network option read from a file's metadata."""
-
-
-def network_metadata(network_opt: Mapping[str, Any], *, scale: int | None = None) -> dict[str, str]:
-    """The safetensors metadata that describes a network: ``lkdn_format``, ``network_g`` (JSON), ``scale``.
-
-    ``scale`` defaults to ``network_opt['upscale']``, else the ``upscale`` of the network the
-    options build.
-    """
-    if "type" not in network_opt:
-        raise CheckpointError(f"network options need a 'type' (the registered network name); got {dict(network_opt)}")
-    if scale is None:
-        scale = network_opt.get("upscale")
-    if scale is None:
-        from lkdn.archs import build_network
-
-        scale = getattr(build_network(network_opt), "upscale", None)
-    if scale is None:
-        raise CheckpointError(f"cannot tell the scale of {network_opt['type']}: pass scale= or set 'upscale'")
-    return {"lkdn_format": LKDN_FORMAT, "network_g": json.dumps(dict(network_opt)), "scale": str(int(scale))}
-
-
-def save_network_file(
-    state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike[str], network_opt: Mapping[str, Any],
-    *, scale: int | None = None, extra_metadata: Mapping[str, str] | None = None,
-) -> Path:
-    """Save network weights atomically: ``.safetensors`` with :func:`network_metadata`, else ``{'params': ...}``.
-
-    Args:
-        state_dict: a flat state dict (names to tensors).
-        path: ``.safetensors`` (self-describing: options and scale in the metadata) or
-            ``.pth`` (a BasicSR checkpoint ``{'params': state_dict}``).
-        network_opt: the ``network_g`` options that build the network these weights fit.
-        scale: the upscaling factor (default: from the options).
-        extra_metadata: more string entries for the ``.safetensors`` metadata (e.g. ``iter``);
-            they cannot replace the entries of :func:`network_metadata`.
-    """
-    if not _is_state_dict(state_dict):
-        raise CheckpointError(f"{path}: expected a flat state dict of tensors, got {type(state_dict).__name__}")
-    metadata = {**{k: str(v) for k, v in (extra_metadata or {}).items()}, **network_metadata(network_opt, scale=scale)}
-    if Path(path).suffix == SAFETENSORS_SUFFIX:
-        return save_file(dict(state_dict), path, metadata=metadata)
-    return save_file({"params": {k: v.detach().cpu() for k, v in state_dict.items()}}, path)
-
-
-def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The metadata of a ``.safetensors`` file, with ``network_g`` parsed back to a dict and ``scale`` an int.
-
-    Files without metadata (and ``.pth`` files, which carry none) give ``{}``; metadata written by a
-    newer, unknown ``lkdn_format`` is a :class:`CheckpointError`.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if path.suffix != SAFETENSORS_SUFFIX:
-        return {}
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata: dict[str, Any] = dict(handle.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
-    if "lkdn_format" in metadata and metadata["lkdn_format"] != LKDN_FORMAT:
-        raise CheckpointError(
-            f"{path}: lkdn_format {metadata['lkdn_format']!r} is not supported (this version reads {LKDN_FORMAT!r})"
-        )
-    if "network_g" in metadata:
-        try:
-            network_g = json.loads(metadata["network_g"])
-        except (ValueError, RecursionError) as err:  # JSONDecodeError, or an integer beyond Python's digit limit
-            raise CheckpointError(f"{path}: metadata 'network_g' is not valid JSON options ({str(err)[:200]})") from err
-        if not isinstance(network_g, dict) or not all(
-            isinstance(v, str | int | float | bool | type(None)) for v in network_g.values()
-        ):
-            raise CheckpointError(f"{path}: metadata 'network_g' must be a flat mapping of network options")
-        from lkdn.archs.build import short_number
-
-        for key, value in network_g.items():
-            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_OPTION_INT:
-                raise CheckpointError(f"{path}: metadata network_g.{key}: {short_number(value)} is out of range "
-                                      f"(network options are integers from -{MAX_OPTION_INT} to {MAX_OPTION_INT})")
-        metadata["network_g"] = network_g
-    if "scale" in metadata:
-        text = metadata["scale"]
-        if not re.fullmatch(r"\s*[+-]?\d{1,9}\s*", text) or int(text) < 1:
-            shown = text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
-            raise CheckpointError(f"{path}: metadata 'scale' must be an integer from 1 to 999999999, got {shown!r}")
-        metadata["scale"] = int(text)
-    return metadata
-
-
-def fitting_skeleton(
-    network_g: Mapping[str, Any], state: Mapping[str, torch.Tensor], *, source: str | os.PathLike[str],
-    where: str = "network_g", label: str | os.PathLike[str] | None = None,
-) -> nn.Module:
-    """Build ``network_g`` on the ``meta`` device (nothing allocated) and check that ``state`` fits it.
-
-    The build stops as soon as the options register far more parameter tensors or values than
-    ``state`` holds (:func:`lkdn.archs.build_network` with ``weights``), so options that describe
-    a far larger network (``num_block: 300000``) are refused at once. Keys, shapes and dtypes
-    must fit; every failure is a :class:`CheckpointError` naming ``source`` (``label`` in the
-    mismatch report).
-    """
-    from lkdn.archs import build_network
-
-    try:
-        with torch.device("meta"):
-            skeleton = build_network(network_g, where=where, weights=state, weights_source=str(source))
-    except ValueError as err:
-        raise CheckpointError(str(err)) from err
-    check_dtypes(source, skeleton, state)
-    report = mismatch_report(skeleton, state)
-    if report:
-        raise does_not_fit(label or source, skeleton, report)
-    return skeleton
-
-
-def network_from_file(path: str | os.PathLike[str]) -> nn.Module:
-    """Build the network a self-describing ``.safetensors`` file names in its metadata and load it (strict).
-
-    The metadata is checked before anything is allocated: ``network_g.type`` must be one of this
-    project's architectures, the network is first built on the ``meta`` device (shapes only) and
-    compared with the file's tensors, and ``scale`` must be the network's. Only then is it built.
-    """
-    metadata = read_metadata(path)
-    if "network_g" not in metadata:
-        raise CheckpointError(
-            f"{path}: no 'network_g' metadata; build the network from its options and use load_network instead"
-        )
-    from lkdn.archs import build_network
-
-    network_g = metadata["network_g"]
-    state = load_state_dict(path)
-    skeleton = fitting_skeleton(network_g, state, source=path, where=f"{path}: metadata network_g",
-                                label=f"{path} (with its metadata's network_g {network_g})")
-    scale = getattr(skeleton, "upscale", None)
-    if "scale" in metadata and scale is not None and metadata["scale"] != scale:
-        raise CheckpointError(f"{path}: metadata scale {metadata['scale']} but network_g builds an x{scale} network")
-    net = build_network(network_g)
-    net.load_state_dict(state)
-    return net

@@ -30,16 +30,15 @@ from reliability_common import (
 
 from lkdn import build_network
 from lkdn import test as test_entry
+from lkdn.loading import read_metadata, save_network_file
 from lkdn.training.state import remove_partial_saves
 from lkdn.utils.checkpoint import (
     CheckpointError,
     load_file,
     load_state_dict,
     partial_saves,
-    read_metadata,
     require_safe_torch,
     save_file,
-    save_network_file,
 )
 
 TINY_NET = {"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscale": 2, "num_in": 1}

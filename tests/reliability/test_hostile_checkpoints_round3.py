@@ -24,17 +24,11 @@ from safetensors.torch import save_file as save_safetensors
 from lkdn import Upscaler, build_network, tiling
 from lkdn import test as test_entry
 from lkdn.archs.build import MAX_TENSORS, NetworkTooLargeError
+from lkdn.loading import load_network, network_from_file, save_network_file
 from lkdn.options import OptionsError, load_options
 from lkdn.schema import SchemaError
 from lkdn.tiling import NonFiniteOutputError, efficient_tile, tile_overhead
-from lkdn.utils.checkpoint import (
-    CheckpointError,
-    load_network,
-    load_state_dict,
-    network_from_file,
-    save_file,
-    save_network_file,
-)
+from lkdn.utils.checkpoint import CheckpointError, load_state_dict, save_file
 
 TINY_NET = {"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscale": 2, "num_in": 1}
 TINY_TENSORS = 40  # parameter tensors of TINY_NET

@@ -365,7 +365,8 @@ def test_the_psnr_axis_of_the_curves_is_in_db(tmp_path: Path) -> None:
 
 
 def test_the_fold_count_is_logged_once_and_not_when_nothing_folds(caplog: pytest.LogCaptureFixture) -> None:
-    from lkdn.reparam import deploy_form, verify_reparameterization
+    from lkdn.loading import deploy_form
+    from lkdn.reparam import verify_reparameterization
 
     foldable = {**TINY_NET, "conv": "BSConvU_rep", "upsampler": "pixelshuffle_rep", "type": "LKDN_S"}
     plain = {**TINY_NET, "num_in": 1}
