@@ -1,9 +1,9 @@
-"""Train a network: ``python lkdn/train.py -opt options/train/LKDN/train_LKDN_x4.yml``.
+"""Train a network: ``lkdn-train -opt options/train/LKDN/train_LKDN_x4.yml`` (``python lkdn/train.py``).
 
 Thin entry point (HAT's pattern): importing :mod:`lkdn` registers our architectures, datasets
 and models, then :func:`lkdn.training.pipeline.train_pipeline` does the work. Options:
-``--auto_resume``, ``--debug``, ``--launcher none|pytorch|slurm``, ``--force_yml key=value ...``,
-``--root_path``. Several GPUs: ``torchrun --nproc_per_node=N lkdn/train.py -opt ... --launcher pytorch``.
+``--auto-resume``, ``--debug``, ``--launcher none|pytorch|slurm``, ``--force-yml key=value ...``,
+``--root-path`` (BasicSR's underscore spellings are accepted too). Several GPUs: ``torchrun --nproc_per_node=N lkdn/train.py -opt ... --launcher pytorch``.
 Errors in the options, the data, a checkpoint, or a diverged run are one ``error: ...`` line
 (exit status 1; ``LKDN_TRACEBACK=1`` shows the traceback). SIGINT / SIGTERM in training save a
 state and stop (:mod:`lkdn.training.interrupt`); a Ctrl-C during the set-up, or a second one while

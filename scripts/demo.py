@@ -14,7 +14,7 @@
    the picture says which).
 
 Every step is a command printed as it runs, so each can be run alone. Run again, the demo
-continues where it stopped: training resumes from its latest state (``--auto_resume``), and a
+continues where it stopped: training resumes from its latest state (``--auto-resume``), and a
 finished training is not repeated; ``--fresh`` starts over.
 
     python scripts/demo.py [--iters N] [--batch N] [--workdir DIR] [--fresh]

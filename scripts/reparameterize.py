@@ -6,7 +6,7 @@
         --output-opt options/test/LKDN/test_LKDN-S_deploy_x4.yml
 
 ``-opt`` is any YAML (train or test) whose ``network_g`` is the training form; it is validated
-as every entry point validates it, after ``--force_yml`` overrides. ``--input`` is a checkpoint,
+as every entry point validates it, after ``--force-yml`` overrides. ``--input`` is a checkpoint,
 or a training run's folder (``experiments/<name>``, or its ``models/``): its latest checkpoint is
 folded (``net_g_latest`` once training has ended, else the highest ``net_g_<iter>``). For a
 checkpoint of a training run, ``-opt`` may be left out: the run's saved options

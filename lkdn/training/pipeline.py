@@ -78,7 +78,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "lkdn-train", "Train a super-resolution network from a BasicSR-style YAML file.",
         ["lkdn-train -opt options/train/LKDN/train_LKDN_x4.yml --auto-resume",
          "lkdn-train -opt options/train/LKDN/train_LKDN_x4.yml --force-yml train:total_iter=1000 --root-path runs",
-         "torchrun --nproc_per_node=2 lkdn/train.py -opt options/train/LKDN/train_LKDN_x4.yml --launcher pytorch"])
+         "torchrun --nproc-per-node=2 lkdn/train.py -opt options/train/LKDN/train_LKDN_x4.yml --launcher pytorch"])
     parser.add_argument("-opt", required=True, help="path to the option YAML file")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none",
                         help="none: one process; pytorch: under torchrun; slurm: under srun")
