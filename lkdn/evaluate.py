@@ -21,18 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from basicsr.metrics import calculate_metric, calculate_psnr, calculate_ssim
 from basicsr.utils import img2tensor, tensor2img
 from tqdm import tqdm
 
-from lkdn.data.safe_dataset import read_image_file
+from lkdn.data.safe_dataset import build_checked_dataset
+from lkdn.images import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 Forward = Callable[[torch.Tensor], torch.Tensor]
 MetricOptions = Mapping[str, Mapping[str, Any]]
 
@@ -131,8 +130,6 @@ def paired_folder_dataset(
     hr_dir: str | Path, lr_dir: str | Path, *, scale: int, filename_tmpl: str = "{}", name: str = "folder",
 ) -> torch.utils.data.Dataset:
     """basicsr's ``PairedImageDataset`` over two folders, checked (:mod:`lkdn.data.safe_dataset`)."""
-    from lkdn.data.safe_dataset import build_checked_dataset
-
     options = {
         "name": name, "type": "PairedImageDataset", "dataroot_gt": str(hr_dir), "dataroot_lq": str(lr_dir),
         "filename_tmpl": filename_tmpl, "io_backend": {"type": "disk"}, "scale": scale, "phase": "test",
@@ -153,15 +150,6 @@ def evaluate_folder(
 
 # ---------------------------------------------------------------------------------------------
 # single images (bicubic baselines, side-by-side crops)
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as uint8 BGR HWC.
-
-    A :class:`lkdn.data.safe_dataset.DataError` (a ValueError) names the file when it is missing,
-    empty, truncated (PNG, JPEG), corrupt or not an image.
-    """
-    return read_image_file(path, flags=cv2.IMREAD_COLOR)
 
 
 def image_metrics(sr: np.ndarray, hr: np.ndarray, *, crop_border: int, test_y_channel: bool = True) -> dict[str, float]:

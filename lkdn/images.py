@@ -4,6 +4,10 @@
   grey + alpha, colour, colour + alpha) in, the super-resolved image of the same kind out.
 * :func:`float_peak`: the value range of a float image, told by its values: [0, 1] or 0-255;
   any other range, NaN or infinity is refused with the range found.
+* :func:`read_image_file` / :func:`decode_image`: read and decode an image with OpenCV after
+  :func:`check_image_bytes` (empty, truncated PNG / JPEG); every failure is a :class:`DataError`
+  naming the file. The datasets (:mod:`lkdn.data.safe_dataset`) read through them too.
+* :func:`read_image`: read a file as uint8 BGR (the form every metric and network input takes).
 * :func:`read_image_unchanged`: read a file as it is (bit depth, grey, alpha kept), with a clear
   error naming the file.
 * :func:`write_image`: encode and write an image atomically (a kill during the write never
@@ -25,6 +29,8 @@ from lkdn.utils.files import write_atomic
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 FLOAT_TYPES = (np.float16, np.float32, np.float64)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+"""The suffixes of the image files a folder is read for."""
 FLOAT_SUFFIXES = (".tif", ".tiff", ".exr", ".hdr", ".pfm")  # formats OpenCV writes float images to
 
 
@@ -133,10 +139,109 @@ def upscale_image(
     return result
 
 
+# ------------------------------------------------------------------------------------------ reading
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8\xff"
+TAIL = 1024  # bytes searched for the end marker of PNG / JPEG files
+READ_FIX = "re-create or remove the file (and its LR/HR partner)"
+
+
+class DataError(ValueError):
+    """An image (or a dataset of them) cannot be used; the message names the file and the fix.
+
+    Attributes:
+        path: the file at fault, when there is one.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        if "Original Traceback" in message:  # re-raised from a DataLoader worker: keep the first and last lines
+            lines = [line for line in message.strip().splitlines() if line.strip()]
+            last = lines[-1].split("DataError: ", 1)[-1]
+            message = f"{last} ({lines[0].strip().rstrip('.')})"
+        super().__init__(message)
+        self.path = path
+
+
+def check_image_bytes(data: bytes | None, source: str) -> bytes:
+    """Return ``data`` when it can be a whole image file; a :class:`DataError` names ``source`` otherwise.
+
+    Catches what decoders accept silently or report without a name: no data, an empty file, a
+    PNG cut before its ``IEND`` chunk, a JPEG cut before its end-of-image marker.
+    """
+    if data is None:
+        raise DataError(f"{source}: no such image (an LMDB key listed in meta_info.txt but absent from data.mdb?)",
+                        path=source)
+    if len(data) == 0:
+        raise DataError(f"{source}: empty file (0 bytes); {READ_FIX}", path=source)
+    tail = bytes(data[-TAIL:])
+    if data[:8] == PNG_SIGNATURE and b"IEND" not in tail:
+        raise DataError(f"{source}: truncated PNG ({len(data)} bytes, no IEND chunk); {READ_FIX}", path=source)
+    if data[:3] == JPEG_SIGNATURE and b"\xff\xd9" not in tail:
+        raise DataError(f"{source}: truncated JPEG ({len(data)} bytes, no end-of-image marker); {READ_FIX}",
+                        path=source)
+    return data
+
+
+def decode_image(data: bytes | None, source: str, *, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    """Decode image bytes with OpenCV after :func:`check_image_bytes`; errors name ``source``."""
+    data = check_image_bytes(data, source)
+    buffer = np.frombuffer(data, np.uint8)
+    try:
+        img = cv2.imdecode(buffer, flags)
+        if (img is None or img.size == 0) and flags != cv2.IMREAD_UNCHANGED:
+            # OpenCV decodes 32-bit float TIFFs only unchanged: read them so, then convert to 8-bit BGR
+            img = _float_to_bgr8(cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED), flags, source)
+        elif img is not None and img.dtype in FLOAT_TYPES:
+            float_peak(img, source)  # NaN, infinity or an unknown range: refused here, naming the file
+    except cv2.error as err:
+        raise DataError(f"{source}: cannot decode image ({err}); {READ_FIX}", path=source) from err
+    except ValueError as err:
+        raise DataError(str(err), path=source) from err
+    if img is None or img.size == 0:
+        raise DataError(f"{source}: cannot decode image (corrupt, or not an image file); {READ_FIX}", path=source)
+    return img
+
+
+def _float_to_bgr8(img: np.ndarray | None, flags: int, source: str) -> np.ndarray | None:
+    """A float image decoded unchanged, as ``cv2.imdecode(..., flags)`` would give an 8-bit one.
+
+    Its range ([0, 1] or 0-255) is told by its values (:func:`lkdn.images.float_peak`, which
+    refuses non-finite values and other ranges with a ValueError naming ``source``).
+    """
+    if img is None or img.dtype not in FLOAT_TYPES:
+        return None
+    peak = float_peak(img, source)
+    img = np.round(np.clip(img.astype(np.float64) * (255.0 / peak), 0, 255)).astype(np.uint8)
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = img[..., :3]
+    if flags == cv2.IMREAD_GRAYSCALE:
+        return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img
+
+
+def read_image_file(path: str | os.PathLike[str], *, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    """Read and decode one image file; a :class:`DataError` names the file for every failure."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError as err:
+        raise DataError(f"{path}: image not found", path=str(path)) from err
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror or err})", path=str(path)) from err
+    return decode_image(data, str(path), flags=flags)
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image as uint8 BGR HWC.
+
+    A :class:`DataError` (a ValueError) names the file when it is missing,
+    empty, truncated (PNG, JPEG), corrupt or not an image.
+    """
+    return read_image_file(path, flags=cv2.IMREAD_COLOR)
+
+
 def read_image_unchanged(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image as it is stored (bit depth, grey, alpha kept); a ValueError names the file."""
-    from lkdn.data.safe_dataset import read_image_file
-
     return read_image_file(path, flags=cv2.IMREAD_UNCHANGED)
 
 

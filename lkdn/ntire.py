@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lkdn.evaluate import IMAGE_SUFFIXES, read_image
+from lkdn.images import IMAGE_SUFFIXES, read_image
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 

@@ -28,6 +28,7 @@ import logging
 import torch
 from torch import nn
 
+from lkdn.archs.contract import contract_of
 from lkdn.reparam import foldable_modules, reparameterize_model
 
 logger = logging.getLogger(__name__)
@@ -110,8 +111,6 @@ def keep_float32_stages(net: nn.Module) -> int:
     """Wrap, in place, the sub-modules the architecture's contract lists in ``fp32_stages`` so that
     they run in float32 under float16 autocast (LKDN's attention stage reaches ~1e11, far past
     float16's range). Returns the number of wrapped modules."""
-    from lkdn.archs.contract import contract_of
-
     stages = contract_of(net).fp32_stages
     wrapped = 0
     for module in list(net.modules()):

@@ -22,7 +22,11 @@ from typing import Any
 import torch
 import yaml
 
+from lkdn.archs.contract import contract
+from lkdn.losses import loss_class
 from lkdn.schema import SchemaError, long_integer_errors, validate_options
+from lkdn.training.optim import get_optimizer_class
+from lkdn.training.schedulers import get_scheduler_class
 from lkdn.utils.frozen import FrozenDict, freeze, thaw
 
 
@@ -136,14 +140,8 @@ def default_lookups(*, is_train: bool) -> dict[str, Callable[[str], Any]]:
     (:func:`lkdn.training.optim.get_optimizer_class`), ``scheduler``
     (:func:`lkdn.training.schedulers.get_scheduler_class`) and ``loss`` (:func:`lkdn.losses.loss_class`).
     """
-    from lkdn.archs.contract import contract
-
     lookups: dict[str, Callable[[str], Any]] = {"network": lambda name: contract(name).factory}
     if is_train:
-        from lkdn.losses import loss_class
-        from lkdn.training.optim import get_optimizer_class
-        from lkdn.training.schedulers import get_scheduler_class
-
         lookups.update(optim=get_optimizer_class, scheduler=get_scheduler_class, loss=loss_class)
     return lookups
 
@@ -226,8 +224,6 @@ def _scale(opt: dict[str, Any], path: str | os.PathLike[str]) -> int:
     ``network_g`` does not set ``upscale`` and the architecture takes one, it is set to ``scale``,
     so the network is built at the scale the options name.
     """
-    from lkdn.archs.contract import contract
-
     network = opt["network_g"]
     try:
         entry = contract(network.get("type"))

@@ -40,7 +40,6 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from lkdn.backends import BACKENDS, BackendError, MissingExtraError  # noqa: E402
-from lkdn.cli import command_parser, parse_command_line  # noqa: E402
 from lkdn.data.safe_dataset import DataError, build_checked_dataset  # noqa: E402
 from lkdn.evaluate import evaluate  # noqa: E402
 from lkdn.images import write_image  # noqa: E402
@@ -50,6 +49,7 @@ from lkdn.schema import SchemaError  # noqa: E402
 from lkdn.tiling import InferenceMemoryError  # noqa: E402
 from lkdn.upscaler import Upscaler, resolve_device  # noqa: E402
 from lkdn.utils.checkpoint import CheckpointError  # noqa: E402
+from lkdn.utils.command_line import command_parser, parse_command_line  # noqa: E402
 from lkdn.utils.files import write_json_atomic  # noqa: E402
 from lkdn.utils.frozen import thaw  # noqa: E402
 from lkdn.utils.logger import setup_logging  # noqa: E402

@@ -40,6 +40,7 @@ from torch import nn
 
 from lkdn.backends import BACKEND_PRECISIONS, BACKENDS, BackendError, MissingExtraError, check_backend, convert
 from lkdn.backends.auto import AutoBackend
+from lkdn.export import onnx_graph
 from lkdn.images import upscale_image
 from lkdn.loading import load_network_from_options, network_from_file, read_metadata
 from lkdn.optimize import compile_network, keep_float32_stages, optimize_network, tune_cpu_allocator
@@ -242,8 +243,6 @@ class Upscaler:
                 continue
             try:
                 if graph is None and not (name == "onnxruntime" and self.precision == "fp16"):
-                    from lkdn.export import onnx_graph
-
                     graph = onnx_graph(net)
                 candidates[name] = convert(net, name, precision=self.precision, threads=threads,
                                            calibration=calibration, graph=graph)

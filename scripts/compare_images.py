@@ -29,9 +29,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lkdn, installed or not
 
-from lkdn.cli import command_parser, parse_command_line  # noqa: E402
-from lkdn.evaluate import IMAGE_SUFFIXES, image_metrics, read_image  # noqa: E402
+from lkdn.evaluate import image_metrics  # noqa: E402
+from lkdn.images import IMAGE_SUFFIXES, read_image  # noqa: E402
 from lkdn.resize import bicubic_resize  # noqa: E402
+from lkdn.utils.command_line import command_parser, parse_command_line  # noqa: E402
 from lkdn.utils.files import refuse_overwriting_inputs  # noqa: E402
 
 

@@ -32,10 +32,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from lkdn.cli import command_parser, parse_command_line  # noqa: E402
 from lkdn.options import load_options  # noqa: E402
 from lkdn.profiling import lr_size_for_output, parse_size  # noqa: E402
 from lkdn.upscaler import resolve_device  # noqa: E402
+from lkdn.utils.command_line import command_parser, parse_command_line  # noqa: E402
 from lkdn.utils.files import replace_between_markers, write_text_atomic  # noqa: E402
 from lkdn.zoo import find_benchmark  # noqa: E402
 

@@ -26,11 +26,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lkdn, installed or not
 
 import lkdn  # noqa: F401  (registers the architectures; first, before basicsr)
-from lkdn.cli import command_parser, parse_command_line
 from lkdn.loading import fitting_skeleton, read_metadata, save_network_file
 from lkdn.options import OptionsError, load_options
 from lkdn.schema import SchemaError
 from lkdn.utils.checkpoint import CheckpointError, load_state_dict
+from lkdn.utils.command_line import command_parser, parse_command_line
 from lkdn.utils.files import OutputIsInputError, refuse_overwriting_inputs
 
 

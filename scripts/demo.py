@@ -38,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lkdn, installed or not
 
-from lkdn.cli import command_parser, parse_command_line  # noqa: E402
+from lkdn.utils.command_line import command_parser, parse_command_line  # noqa: E402
 from lkdn.utils.files import write_json_atomic  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +100,8 @@ def mean_metrics(per_image: dict[str, dict[str, float]]) -> dict[str, float]:
 
 def bicubic_metrics(hr_dir: Path, lr_dir: Path) -> dict[str, float]:
     """PSNR/SSIM of MATLAB-bicubic upscaling, with the benchmark protocol."""
-    from lkdn.evaluate import image_metrics, image_pairs, read_image
+    from lkdn.evaluate import image_metrics, image_pairs
+    from lkdn.images import read_image
     from lkdn.resize import bicubic_resize
 
     per_image = {
@@ -112,7 +113,8 @@ def bicubic_metrics(hr_dir: Path, lr_dir: Path) -> dict[str, float]:
 
 def seconds_per_image(test_opt: Path, weights: Path, lr_dir: Path) -> tuple[int, float]:
     """Parameters and median CPU seconds per held-out image of the network of ``test_opt``."""
-    from lkdn.evaluate import read_image, super_resolve
+    from lkdn.evaluate import super_resolve
+    from lkdn.images import read_image
     from lkdn.loading import load_network_from_options
     from lkdn.options import load_options
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from lkdn.cli import command_parser, parse_command_line
+from lkdn.utils.command_line import command_parser, parse_command_line
 from lkdn.zoo import (
     CACHE,
     CHECKPOINTS,

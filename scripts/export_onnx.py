@@ -21,10 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lkdn, installed or not
 
 import lkdn  # noqa: F401  (registers the architectures; first, before basicsr)
-from lkdn.cli import parse_command_line
 from lkdn.export import DEFAULT_OPSET, export_metadata, export_onnx
 from lkdn.options import OptionsError
 from lkdn.tiling import check_input_size
+from lkdn.utils.command_line import parse_command_line
 from lkdn.utils.export_cli import ExportJob, export_parser, run_export
 
 

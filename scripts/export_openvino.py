@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 import lkdn  # noqa: F401  (registers the architectures; first, before basicsr)
 from lkdn.backends import BackendError
 from lkdn.backends.export import export_openvino
-from lkdn.cli import parse_command_line
 from lkdn.export import export_metadata
 from lkdn.options import OptionsError
+from lkdn.utils.command_line import parse_command_line
 from lkdn.utils.export_cli import ExportJob, export_parser, run_export
 
 

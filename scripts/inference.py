@@ -33,15 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from lkdn.backends import BACKENDS, BackendError, MissingExtraError
 from lkdn.backends.files import SUFFIXES, ExportedModel
-from lkdn.cli import command_parser, parse_command_line
-from lkdn.evaluate import IMAGE_SUFFIXES
-from lkdn.images import read_image_unchanged, write_image
+from lkdn.images import IMAGE_SUFFIXES, read_image_unchanged, write_image
 from lkdn.loading import load_network_from_options
 from lkdn.options import OptionsError, device_of, parse_options
 from lkdn.schema import SchemaError
 from lkdn.tiling import InferenceMemoryError
 from lkdn.upscaler import Upscaler, resolve_device
 from lkdn.utils.checkpoint import CheckpointError
+from lkdn.utils.command_line import command_parser, parse_command_line
 from lkdn.utils.files import refuse_overwriting_inputs
 from lkdn.utils.logger import setup_logging
 

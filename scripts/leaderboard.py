@@ -33,7 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from lkdn.cli import command_parser, parse_command_line  # noqa: E402
 from lkdn.leaderboard import (  # noqa: E402
     DEFAULT_BASELINE,
     ZOO,
@@ -48,6 +47,7 @@ from lkdn.ntire import SCORE_WEIGHTS  # noqa: E402
 from lkdn.options import OptionsError, load_options  # noqa: E402
 from lkdn.profiling import parse_size  # noqa: E402
 from lkdn.upscaler import resolve_device  # noqa: E402
+from lkdn.utils.command_line import command_parser, parse_command_line  # noqa: E402
 from lkdn.utils.files import replace_between_markers, write_json_atomic, write_text_atomic  # noqa: E402
 
 FIGURE = "psnr_vs_cost.png"

@@ -32,7 +32,6 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lkdn, installed or not
 
-from lkdn.cli import command_parser, parse_command_line
 from lkdn.loading import load_network_from_options
 from lkdn.ntire import PSNR_THRESHOLDS, SCORE_WEIGHTS, challenge_score, image_pairs, run_images
 from lkdn.options import OptionsError, load_options
@@ -40,6 +39,7 @@ from lkdn.profiling import ntire_counts
 from lkdn.schema import SchemaError
 from lkdn.upscaler import Upscaler, resolve_device
 from lkdn.utils.checkpoint import CheckpointError
+from lkdn.utils.command_line import command_parser, parse_command_line
 from lkdn.utils.files import write_json_atomic, write_text_atomic
 
 

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lkdn, installed or not
 
-from lkdn.cli import command_parser, parse_command_line  # noqa: E402
+from lkdn.utils.command_line import command_parser, parse_command_line  # noqa: E402
 from lkdn.utils.files import refuse_overwriting_inputs  # noqa: E402
 
 NON_LOSS_KEYS = {"iter", "epoch", "lr", "time", "data_time", "eta"}

@@ -30,7 +30,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from lkdn import build_network
-from lkdn.cli import command_parser, parse_command_line
 from lkdn.optimize import optimize_network
 from lkdn.options import OptionsError, load_options
 from lkdn.profiling import lr_size_for_output, markdown_table, ntire_counts, parse_size, profile_network
@@ -38,6 +37,7 @@ from lkdn.reparam import reparameterize_model
 from lkdn.schema import SchemaError
 from lkdn.tiling import check_input_size
 from lkdn.upscaler import resolve_device
+from lkdn.utils.command_line import command_parser, parse_command_line
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -44,13 +44,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 
 import lkdn  # noqa: F401 (registers the architectures before basicsr is used)
 from lkdn import build_network
-from lkdn.cli import command_parser, parse_command_line
 from lkdn.loading import deploy_form, load_weights_from_options, save_network_file
 from lkdn.options import Options, OptionsError, load_options, load_yaml
 from lkdn.profiling import count_parameters
 from lkdn.reparam import fold_summary, verify_reparameterization
 from lkdn.schema import SchemaError
 from lkdn.utils.checkpoint import PREFERRED_KEYS, CheckpointError, load_file
+from lkdn.utils.command_line import command_parser, parse_command_line
 from lkdn.utils.files import file_in_the_way, refuse_overwriting_inputs, write_text_atomic
 from lkdn.utils.frozen import thaw
 from lkdn.utils.logger import setup_logging

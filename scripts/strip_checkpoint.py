@@ -23,7 +23,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lkdn, installed or not
 
-from lkdn.cli import command_parser, parse_command_line
 from lkdn.utils.checkpoint import (
     PREFERRED_KEYS,
     SAFETENSORS_SUFFIX,
@@ -32,6 +31,7 @@ from lkdn.utils.checkpoint import (
     load_file,
     save_file,
 )
+from lkdn.utils.command_line import command_parser, parse_command_line
 from lkdn.utils.files import OutputIsInputError, refuse_overwriting_inputs
 from lkdn.utils.logger import setup_logging
 

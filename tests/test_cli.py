@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from lkdn import cli
+from lkdn.utils import command_line
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,7 +69,7 @@ def command_parsers(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[argparse
     from lkdn.training import pipeline
 
     parsers = {}
-    monkeypatch.setattr(cli, "parse_command_line", _capture)  # the scripts import it when run_script loads them
+    monkeypatch.setattr(command_line, "parse_command_line", _capture)  # the scripts import it when run_script loads them
     for command, entry in (("lkdn-train", pipeline), ("lkdn-test", test_entry)):
         monkeypatch.setattr(entry, "parse_command_line", _capture)
         with pytest.raises(_CapturedError) as captured:
@@ -140,10 +141,10 @@ def test_every_old_spelling_is_accepted_and_means_the_same(parsers: dict) -> Non
                     olds.append("--" + option[2:].replace("-", "_"))
                 for old in olds:
                     base, value = _required(parser, action), _value(action)
-                    new_args = cli.parse_command_line(parser, [*base, option, *value], aliases)
-                    assert cli.parse_command_line(parser, [*base, old, *value], aliases) == new_args, (command, old)
+                    new_args = command_line.parse_command_line(parser, [*base, option, *value], aliases)
+                    assert command_line.parse_command_line(parser, [*base, old, *value], aliases) == new_args, (command, old)
                     if value:  # --old=value too (torch.distributed.launch passes --local_rank=N)
-                        assert cli.parse_command_line(parser, [*base, f"{old}={value[0]}", *value[1:]],
+                        assert command_line.parse_command_line(parser, [*base, f"{old}={value[0]}", *value[1:]],
                                                       aliases) == new_args, (command, old)
                     checked.add(old)
     assert {"--auto_resume", "--force_yml", "--root_path", "--local_rank", "--root", "--tile_pad", "--self_ensemble",
@@ -179,7 +180,7 @@ def test_old_spellings_leave_values_and_positional_arguments_alone() -> None:
     parser.add_argument("--force-yml", nargs="+")
     parser.add_argument("rest", nargs="*")
     argv = ["--force_yml", "path:x=--a_b", "--", "--force_yml"]
-    assert cli.old_spellings(parser, argv) == ["--force-yml", "path:x=--a_b", "--", "--force_yml"]
+    assert command_line.old_spellings(parser, argv) == ["--force-yml", "path:x=--a_b", "--", "--force_yml"]
 
 
 def test_every_script_a_user_runs_has_a_command() -> None:

@@ -15,7 +15,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from lkdn import build_network  # noqa: E402
-from lkdn.evaluate import evaluate_folder, read_image  # noqa: E402
+from lkdn.evaluate import evaluate_folder  # noqa: E402
 from lkdn.export import (  # noqa: E402
     FP16_TOLERANCE,
     ExportError,
@@ -23,6 +23,7 @@ from lkdn.export import (  # noqa: E402
     export_onnx,
     onnx_metadata,
 )
+from lkdn.images import read_image  # noqa: E402
 from lkdn.loading import load_network  # noqa: E402
 
 TINY = {"type": "LKDN_S", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscale": 2}

@@ -45,6 +45,8 @@ from lkdn.backends.base import (
     require,
     verify,
 )
+from lkdn.export import deploy_network, image_tensor, input_channels, onnx_graph, torchscript_graph
+from lkdn.images import IMAGE_SUFFIXES, read_image
 
 __all__ = [
     "BACKENDS", "BACKEND_PRECISIONS", "PRECISIONS", "TOLERANCES", "BackendError", "Check", "MissingExtraError",
@@ -93,9 +95,6 @@ def calibration_images(source: str | os.PathLike[str] | Sequence[torch.Tensor]) 
     Images larger than :data:`CALIBRATION_SIZE` per side are centre-cropped (statistics need
     content, not size). A ValueError names a folder without images.
     """
-    from lkdn.evaluate import IMAGE_SUFFIXES, read_image
-    from lkdn.export import image_tensor
-
     if isinstance(source, str | os.PathLike):
         folder = Path(source)
         if not folder.is_dir():
@@ -148,8 +147,6 @@ def convert(
         MissingExtraError: the backend's packages are not installed.
         BackendError: conversion failed or the output is not within :data:`TOLERANCES`.
     """
-    from lkdn.export import input_channels, onnx_graph, torchscript_graph
-
     if backend == "torch":
         raise ValueError("convert() builds the non-torch backends; the torch backend is lkdn.Upscaler itself")
     check_backend(backend, precision)
@@ -169,16 +166,16 @@ def convert(
         raise BackendError(f"backend {backend!r}: exporting {type(net).__name__} failed: {err}") from err
     arrays = calibration_images(calibration) if precision == "int8" else []
     if backend == "onnxruntime":
-        from lkdn.backends.onnxruntime_backend import OnnxRuntimeBackend
+        from lkdn.backends.onnxruntime_backend import OnnxRuntimeBackend  # lazy: optional runtime
 
         runtime: Runtime = OnnxRuntimeBackend(graph, precision=precision, threads=threads)
     elif backend == "openvino":
-        from lkdn.backends.openvino_backend import OpenVINOBackend
+        from lkdn.backends.openvino_backend import OpenVINOBackend  # lazy: the backend's runtime is an optional extra
 
         runtime = OpenVINOBackend.from_onnx(graph, precision=precision, threads=threads,
                                             net=_deploy(reference), calibration=arrays)
     else:
-        from lkdn.backends.ncnn_backend import NcnnBackend
+        from lkdn.backends.ncnn_backend import NcnnBackend  # lazy: the backend's runtime is an optional extra
 
         runtime = NcnnBackend.from_torchscript(graph, channels=channels, precision=precision, threads=threads)
     tolerance = TOLERANCES[(backend, precision)]
@@ -190,6 +187,4 @@ def convert(
 
 
 def _deploy(net: nn.Module) -> nn.Module:
-    from lkdn.export import deploy_network
-
     return deploy_network(net)

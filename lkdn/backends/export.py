@@ -28,8 +28,11 @@ import torch
 from torch import nn
 
 from lkdn.backends import calibration_images, verification_inputs
-from lkdn.backends.base import TOLERANCES, BackendError, Check, Runtime, Tolerance, check_inputs, verify
+from lkdn.backends.base import TOLERANCES, BackendError, Check, Runtime, Tolerance, check_inputs, require, verify
+from lkdn.evaluate import evaluate_folder
+from lkdn.export import deploy_network, image_tensor, input_channels, onnx_graph, torchscript_graph
 from lkdn.utils.files import write_atomic
+from lkdn.zoo import find_benchmark
 
 logger = logging.getLogger(__name__)
 
@@ -75,16 +78,11 @@ class FileExportReport:
 
 def image_inputs(images: Sequence[tuple[str, np.ndarray]]) -> list[tuple[str, torch.Tensor]]:
     """``(name, uint8 BGR image)`` pairs as ``(name, 1x3xHxW RGB tensor in [0, 1])``."""
-    from lkdn.export import image_tensor
-
     return [(name, image_tensor(image)) for name, image in images]
 
 
 def set5_score(runtime: Runtime, reference: nn.Module, scale: int) -> Set5Score | None:
     """Set5 PSNR/SSIM through ``runtime`` and ``reference`` (None when Set5 at ``scale`` is not found)."""
-    from lkdn.evaluate import evaluate_folder
-    from lkdn.zoo import find_benchmark
-
     found = find_benchmark("Set5", scale)
     if found is None:
         return None
@@ -162,8 +160,13 @@ def export_openvino(
     Raises:
         BackendError: conversion failed or a check exceeded the tolerance; nothing was written.
     """
-    from lkdn.backends.openvino_backend import OpenVINOBackend, _openvino, quantization_scope, quantize, save_ir
-    from lkdn.export import deploy_network, input_channels, onnx_graph
+    from lkdn.backends.openvino_backend import (  # lazy: optional runtime
+        OpenVINOBackend,
+        _openvino,
+        quantization_scope,
+        quantize,
+        save_ir,
+    )
 
     path = Path(path)
     if path.suffix != ".xml":
@@ -212,9 +215,7 @@ def export_ncnn(
     Raises:
         BackendError: conversion failed or a check exceeded the tolerance; nothing was written.
     """
-    from lkdn.backends.base import require
-    from lkdn.backends.ncnn_backend import NcnnBackend, pnnx_convert
-    from lkdn.export import input_channels, torchscript_graph
+    from lkdn.backends.ncnn_backend import NcnnBackend, pnnx_convert  # lazy: the backend's runtime is an optional extra
 
     path = Path(path)
     if path.suffix != ".param":

@@ -23,7 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from lkdn.backends.base import BackendError, Runtime
+from lkdn.archs.build import build_network
+from lkdn.backends.base import BackendError, Runtime, require
+from lkdn.images import upscale_image
+from lkdn.tiling import APPROXIMATE_TILE_PAD, run_network, tile_context
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +47,6 @@ def backend_of(path: str | os.PathLike[str]) -> str:
 
 def _onnx_facts(path: Path) -> tuple[dict[str, str], str, list[Any]]:
     """The ``metadata_props``, the precision (by the input's element type) and the input shape of an ONNX file."""
-    from lkdn.backends.base import require
-
     onnx = require("onnx", needed_for="running an .onnx file")
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -69,12 +70,12 @@ def load_exported(path: str | os.PathLike[str], *, precision: str | None = None,
     if not path.is_file():
         raise BackendError(f"exported model {path} not found")
     if backend == "onnxruntime":
-        from lkdn.backends.onnxruntime_backend import OnnxRuntimeBackend
+        from lkdn.backends.onnxruntime_backend import OnnxRuntimeBackend  # lazy: optional runtime
 
         metadata, graph_precision, dims = _onnx_facts(path)
         return OnnxRuntimeBackend(path, precision=precision or graph_precision, threads=threads), metadata, dims
     if backend == "openvino":
-        from lkdn.backends.openvino_backend import OpenVINOBackend
+        from lkdn.backends.openvino_backend import OpenVINOBackend  # lazy: the backend's runtime is an optional extra
 
         runtime = OpenVINOBackend(path, precision=precision or "fp32", threads=threads)
         metadata = runtime.metadata()
@@ -83,7 +84,7 @@ def load_exported(path: str | os.PathLike[str], *, precision: str | None = None,
         shape = runtime.model.inputs[0].get_partial_shape()
         dims = [d.get_length() if d.is_static else None for d in shape]
         return runtime, metadata, dims
-    from lkdn.backends.ncnn_backend import NcnnBackend
+    from lkdn.backends.ncnn_backend import NcnnBackend  # lazy: the backend's runtime is an optional extra
 
     return NcnnBackend(path, precision=precision or "fp32", threads=threads), {}, [None, 3, None, None]
 
@@ -100,12 +101,8 @@ def _recorded_scale(path: Path, metadata: dict[str, str]) -> int | None:
 
 def _tile_pad(metadata: dict[str, str]) -> tuple[int, bool]:
     """The tile context from the recorded ``network_g`` (exact), else the approximate default."""
-    from lkdn.tiling import APPROXIMATE_TILE_PAD, tile_context
-
     if "network_g" in metadata:
         try:
-            from lkdn.archs.build import build_network
-
             context = tile_context(build_network(json.loads(metadata["network_g"])))
             return context.pad, context.exact
         except Exception as err:  # an unknown or newer architecture: tiles stay approximate
@@ -180,8 +177,6 @@ class ExportedModel:
         self_ensemble: bool | None = None,
     ) -> torch.Tensor:
         """Super-resolve ``lr`` (N,C,H,W float in [0, 1]) into float32 in [0, 1] on the CPU."""
-        from lkdn.tiling import run_network
-
         if not isinstance(lr, torch.Tensor) or lr.ndim != 4 or not lr.is_floating_point():
             shape = tuple(lr.shape) if isinstance(lr, torch.Tensor) else type(lr).__name__
             raise ValueError(f"expected a float tensor of shape N,C,H,W with values in [0, 1], got {shape}")
@@ -197,8 +192,6 @@ class ExportedModel:
         tile_pad: int | None = None, self_ensemble: bool | None = None,
     ) -> np.ndarray:
         """Super-resolve a numpy image, as :meth:`lkdn.Upscaler.upscale_image`."""
-        from lkdn.images import upscale_image
-
         def forward(x: torch.Tensor) -> torch.Tensor:
             return self(x, tile=tile, tile_pad=tile_pad, self_ensemble=self_ensemble)
 

@@ -23,127 +23,37 @@ What this module adds around any registered dataset (training, validation and
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
 import torch
 from basicsr.utils import FileClient
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils.data import Dataset
 
-from lkdn.images import FLOAT_TYPES, float_peak
+from lkdn.images import READ_FIX, DataError, check_image_bytes, decode_image
+from lkdn.utils.frozen import thaw
 
 logger = logging.getLogger(__name__)
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-JPEG_SIGNATURE = b"\xff\xd8\xff"
-TAIL = 1024  # bytes searched for the end marker of PNG / JPEG files
 SKIPPED_KEY = "skipped_images"
-READ_FIX = "re-create or remove the file (and its LR/HR partner)"
 SKIP_FIX = "or set datasets.train.skip_bad_images: true to skip unreadable training images"
 
 
-class DataError(ValueError):
-    """A dataset or one of its images cannot be used; the message names the file and the fix.
-
-    Attributes:
-        path: the file at fault, when there is one.
-    """
-
-    def __init__(self, message: str, *, path: str | None = None) -> None:
-        if "Original Traceback" in message:  # re-raised from a DataLoader worker: keep the first and last lines
-            lines = [line for line in message.strip().splitlines() if line.strip()]
-            last = lines[-1].split("DataError: ", 1)[-1]
-            message = f"{last} ({lines[0].strip().rstrip('.')})"
-        super().__init__(message)
-        self.path = path
-
-
 # ------------------------------------------------------------------------------------------ images
-
-
-def check_image_bytes(data: bytes | None, source: str) -> bytes:
-    """Return ``data`` when it can be a whole image file; a :class:`DataError` names ``source`` otherwise.
-
-    Catches what decoders accept silently or report without a name: no data, an empty file, a
-    PNG cut before its ``IEND`` chunk, a JPEG cut before its end-of-image marker.
-    """
-    if data is None:
-        raise DataError(f"{source}: no such image (an LMDB key listed in meta_info.txt but absent from data.mdb?)",
-                        path=source)
-    if len(data) == 0:
-        raise DataError(f"{source}: empty file (0 bytes); {READ_FIX}", path=source)
-    tail = bytes(data[-TAIL:])
-    if data[:8] == PNG_SIGNATURE and b"IEND" not in tail:
-        raise DataError(f"{source}: truncated PNG ({len(data)} bytes, no IEND chunk); {READ_FIX}", path=source)
-    if data[:3] == JPEG_SIGNATURE and b"\xff\xd9" not in tail:
-        raise DataError(f"{source}: truncated JPEG ({len(data)} bytes, no end-of-image marker); {READ_FIX}",
-                        path=source)
-    return data
-
-
-def decode_image(data: bytes | None, source: str, *, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
-    """Decode image bytes with OpenCV after :func:`check_image_bytes`; errors name ``source``."""
-    data = check_image_bytes(data, source)
-    buffer = np.frombuffer(data, np.uint8)
-    try:
-        img = cv2.imdecode(buffer, flags)
-        if (img is None or img.size == 0) and flags != cv2.IMREAD_UNCHANGED:
-            # OpenCV decodes 32-bit float TIFFs only unchanged: read them so, then convert to 8-bit BGR
-            img = _float_to_bgr8(cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED), flags, source)
-        elif img is not None and img.dtype in FLOAT_TYPES:
-            float_peak(img, source)  # NaN, infinity or an unknown range: refused here, naming the file
-    except cv2.error as err:
-        raise DataError(f"{source}: cannot decode image ({err}); {READ_FIX}", path=source) from err
-    except ValueError as err:
-        raise DataError(str(err), path=source) from err
-    if img is None or img.size == 0:
-        raise DataError(f"{source}: cannot decode image (corrupt, or not an image file); {READ_FIX}", path=source)
-    return img
-
-
-def _float_to_bgr8(img: np.ndarray | None, flags: int, source: str) -> np.ndarray | None:
-    """A float image decoded unchanged, as ``cv2.imdecode(..., flags)`` would give an 8-bit one.
-
-    Its range ([0, 1] or 0-255) is told by its values (:func:`lkdn.images.float_peak`, which
-    refuses non-finite values and other ranges with a ValueError naming ``source``).
-    """
-    if img is None or img.dtype not in FLOAT_TYPES:
-        return None
-    peak = float_peak(img, source)
-    img = np.round(np.clip(img.astype(np.float64) * (255.0 / peak), 0, 255)).astype(np.uint8)
-    if img.ndim == 3 and img.shape[2] == 4:
-        img = img[..., :3]
-    if flags == cv2.IMREAD_GRAYSCALE:
-        return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-    return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img
-
-
-def read_image_file(path: str | os.PathLike[str], *, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
-    """Read and decode one image file; a :class:`DataError` names the file for every failure."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError as err:
-        raise DataError(f"{path}: image not found", path=str(path)) from err
-    except OSError as err:
-        raise DataError(f"{path}: cannot read ({err.strerror or err})", path=str(path)) from err
-    return decode_image(data, str(path), flags=flags)
 
 
 def _image_size(data: bytes) -> tuple[int, int] | None:
     """(height, width) from an image header, without decoding the pixels (None when unknown)."""
     try:
         from PIL import Image
-    except ImportError:  # pragma: no cover - Pillow comes with matplotlib
+    except ImportError:  # pragma: no cover - Pillow is optional (it comes with matplotlib)
         return None
-    import io
-
     try:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
@@ -235,8 +145,6 @@ def build_checked_dataset(opt: Mapping[str, Any], *, where: str) -> CheckedDatas
 
     ``skip_bad_images`` of a training section turns on skipping (see :class:`CheckedDataset`).
     """
-    from lkdn.utils.frozen import thaw
-
     check_dataset_options(opt, where=where)
     type_name = opt.get("type")
     if not isinstance(type_name, str) or type_name not in DATASET_REGISTRY:

@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 
 from lkdn.data.safe_dataset import DataError, build_checked_dataset
 from lkdn.training.dist import DistInfo
+from lkdn.training.rng import get_rng_state, set_rng_state
 from lkdn.utils.frozen import thaw
 
 logger = logging.getLogger(__name__)
@@ -189,8 +190,6 @@ class TrainData:
     def probe(self) -> None:
         """Load the first sample once, the random states kept as they were: an unreadable first
         image or a ``gt_size`` larger than the images is an error before the run folder is touched."""
-        from lkdn.training.rng import get_rng_state, set_rng_state
-
         state = get_rng_state()
         try:
             if hasattr(self.dataset, "__getitems__"):

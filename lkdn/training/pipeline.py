@@ -27,7 +27,6 @@ from typing import Any
 import torch
 import yaml
 
-from lkdn.cli import command_parser, parse_command_line
 from lkdn.data.safe_dataset import DataError, skipped_in_batch
 from lkdn.models import build_model
 from lkdn.options import OptionsError, apply_override, load_yaml, parse_options
@@ -51,6 +50,7 @@ from lkdn.training.state import (
 )
 from lkdn.training.validation import BestMetrics
 from lkdn.utils.checkpoint import CheckpointError, save_file
+from lkdn.utils.command_line import command_parser, parse_command_line
 from lkdn.utils.files import write_text_atomic
 from lkdn.utils.logger import setup_logging
 

@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from lkdn.cli import command_parser
-from lkdn.evaluate import read_image
 from lkdn.export import ExportError
+from lkdn.images import read_image
 from lkdn.loading import load_network_from_options, weights_file
 from lkdn.options import Options, OptionsError, load_options
 from lkdn.schema import SchemaError
 from lkdn.utils.checkpoint import CheckpointError
+from lkdn.utils.command_line import command_parser
 from lkdn.utils.files import refuse_overwriting_inputs
 from lkdn.utils.logger import setup_logging
 from lkdn.zoo import find_benchmark
@@ -36,7 +36,7 @@ def default_check_image(scale: int) -> Path | None:
 
 
 def export_parser(command: str, doc: str, output_help: str, examples: Sequence[str]) -> argparse.ArgumentParser:
-    """The parser of ``command`` (:func:`lkdn.cli.command_parser`) with the arguments every export takes; the
+    """The parser of ``command`` (:func:`lkdn.utils.command_line.command_parser`) with the arguments every export takes; the
     script adds its own."""
     parser = command_parser(command, doc, examples)
     parser.add_argument("-opt", required=True, type=Path, help="YAML options with network_g (and path.pretrain_network_g)")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's lkdn, installed or not
 
-from lkdn.cli import command_parser, parse_command_line  # noqa: E402
+from lkdn.utils.command_line import command_parser, parse_command_line  # noqa: E402
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's lkdn, installed or not
 
-from lkdn.cli import command_parser, parse_command_line  # noqa: E402
+from lkdn.utils.command_line import command_parser, parse_command_line  # noqa: E402
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 HR_CROP, HR_STEP = 480, 240

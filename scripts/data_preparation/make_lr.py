@@ -29,9 +29,9 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
 
 import lkdn  # noqa: F401,E402 (installs the torchvision alias basicsr needs; imported before basicsr)
-from lkdn.cli import command_parser, parse_command_line  # noqa: E402
 from lkdn.images import read_image_unchanged  # noqa: E402
 from lkdn.resize import downscale, mod_crop  # noqa: E402
+from lkdn.utils.command_line import command_parser, parse_command_line  # noqa: E402
 from lkdn.utils.files import refuse_overwriting_inputs  # noqa: E402
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")

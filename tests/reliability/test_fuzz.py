@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from reliability_common import TINY, make_images
 
 from lkdn.data.safe_dataset import DataError, build_checked_dataset, decode_image
-from lkdn.evaluate import read_image
+from lkdn.images import read_image
 from lkdn.options import OptionsError, parse_options
 from lkdn.schema import TOP, SchemaError
 

@@ -477,7 +477,7 @@ def test_a_float32_tiff_is_read_not_called_corrupt(tmp_path: Path) -> None:
     import cv2
     import numpy as np
 
-    from lkdn.data.safe_dataset import read_image_file
+    from lkdn.images import read_image_file
 
     image = np.random.default_rng(0).random((8, 9, 3)).astype(np.float32)
     assert cv2.imwrite(str(tmp_path / "f.tif"), image)

@@ -15,7 +15,8 @@ from conftest import load_script
 from reliability_common import METRICS, VAL, make_images, write_yaml
 
 from lkdn import build_network
-from lkdn.data.safe_dataset import DataError, read_image_file
+from lkdn.data.safe_dataset import DataError
+from lkdn.images import read_image_file
 from lkdn.utils.checkpoint import save_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
