@@ -1,14 +1,17 @@
-"""Checks shared by the tests of the NTIRE entries: our network against the official module on Set5,
-Set5 through ``lkdn/test.py``, exact folds, ``scripts/reparameterize.py`` and spandrel detection."""
+"""Checks shared by the tests of the NTIRE entries: the published checkpoint loaded strictly, our network
+against the official module on Set5, Set5 through ``lkdn/test.py``, the harness counts, exact folds,
+``scripts/reparameterize.py`` and spandrel detection."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import pytest
 import torch
 from conftest import ROOT, load_script, shared_file
 
@@ -16,7 +19,39 @@ from lkdn import build_network
 from lkdn import test as test_entry
 from lkdn.archs import our_architectures
 from lkdn.loading import deploy_form, load_network
+from lkdn.profiling import count_parameters, ntire_counts
 from lkdn.utils.checkpoint import load_file, save_file
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A published checkpoint, ``pretrained/<family>/<name>.pth``, and the network options it loads into;
+    its test option file is ``options/test/<family>/test_<name>.yml``."""
+
+    family: str
+    name: str
+    options: Mapping[str, Any]
+
+    def checkpoint(self) -> Path:
+        return shared_file("pretrained", self.family, f"{self.name}.pth")
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The checkpoint file's tensors as stored (no key chosen, no prefix removed)."""
+        return torch.load(self.checkpoint(), map_location="cpu", weights_only=True)
+
+    def ours(self) -> torch.nn.Module:
+        """Our network with the checkpoint loaded strictly (``params_ema`` preferred), in eval mode."""
+        return load_network(build_network(dict(self.options)), self.checkpoint(), strict=True).eval()
+
+    def option_file(self) -> Path:
+        return option_file(self.family, self.name)
+
+
+def assert_loads_strictly_with(entry: Entry, parameters: int) -> torch.nn.Module:
+    """The checkpoint loads strictly into our network, which has exactly ``parameters`` parameters."""
+    net = entry.ours()
+    assert count_parameters(net) == parameters
+    return net
 
 
 @torch.no_grad()
@@ -56,6 +91,15 @@ def max_difference_on_set5(ours: torch.nn.Module, official: torch.nn.Module) -> 
     return differences
 
 
+def assert_equals_the_official_on_set5(entry: Entry, official: torch.nn.Module,
+                                       state: Mapping[str, torch.Tensor] | None = None) -> None:
+    """The official network, with the checkpoint (or ``state``) loaded strictly, gives our output on every
+    Set5 image within 1e-5."""
+    official.load_state_dict(entry.state() if state is None else state, strict=True)
+    differences = max_difference_on_set5(entry.ours(), official)
+    assert max(differences.values()) <= 1e-5, differences
+
+
 def set5_numbers(tmp_path: Path, yml: Path, weights: Path, *, scale: int = 4) -> tuple[float, float]:
     """(PSNR, SSIM) of Set5 x``scale`` through ``lkdn/test.py`` with the option file ``yml`` and the checkpoint ``weights``."""
     set5 = shared_file("benchmarks", "Set5", f"x{scale}")
@@ -63,6 +107,31 @@ def set5_numbers(tmp_path: Path, yml: Path, weights: Path, *, scale: int = 4) ->
                                "val:save_img=false", f"datasets:test_1:dataroot_gt={set5 / 'HR'}",
                                f"datasets:test_1:dataroot_lq={set5 / 'LR'}", f"path:pretrain_network_g={weights}"])
     return results["Set5"]["psnr"], results["Set5"]["ssim"]
+
+
+def assert_set5_numbers(tmp_path: Path, entry: Entry, psnr: float, ssim: float) -> None:
+    """Set5 x4 through ``lkdn/test.py`` with the entry's option file and checkpoint gives the published
+    PSNR within 0.01 dB and SSIM within 0.0005."""
+    got = set5_numbers(tmp_path, entry.option_file(), entry.checkpoint())
+    assert abs(got[0] - psnr) <= 0.01 and abs(got[1] - ssim) <= 0.0005, got
+
+
+def assert_harness_counts(options: Mapping[str, Any], *, params: int, activations: int, convs: int,
+                          published: tuple[float, float, float]) -> None:
+    """``ntire_counts`` of the network: exact parameters, activations and convs, and the harness's row
+    ``published`` = (M params to 3 decimals, G FLOPs to 2, M activations to 2)."""
+    pytest.importorskip("fvcore")
+    counts = ntire_counts(build_network(dict(options)))
+    assert (counts.params, counts.activations, counts.convs) == (params, activations, convs)
+    assert (round(counts.params / 1e6, 3), round(counts.flops / 1e9, 2), round(counts.activations / 1e6, 2)) == (
+        published)
+
+
+def assert_our_counts(options: Mapping[str, Any], *, params: int, flops: int, activations: int, convs: int) -> None:
+    """``ntire_counts`` of the network, every figure exact (entries with no harness row)."""
+    pytest.importorskip("fvcore")
+    counts = ntire_counts(build_network(dict(options)))
+    assert (counts.params, counts.flops, counts.activations, counts.convs) == (params, flops, activations, convs)
 
 
 def assert_folds_exactly(options: Mapping[str, Any], *, size: tuple[int, int] = (11, 14)) -> None:
@@ -121,6 +190,16 @@ def assert_spandrel_detects(path: Path, architecture: str, ours: torch.nn.Module
     x = torch.rand(1, 3, 23, 20)
     with torch.no_grad():
         torch.testing.assert_close(descriptor.model.eval()(x), ours.eval()(x), atol=0, rtol=0)
+
+
+def assert_spandrel_reads(entry: Entry, architecture: str, options: Mapping[str, Any]) -> None:
+    """``assert_spandrel_detects`` for the entry's checkpoint, the options read back being exactly ``options``."""
+    pytest.importorskip("spandrel")
+
+    def check(read: dict[str, Any]) -> None:
+        assert read == dict(options)
+
+    assert_spandrel_detects(entry.checkpoint(), architecture, entry.ours(), check)
 
 
 def option_file(family: str, name: str) -> Path:

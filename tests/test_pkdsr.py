@@ -9,37 +9,29 @@ from unittest import mock
 
 import pytest
 import torch
-from conftest import cuda_is_a_no_op, official_module, shared_file
+from conftest import cuda_is_a_no_op, official_module
 from ntire_checks import (
+    Entry,
+    assert_equals_the_official_on_set5,
     assert_folds_exactly,
+    assert_harness_counts,
+    assert_loads_strictly_with,
     assert_reparameterize_script_writes_the_deploy_form,
-    assert_spandrel_detects,
-    max_difference_on_set5,
-    option_file,
-    set5_numbers,
+    assert_set5_numbers,
+    assert_spandrel_reads,
 )
 
 from lkdn import build_network
 from lkdn.archs.span_arch import Conv3XC, FoldedConv3XC
-from lkdn.loading import load_network
-from lkdn.profiling import count_parameters, ntire_counts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 DEPLOY = {"type": "PKDSR", "feature_channels": 32, "tail_channels": 24, "upscale": 4, "deploy": True}
-
-
-def official_checkpoint() -> Path:
-    return shared_file("pretrained", "PKDSR", "PKDSR_NTIRE2026.pth")
-
-
-def ours() -> torch.nn.Module:
-    return load_network(build_network(DEPLOY), official_checkpoint(), strict=True)  # params_ema preferred
+PKDSR_ENTRY = Entry("PKDSR", "PKDSR_NTIRE2026", DEPLOY)  # params_ema preferred
 
 
 def test_official_checkpoint_loads_strictly_with_its_parameter_count() -> None:
-    net = ours()
-    assert count_parameters(net) == 143_928
+    net = assert_loads_strictly_with(PKDSR_ENTRY, 143_928)
     assert net.conv_cat.out_channels == 24 and net.conv_2.eval_conv.in_channels == 24
 
 
@@ -50,24 +42,16 @@ def test_equals_the_official_code_on_set5() -> None:
     small = torch.randn(1, 3, 8, 8)
     with cuda_is_a_no_op(), mock.patch.object(torch, "randn", lambda *args, **kwargs: small):
         official = module.SPANFPrunedKD(3, 3, upscale=4, tail_channels=24, feature_channels=32)
-    state = torch.load(official_checkpoint(), map_location="cpu", weights_only=True)["params_ema"]
-    official.load_state_dict(state, strict=True)
-    differences = max_difference_on_set5(ours(), official)
-    assert max(differences.values()) <= 1e-5, differences
+    assert_equals_the_official_on_set5(PKDSR_ENTRY, official, PKDSR_ENTRY.state()["params_ema"])
 
 
 def test_set5_reproduces_the_official_numbers(tmp_path: Path) -> None:
-    psnr, ssim = set5_numbers(tmp_path, option_file("PKDSR", "PKDSR_NTIRE2026"), official_checkpoint())
-    assert abs(psnr - 31.77) <= 0.01 and abs(ssim - 0.8895) <= 0.0005
+    assert_set5_numbers(tmp_path, PKDSR_ENTRY, 31.77, 0.8895)
 
 
 def test_ntire_counts_match_the_harness() -> None:
     """results.txt, row 16_PKDSR_FINAL_CKPT: 0.144 M params, 9.40 G FLOPs, 39.32 M activations, 18 convs."""
-    pytest.importorskip("fvcore")
-    counts = ntire_counts(build_network(DEPLOY))
-    assert (counts.params, counts.activations, counts.convs) == (143_928, 39_321_600, 18)
-    assert (round(counts.params / 1e6, 3), round(counts.flops / 1e9, 2), round(counts.activations / 1e6, 2)) == (
-        0.144, 9.40, 39.32)
+    assert_harness_counts(DEPLOY, params=143_928, activations=39_321_600, convs=18, published=(0.144, 9.40, 39.32))
 
 
 def test_the_training_form_folds_exactly_into_the_deploy_form() -> None:
@@ -84,13 +68,9 @@ def test_reparameterize_script_writes_a_checkpoint_of_the_deploy_form(tmp_path: 
 
 
 def test_spandrel_reads_the_official_checkpoint_as_pkdsr() -> None:
-    pytest.importorskip("spandrel")
-
-    def check(options: dict) -> None:
-        assert options == {"type": "PKDSR", "num_in_ch": 3, "num_out_ch": 3, "feature_channels": 32,
-                           "tail_channels": 24, "upscale": 4, "deploy": True}
-
-    assert_spandrel_detects(official_checkpoint(), "PKDSR", ours(), check)
+    assert_spandrel_reads(PKDSR_ENTRY, "PKDSR", {"type": "PKDSR", "num_in_ch": 3, "num_out_ch": 3,
+                                                 "feature_channels": 32, "tail_channels": 24, "upscale": 4,
+                                                 "deploy": True})
 
 
 def test_a_training_form_state_dict_reads_back_its_options() -> None:
