@@ -168,6 +168,12 @@ def assert_reparameterize_script_writes_the_deploy_form(tmp_path: Path, options:
         torch.testing.assert_close(deploy(x), reference(net, x), atol=1e-5, rtol=1e-5)
 
 
+def claims(state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Our architectures whose spandrel detection matches ``state``, sorted."""
+    return sorted(name for name, entry in our_architectures().items()
+                  if entry.spandrel is not None and entry.spandrel.matches(state))
+
+
 def assert_spandrel_detects(path: Path, architecture: str, ours: torch.nn.Module,
                             check: Callable[[dict[str, Any]], None] | None = None) -> None:
     """spandrel (with our architectures installed) reads ``path`` as ``architecture`` with our output, and no
@@ -177,10 +183,7 @@ def assert_spandrel_detects(path: Path, architecture: str, ours: torch.nn.Module
     import lkdn.integrations.spandrel as lkdn_spandrel
 
     state = load_file(path)
-    state = state.get("params_ema", state.get("params", state))
-    claimed = [name for name, entry in our_architectures().items()
-               if entry.spandrel is not None and entry.spandrel.matches(state)]
-    assert claimed == [architecture]
+    assert claims(state.get("params_ema", state.get("params", state))) == [architecture]
     lkdn_spandrel.install()
     descriptor = spandrel.ModelLoader().load_from_file(path)
     assert descriptor.architecture.id == f"lkdn:{architecture}"

@@ -8,61 +8,47 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cuda_is_a_no_op, official_module, shared_file
+from conftest import cuda_is_a_no_op, official_module
 from ntire_checks import (
+    Entry,
+    assert_equals_the_official_on_set5,
     assert_folds_exactly,
+    assert_harness_counts,
+    assert_loads_strictly_with,
     assert_reparameterize_script_writes_the_deploy_form,
-    assert_spandrel_detects,
-    max_difference_on_set5,
-    option_file,
+    assert_set5_numbers,
+    assert_spandrel_reads,
+    claims,
     set5_lr,
-    set5_numbers,
 )
 
 from lkdn import build_network
-from lkdn.archs import our_architectures
 from lkdn.archs.span_arch import Conv3XC, FoldedConv3XC
-from lkdn.loading import load_network
-from lkdn.profiling import count_parameters, ntire_counts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 DEPLOY = {"type": "DSCF_Fused", "feature_channels": 26, "upscale": 4, "deploy": True}
-
-
-def official_checkpoint() -> Path:
-    return shared_file("pretrained", "DSCF", "DSCF_Fused_NTIRE2026.pth")
-
-
-def ours() -> torch.nn.Module:
-    return load_network(build_network(DEPLOY), official_checkpoint(), strict=True)
+DSCF = Entry("DSCF", "DSCF_Fused_NTIRE2026", DEPLOY)
 
 
 def test_official_checkpoint_loads_strictly_with_its_parameter_count() -> None:
-    assert count_parameters(ours()) == 125_992
+    assert_loads_strictly_with(DSCF, 125_992)
 
 
 def test_equals_the_official_code_on_set5() -> None:
     module = official_module("ntire_esr/2026/models/team15_DSCF_Fused.py")
     with cuda_is_a_no_op():
         official = module.DSCF_Fused(num_in_ch=3, num_out_ch=3, feature_channels=26, upscale=4)
-    official.load_state_dict(torch.load(official_checkpoint(), map_location="cpu", weights_only=True), strict=True)
-    differences = max_difference_on_set5(ours(), official)
-    assert max(differences.values()) <= 1e-5, differences
+    assert_equals_the_official_on_set5(DSCF, official)
 
 
 def test_set5_reproduces_the_official_numbers(tmp_path: Path) -> None:
-    psnr, ssim = set5_numbers(tmp_path, option_file("DSCF", "DSCF_Fused_NTIRE2026"), official_checkpoint())
-    assert abs(psnr - 31.74) <= 0.01 and abs(ssim - 0.8891) <= 0.0005
+    assert_set5_numbers(tmp_path, DSCF, 31.74, 0.8891)
 
 
 def test_ntire_counts_match_the_harness() -> None:
     """results.txt, row 15_DSCF_Fused: 0.126 M params, 8.22 G FLOPs, 38.93 M activations, 22 convs."""
-    pytest.importorskip("fvcore")
-    counts = ntire_counts(build_network(DEPLOY))
-    assert (counts.params, counts.activations, counts.convs) == (125_992, 38_928_384, 22)
-    assert (round(counts.params / 1e6, 3), round(counts.flops / 1e9, 2), round(counts.activations / 1e6, 2)) == (
-        0.126, 8.22, 38.93)
+    assert_harness_counts(DEPLOY, params=125_992, activations=38_928_384, convs=22, published=(0.126, 8.22, 38.93))
 
 
 def test_the_training_form_folds_exactly_into_the_deploy_form() -> None:
@@ -85,7 +71,7 @@ def test_rgb_mean_needs_one_value_per_channel() -> None:
 
 def test_float16_inference_stays_within_a_hundredth_of_float32() -> None:
     """What the spandrel detection's supports_half declares (SPAN c28 differs by the same 0.006)."""
-    net = ours().eval()
+    net = DSCF.ours()
     x = set5_lr()[-1][1]  # woman
     with torch.no_grad():
         single = net(x)
@@ -94,21 +80,10 @@ def test_float16_inference_stays_within_a_hundredth_of_float32() -> None:
 
 
 def test_spandrel_reads_the_official_checkpoint() -> None:
-    pytest.importorskip("spandrel")
-
-    def check(options: dict) -> None:
-        assert options == {"type": "DSCF_Fused", "num_in_ch": 3, "num_out_ch": 3, "feature_channels": 26,
-                           "upscale": 4, "deploy": True}
-
-    assert_spandrel_detects(official_checkpoint(), "DSCF_Fused", ours(), check)
-
-
-def claims(state: dict) -> list[str]:
-    """Our architectures whose spandrel detection matches ``state``."""
-    return sorted(name for name, entry in our_architectures().items()
-                  if entry.spandrel is not None and entry.spandrel.matches(state))
+    assert_spandrel_reads(DSCF, "DSCF_Fused", {"type": "DSCF_Fused", "num_in_ch": 3, "num_out_ch": 3,
+                                               "feature_channels": 26, "upscale": 4, "deploy": True})
 
 
 def test_one_detection_of_ours_claims_the_checkpoint_and_the_training_form() -> None:
-    assert claims(torch.load(official_checkpoint(), map_location="cpu", weights_only=True)) == ["DSCF_Fused"]
+    assert claims(DSCF.state()) == ["DSCF_Fused"]
     assert claims(build_network({"type": "DSCF_Fused", "feature_channels": 4}).state_dict()) == ["DSCF_Fused"]

@@ -7,40 +7,31 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import cuda_is_a_no_op, official_module, shared_file
+from conftest import cuda_is_a_no_op, official_module
 from ntire_checks import (
+    Entry,
+    assert_equals_the_official_on_set5,
     assert_folds_exactly,
+    assert_loads_strictly_with,
+    assert_our_counts,
     assert_reparameterize_script_writes_the_deploy_form,
+    assert_set5_numbers,
     assert_spandrel_detects,
-    max_difference_on_set5,
-    option_file,
-    set5_numbers,
+    claims,
 )
 
 from lkdn import build_network
-from lkdn.archs import our_architectures
 from lkdn.archs.pkdsr_arch import PKDSR
 from lkdn.archs.span_arch import Conv3XC
-from lkdn.loading import load_network
-from lkdn.profiling import count_parameters, ntire_counts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 DEPLOY = {"type": "SPANF", "feature_channels": 32, "upscale": 4, "deploy": True}
-
-
-def official_checkpoint() -> Path:
-    return shared_file("pretrained", "SPANF", "SPANF_NTIRE2025.pth")
-
-
-def ours() -> torch.nn.Module:
-    return load_network(build_network(DEPLOY), official_checkpoint(), strict=True)
+SPANF = Entry("SPANF", "SPANF_NTIRE2025", DEPLOY)
 
 
 def test_official_checkpoint_loads_strictly_with_its_parameter_count() -> None:
-    net = ours()
-    assert count_parameters(net) == 148_288
+    net = assert_loads_strictly_with(SPANF, 148_288)
     assert isinstance(net, PKDSR) and net.conv_cat.out_channels == net.conv_2.eval_conv.in_channels == 32
 
 
@@ -48,21 +39,16 @@ def test_equals_the_official_code_on_set5() -> None:
     module = official_module("ntire_esr/2025/models/team24_SPANF.py")
     with cuda_is_a_no_op():  # the official constructor moves itself to CUDA and runs a warm-up pass
         official = module.SPANF(3, 3, upscale=4, feature_channels=32)
-    official.load_state_dict(torch.load(official_checkpoint(), map_location="cpu", weights_only=True), strict=True)
-    differences = max_difference_on_set5(ours(), official)
-    assert max(differences.values()) <= 1e-5, differences
+    assert_equals_the_official_on_set5(SPANF, official)
 
 
 def test_set5_reproduces_the_official_numbers(tmp_path: Path) -> None:
-    psnr, ssim = set5_numbers(tmp_path, option_file("SPANF", "SPANF_NTIRE2025"), official_checkpoint())
-    assert abs(psnr - 31.77) <= 0.01 and abs(ssim - 0.8896) <= 0.0005
+    assert_set5_numbers(tmp_path, SPANF, 31.77, 0.8896)
 
 
 def test_ntire_counts() -> None:
     """No harness row for 2025 entries here: our counts (15 block convs, conv_near, conv_cat, conv_2)."""
-    pytest.importorskip("fvcore")
-    counts = ntire_counts(build_network(DEPLOY))
-    assert (counts.params, counts.flops, counts.activations, counts.convs) == (148_288, 9_681_502_208, 39_845_888, 18)
+    assert_our_counts(DEPLOY, params=148_288, flops=9_681_502_208, activations=39_845_888, convs=18)
 
 
 def test_the_training_form_folds_exactly_into_the_deploy_form() -> None:
@@ -82,15 +68,9 @@ def test_spandrel_reads_the_official_checkpoint_as_pkdsr_with_a_full_width_fusio
     def check(options: dict) -> None:
         assert options["type"] == "PKDSR" and options["feature_channels"] == options["tail_channels"] == 32
 
-    assert_spandrel_detects(official_checkpoint(), "PKDSR", ours(), check)
-
-
-def claims(state: dict) -> list[str]:
-    """Our architectures whose spandrel detection matches ``state``."""
-    return sorted(name for name, entry in our_architectures().items()
-                  if entry.spandrel is not None and entry.spandrel.matches(state))
+    assert_spandrel_detects(SPANF.checkpoint(), "PKDSR", SPANF.ours(), check)
 
 
 def test_one_detection_of_ours_claims_the_checkpoint_and_the_training_form() -> None:
-    assert claims(torch.load(official_checkpoint(), map_location="cpu", weights_only=True)) == ["PKDSR"]
+    assert claims(SPANF.state()) == ["PKDSR"]
     assert claims(build_network({"type": "SPANF", "feature_channels": 4}).state_dict()) == ["PKDSR"]
