@@ -26,7 +26,7 @@ def install_torchvision_alias() -> None:
             return
     except ModuleNotFoundError:
         pass
-    from torchvision.transforms import functional
+    from torchvision.transforms import functional  # only when the alias is missing
 
     alias = types.ModuleType(_OLD_NAME)
     alias.__doc__ = "Alias created by lkdn.compat for basicsr 1.4.2 on torchvision >= 0.17."

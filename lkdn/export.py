@@ -64,8 +64,8 @@ class ExportError(RuntimeError):
 
 def _require_onnx() -> tuple[Any, Any]:
     try:
-        import onnx
-        import onnxruntime
+        import onnx  # optional extra: pip install -e ".[onnx]"
+        import onnxruntime  # optional extra
     except ImportError as err:
         raise ImportError(
             f"ONNX export needs onnx and onnxruntime ({err.name} is missing): pip install -e \".[onnx]\" in the clone"
@@ -76,7 +76,7 @@ def _require_onnx() -> tuple[Any, Any]:
 def _require_onnx_exporter() -> Any:
     """The ``onnx`` package (torch.onnx.export needs it; onnxruntime is not needed to export)."""
     try:
-        import onnx
+        import onnx  # optional extra: pip install -e ".[onnx]"
     except ImportError as err:
         raise ImportError(
             "exporting to ONNX needs the onnx package (torch.onnx.export uses it), which is not installed: "

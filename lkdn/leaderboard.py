@@ -380,7 +380,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, *, settings: Settings) -> d
     Log x axes (costs span an order of magnitude); labels are moved apart, with a line to their point
     when moved.
     """
-    import matplotlib
+    import matplotlib  # optional: only the figure needs matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -49,7 +49,7 @@ def default_vgg_weights(vgg_type: str) -> Path:
 
 def _vgg_features(vgg_type: str, weights: Path, last: int) -> nn.Sequential:
     """torchvision's ``vgg_type`` feature layers ``0..last`` with the weights of ``weights``."""
-    import torchvision.models as tv
+    import torchvision.models as tv  # lazy: the perceptual loss only
 
     if not weights.is_file():
         name = VGG_FILES[vgg_type]

@@ -154,7 +154,7 @@ def ntire_flops(net: nn.Module, input_shape: tuple[int, ...] = NTIRE_FLOPS_INPUT
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit.script's deprecation notice, printed by importing fvcore
         try:
-            from fvcore.nn import FlopCountAnalysis
+            from fvcore.nn import FlopCountAnalysis  # optional: FLOPs are None without fvcore
         except ImportError:
             return None
     model = copy.deepcopy(net).to("cpu").eval()
@@ -278,7 +278,7 @@ def _quiet_native_stderr() -> Iterator[None]:
 
 def _cpu_allocated_peak(forward: Forward, x: torch.Tensor) -> int:
     """Peak bytes held by tensors allocated during ``forward(x)``, from the profiler's memory events."""
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity, profile  # lazy: the profiler, for this measure only
 
     with _quiet_native_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         forward(x)

@@ -37,7 +37,7 @@ def bicubic_resize(image: np.ndarray, factor: float, *, method: str = "matlab") 
         size = (round(width * factor), round(height * factor))
         interpolation = cv2.INTER_CUBIC
         return cv2.resize(image, size, interpolation=interpolation)
-    from basicsr.utils.matlab_functions import imresize
+    from basicsr.utils.matlab_functions import imresize  # lazy: the MATLAB-style resize only
 
     peak = _peak(image)
     out = imresize(image.astype(np.float64) / peak, factor)

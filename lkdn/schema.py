@@ -14,10 +14,12 @@ from __future__ import annotations
 import math
 import re
 import string
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from lkdn.utils.names import did_you_mean, unknown_keywords
@@ -216,8 +218,6 @@ def _range_text(path: tuple[str, ...]) -> str:
 def long_integer_errors(root: yaml.Node | None, source: str) -> list[str]:
     """Errors for integers of a composed YAML document too long for Python to read (over
     ``sys.get_int_max_str_digits()`` digits), each with the key's path, line and valid range."""
-    import sys
-
     limit = sys.get_int_max_str_digits() or None
     errors: list[str] = []
 
@@ -460,8 +460,6 @@ def validate_options(
     _metrics(checker, opt)
     compile_opt = train.get("compile")
     if isinstance(compile_opt, Mapping):
-        import torch
-
         checker.signature(compile_opt, torch.compile, ("train", "compile"), ())
     save_format = opt.get("logger").get("save_format") if isinstance(opt.get("logger"), Mapping) else None
     if isinstance(save_format, str) and save_format not in SAVE_FORMATS:

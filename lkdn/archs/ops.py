@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as module_state
 
 
 def inplace_ok() -> bool:
@@ -88,8 +89,6 @@ def conv_act(conv: nn.Module, act: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _has_hooks(module: nn.Module) -> bool:
-    from torch.nn.modules import module as module_state
-
     return bool(module._forward_hooks or module._forward_pre_hooks or module_state._global_forward_hooks
                 or module_state._global_forward_pre_hooks)
 

@@ -186,7 +186,7 @@ def natural_image(channels: int = 3, *, size: tuple[int, int] = (45, 51)) -> tor
     on images.
     """
     import cv2
-    from skimage import data
+    from skimage import data  # scikit-image: only the reduced-precision checks need it
 
     image = cv2.resize(data.astronaut(), (64, 64), interpolation=cv2.INTER_AREA)[: size[0], : size[1]]
     tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0

@@ -51,7 +51,7 @@ SKIP_FIX = "or set datasets.train.skip_bad_images: true to skip unreadable train
 def _image_size(data: bytes) -> tuple[int, int] | None:
     """(height, width) from an image header, without decoding the pixels (None when unknown)."""
     try:
-        from PIL import Image
+        from PIL import Image  # optional: Pillow
     except ImportError:  # pragma: no cover - Pillow is optional (it comes with matplotlib)
         return None
     try:

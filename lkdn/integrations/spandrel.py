@@ -145,7 +145,7 @@ def load_model(path: Any, device: Any = "cpu") -> ImageModelDescriptor:
         CheckpointError: the file is missing, unreadable or would run code, or spandrel knows no
             architecture for its tensors (the message names the file and a few keys).
     """
-    from spandrel import ModelLoader, UnsupportedModelError
+    from spandrel import ModelLoader, UnsupportedModelError  # optional: spandrel
 
     install()
     state = extract_state_dict(load_file(path), source=str(path))

@@ -22,7 +22,7 @@ _EXTRA: dict[str, Callable[[], type[torch.optim.Optimizer]]] = {}
 
 
 def _timm_adan() -> type[torch.optim.Optimizer]:
-    from timm.optim import Adan
+    from timm.optim import Adan  # optional: only Adan needs timm
 
     return Adan
 

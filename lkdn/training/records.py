@@ -88,7 +88,7 @@ def progress_bar(total_iter: int, start_iter: int) -> Any:
         interactive = False
     if not interactive:
         return None
-    from tqdm import tqdm
+    from tqdm import tqdm  # lazy: an interactive terminal only
 
     return tqdm(total=total_iter, initial=start_iter, desc="Training", unit="iter", file=sys.stderr,
                 dynamic_ncols=True, mininterval=1.0, smoothing=0.05)
@@ -101,7 +101,7 @@ def start_wandb(options: Mapping[str, Any], *, wandb_opt: Mapping[str, Any], exp
                 resume_iter: int) -> Any:
     """A W&B run for this training (resumed when the experiment folder holds its id); ``wandb`` must be installed."""
     try:
-        import wandb
+        import wandb  # optional: logger.wandb
     except ImportError as err:
         raise ValueError("logger.wandb.project is set but the wandb package is not installed: pip install wandb, "
                          "or remove logger.wandb") from err
@@ -148,7 +148,7 @@ class TrainingRecords:
         for file in (TRAIN_LOG, METRICS_LOG):
             truncate_jsonl(self.dir / file, after_iter=resume_iter)
         if tb_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # optional: TensorBoard logging only
 
             self.writer = SummaryWriter(log_dir=str(tb_dir), purge_step=resume_iter + 1 if resume_iter else None)
         if wandb is not None and (wandb[0] or {}).get("project"):

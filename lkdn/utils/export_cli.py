@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from lkdn.export import ExportError
 from lkdn.images import read_image
@@ -89,8 +90,6 @@ def run_export(
         print(f"error: --threads must be a positive number of CPU threads, got {args.threads}", file=sys.stderr)  # noqa: T201
         return 1
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     try:
         refuse_overwriting(args, also_writes)

@@ -29,7 +29,7 @@ class StderrHandler(logging.StreamHandler):
         if "tqdm" not in sys.modules:
             super().emit(record)
             return
-        from tqdm import tqdm
+        from tqdm import tqdm  # already imported (checked above)
 
         with tqdm.external_write_mode(file=self.stream):  # a progress bar on the terminal: cleared, then redrawn
             super().emit(record)
