@@ -127,11 +127,17 @@ def assert_harness_counts(options: Mapping[str, Any], *, params: int, activation
         published)
 
 
-def assert_our_counts(options: Mapping[str, Any], *, params: int, flops: int, activations: int, convs: int) -> None:
-    """``ntire_counts`` of the network, every figure exact (entries with no harness row)."""
+def assert_our_counts(options: Mapping[str, Any], *, params: int, flops: int, activations: int, convs: int,
+                      official: Callable[[], torch.nn.Module] | None = None) -> None:
+    """``ntire_counts`` of the network, every figure exact (entries with no harness row), and, given
+    ``official`` (a constructor), the official network's counts equal to ours."""
     pytest.importorskip("fvcore")
     counts = ntire_counts(build_network(dict(options)))
-    assert (counts.params, counts.flops, counts.activations, counts.convs) == (params, flops, activations, convs)
+    ours = (counts.params, counts.flops, counts.activations, counts.convs)
+    assert ours == (params, flops, activations, convs)
+    if official is not None:
+        theirs = ntire_counts(official())
+        assert (theirs.params, theirs.flops, theirs.activations, theirs.convs) == ours
 
 
 def assert_folds_exactly(options: Mapping[str, Any], *, size: tuple[int, int] = (11, 14)) -> None:

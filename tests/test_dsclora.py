@@ -12,36 +12,31 @@ import pytest
 import torch
 from conftest import ROOT, cuda_is_a_no_op, official_module, shared_file
 from ntire_checks import (
+    Entry,
+    assert_equals_the_official_on_set5,
     assert_folds_exactly,
+    assert_loads_strictly_with,
+    assert_our_counts,
     assert_reparameterize_script_writes_the_deploy_form,
+    assert_set5_numbers,
     assert_spandrel_detects,
-    max_difference_on_set5,
-    option_file,
+    assert_spandrel_reads,
+    claims,
     randomize,
     reference,
-    set5_numbers,
 )
 from test_train_common import checkpoint, make_pairs, run_training
 
 from lkdn import build_network
-from lkdn.archs import our_architectures
 from lkdn.archs.dsclora_arch import ConvLoRA, LoRAConv3XC, dsclora_options_from_state
 from lkdn.archs.span_arch import FoldedConv3XC
-from lkdn.loading import load_network, load_network_from_options
+from lkdn.loading import load_network_from_options
 from lkdn.options import load_options
-from lkdn.profiling import count_parameters, ntire_counts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 DEPLOY = {"type": "DSCLoRA", "feature_channels": 26, "upscale": 4, "deploy": True}
-
-
-def official_checkpoint() -> Path:
-    return shared_file("pretrained", "DSCLoRA", "DSCLoRA_NTIRE2025.pth")
-
-
-def ours() -> torch.nn.Module:
-    return load_network(build_network(DEPLOY), official_checkpoint(), strict=True)
+DSCLORA = Entry("DSCLoRA", "DSCLoRA_NTIRE2025", DEPLOY)
 
 
 def official_network() -> torch.nn.Module:
@@ -51,35 +46,29 @@ def official_network() -> torch.nn.Module:
 
 
 def test_official_checkpoint_loads_strictly_with_its_parameter_count() -> None:
-    assert count_parameters(ours()) == 130_828
+    assert_loads_strictly_with(DSCLORA, 130_828)
 
 
 def test_the_harness_non_strict_load_hides_no_key() -> None:
     """The harness loads with strict=False; the checkpoint has exactly the official network's keys and
     shapes (the low-rank updates are merged, the official file's LoRA layers are not built)."""
     official = official_network()
-    state = torch.load(official_checkpoint(), map_location="cpu", weights_only=True)
+    state = DSCLORA.state()
     assert {k: tuple(v.shape) for k, v in official.state_dict().items()} == {k: tuple(v.shape) for k, v in state.items()}
     assert not any("lora" in k for k in state)
 
 
 def test_equals_the_official_code_on_set5() -> None:
-    official = official_network()
-    official.load_state_dict(torch.load(official_checkpoint(), map_location="cpu", weights_only=True), strict=True)
-    differences = max_difference_on_set5(ours(), official)
-    assert max(differences.values()) <= 1e-5, differences
+    assert_equals_the_official_on_set5(DSCLORA, official_network())
 
 
 def test_set5_reproduces_the_official_numbers(tmp_path: Path) -> None:
-    psnr, ssim = set5_numbers(tmp_path, option_file("DSCLoRA", "DSCLoRA_NTIRE2025"), official_checkpoint())
-    assert abs(psnr - 31.75) <= 0.01 and abs(ssim - 0.8892) <= 0.0005
+    assert_set5_numbers(tmp_path, DSCLORA, 31.75, 0.8892)
 
 
 def test_ntire_counts() -> None:
     """No harness row for 2025 entries here: our counts (SPAN c26's layout: 22 convs)."""
-    pytest.importorskip("fvcore")
-    counts = ntire_counts(build_network(DEPLOY))
-    assert (counts.params, counts.flops, counts.activations, counts.convs) == (130_828, 8_535_015_424, 38_928_384, 22)
+    assert_our_counts(DEPLOY, params=130_828, flops=8_535_015_424, activations=38_928_384, convs=22)
 
 
 def test_conv_lora_computes_the_official_low_rank_layout() -> None:
@@ -114,15 +103,15 @@ def test_the_training_recipe_starts_as_the_checkpoint_it_fine_tunes() -> None:
     """options/train/DSCLoRA: the published network is the frozen base (non-strict: only the low-rank keys
     are new), the fresh updates are zero, and only they train."""
     opt = load_options(ROOT / "options" / "train" / "DSCLoRA" / "train_DSCLoRA_x4.yml")
-    training = load_network_from_options(opt, weights=official_checkpoint())
-    state = torch.load(official_checkpoint(), map_location="cpu", weights_only=True)
+    training = load_network_from_options(opt, weights=DSCLORA.checkpoint())
+    state = DSCLORA.state()
     new_keys = set(training.state_dict()) - set(state)
     assert set(state) <= set(training.state_dict())
     assert len(new_keys) == 2 * (18 + 2) and all(k.endswith(("lora_A", "lora_B")) for k in new_keys)
     assert sorted(n for n, p in training.named_parameters() if p.requires_grad) == sorted(new_keys)
     x = torch.rand(1, 3, 12, 10, dtype=torch.float64)
     with torch.no_grad():  # float64: the unfused and fused convs of the two forms round alike
-        torch.testing.assert_close(training.double()(x), ours().double().eval()(x), atol=1e-10, rtol=0)
+        torch.testing.assert_close(training.double()(x), DSCLORA.ours().double()(x), atol=1e-10, rtol=0)
 
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")
@@ -132,13 +121,13 @@ def test_the_training_recipe_trains_only_the_updates(tmp_path: Path) -> None:
     set5 = shared_file("benchmarks", "Set5", "x4")
     hr_dir, lr_dir = make_pairs(tmp_path / "pairs", scale=4, size=256, names=("astronaut", "rocket"))
     assert run_training(ROOT / "options" / "train" / "DSCLoRA" / "train_DSCLoRA_x4.yml", tmp_path, "--force_yml",
-                        "num_gpu=0", f"path:pretrain_network_g={official_checkpoint()}", "train:total_iter=2",
+                        "num_gpu=0", f"path:pretrain_network_g={DSCLORA.checkpoint()}", "train:total_iter=2",
                         "datasets:train:batch_size_per_gpu=2", "datasets:train:num_worker_per_gpu=0",
                         "datasets:train:io_backend:type=disk", f"datasets:train:dataroot_gt={hr_dir}",
                         f"datasets:train:dataroot_lq={lr_dir}", f"datasets:val:dataroot_gt={set5 / 'HR'}",
                         f"datasets:val:dataroot_lq={set5 / 'LR'}") == 0
     trained = checkpoint(tmp_path, "DSCLoRA_x4_DF2K_200k", "latest")["params"]
-    base = torch.load(official_checkpoint(), map_location="cpu", weights_only=True)
+    base = DSCLORA.state()
     for key, value in base.items():
         torch.testing.assert_close(trained[key], value, atol=0, rtol=0, msg=key)
     assert all(trained[k].abs().max() > 0 for k in trained if k.endswith("lora_B"))  # started at zero
@@ -178,13 +167,8 @@ def test_bad_ranks_are_refused_by_name(options: dict, message: str) -> None:
 
 def test_spandrel_reads_the_official_checkpoint_as_span_c26() -> None:
     """The merged checkpoint has SPAN's keys and function: it is read as SPAN with 26 channels."""
-    pytest.importorskip("spandrel")
-
-    def check(options: dict) -> None:
-        assert options == {"type": "SPAN", "num_in_ch": 3, "num_out_ch": 3, "feature_channels": 26, "upscale": 4,
-                           "deploy": True}
-
-    assert_spandrel_detects(official_checkpoint(), "SPAN", ours(), check)
+    assert_spandrel_reads(DSCLORA, "SPAN", {"type": "SPAN", "num_in_ch": 3, "num_out_ch": 3, "feature_channels": 26,
+                                            "upscale": 4, "deploy": True})
 
 
 @pytest.mark.parametrize("ranks", [(2, 8), (3, 0), (0, 5)])
@@ -204,15 +188,9 @@ def test_spandrel_reads_training_forms_as_dsclora_with_their_ranks(ranks: tuple[
     assert_spandrel_detects(path, "DSCLoRA", net, check)
 
 
-def claims(state: dict) -> list[str]:
-    """Our architectures whose spandrel detection matches ``state``."""
-    return sorted(name for name, entry in our_architectures().items()
-                  if entry.spandrel is not None and entry.spandrel.matches(state))
-
-
 def test_one_detection_of_ours_claims_each_form() -> None:
     """The merged checkpoint is SPAN's; a training form, with SPAN's keys and low-rank ones, is DSCLoRA's only."""
-    assert claims(torch.load(official_checkpoint(), map_location="cpu", weights_only=True)) == ["SPAN"]
+    assert claims(DSCLORA.state()) == ["SPAN"]
     for ranks in ((2, 8), (1, 0), (0, 1)):
         net = build_network({"type": "DSCLoRA", "feature_channels": 4, "lora_rank": ranks[0], "tail_lora_rank": ranks[1]})
         assert claims(net.state_dict()) == ["DSCLoRA"], ranks

@@ -9,32 +9,25 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import official_module, shared_file
+from conftest import official_module
 from ntire_checks import (
-    assert_spandrel_detects,
-    max_difference_on_set5,
-    option_file,
+    Entry,
+    assert_equals_the_official_on_set5,
+    assert_loads_strictly_with,
+    assert_set5_numbers,
+    assert_spandrel_reads,
     randomize,
     reference,
-    set5_numbers,
 )
 
 from lkdn import build_network
 from lkdn.archs.spanv2_arch import spanv2_options_from_state
-from lkdn.loading import load_network
-from lkdn.profiling import count_parameters, ntire_counts
+from lkdn.profiling import ntire_counts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 OPTIONS = {"type": "SPANV2", "feature_channels": 32, "upscale": 4, "bias": False}
-
-
-def official_checkpoint() -> Path:
-    return shared_file("pretrained", "SPANV2", "SPANV2_NTIRE2026.pth")
-
-
-def ours() -> torch.nn.Module:
-    return load_network(build_network(OPTIONS), official_checkpoint(), strict=True)
+SPANV2 = Entry("SPANV2", "SPANV2_NTIRE2026", OPTIONS)
 
 
 def official_spanv2(module, **kwargs) -> torch.nn.Module:
@@ -43,16 +36,13 @@ def official_spanv2(module, **kwargs) -> torch.nn.Module:
 
 
 def test_official_checkpoint_loads_strictly_with_its_parameter_count() -> None:
-    net = ours()
-    assert count_parameters(net) == 139_104
+    net = assert_loads_strictly_with(SPANV2, 139_104)
     assert all(m.bias is None for name, m in net.named_modules() if name.endswith((".c1.conv", "depthwise_conv")))
 
 
 def test_equals_the_official_code_on_set5() -> None:
     official = official_spanv2(official_module("ntire_esr/2026/models/team22_SPANV2_ESR.py"))
-    official.load_state_dict(torch.load(official_checkpoint(), map_location="cpu", weights_only=True), strict=True)
-    differences = max_difference_on_set5(ours(), official)
-    assert max(differences.values()) <= 1e-5, differences
+    assert_equals_the_official_on_set5(SPANV2, official)
 
 
 def test_equals_the_official_code_with_biases_and_random_weights() -> None:
@@ -70,8 +60,7 @@ def test_equals_the_official_code_with_biases_and_random_weights() -> None:
 
 
 def test_set5_reproduces_the_official_numbers(tmp_path: Path) -> None:
-    psnr, ssim = set5_numbers(tmp_path, option_file("SPANV2", "SPANV2_NTIRE2026"), official_checkpoint())
-    assert abs(psnr - 31.77) <= 0.01 and abs(ssim - 0.8896) <= 0.0005
+    assert_set5_numbers(tmp_path, SPANV2, 31.77, 0.8896)
 
 
 def test_ntire_counts_match_the_harness_but_flops_count_every_conv() -> None:
@@ -100,13 +89,8 @@ def test_ntire_counts_match_the_harness_but_flops_count_every_conv() -> None:
 
 
 def test_spandrel_reads_the_official_checkpoint_as_spanv2() -> None:
-    pytest.importorskip("spandrel")
-
-    def check(options: dict) -> None:
-        assert options == {"type": "SPANV2", "num_in_ch": 3, "num_out_ch": 3, "feature_channels": 32, "upscale": 4,
-                           "bias": False}
-
-    assert_spandrel_detects(official_checkpoint(), "SPANV2", ours(), check)
+    assert_spandrel_reads(SPANV2, "SPANV2", {"type": "SPANV2", "num_in_ch": 3, "num_out_ch": 3, "feature_channels": 32,
+                                             "upscale": 4, "bias": False})
 
 
 def test_options_read_back_from_a_state_dict_with_biases() -> None:
