@@ -49,7 +49,7 @@ def test_lkdn_test_command_prints_one_error_line(tmp_path: Path) -> None:
 
 # --- every command's parser: its name, an example, hyphenated flags, the old spellings still accepted ---------------
 
-#: scripts run by make targets, not by users (make demo runs make_demo_data, make gpu-wheels make_gpu_wheels)
+#: scripts run by other commands, not by users (lkdn-demo runs make_demo_data, make gpu-wheels make_gpu_wheels)
 NOT_COMMANDS = {"data_preparation/make_demo_data", "make_gpu_wheels"}
 
 
