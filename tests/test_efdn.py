@@ -9,63 +9,50 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import official_module, shared_file
+from conftest import official_module
 from ntire_checks import (
+    Entry,
+    assert_equals_the_official_on_set5,
     assert_folds_exactly,
+    assert_loads_strictly_with,
+    assert_our_counts,
     assert_reparameterize_script_writes_the_deploy_form,
-    assert_spandrel_detects,
-    max_difference_on_set5,
-    option_file,
+    assert_set5_numbers,
+    assert_spandrel_reads,
     randomize,
     reference,
-    set5_numbers,
 )
 
 from lkdn import build_network
 from lkdn.archs.efdn_arch import EDBB, Cell, FoldedEDBB, efdn_options_from_state
-from lkdn.loading import deploy_form, load_network
-from lkdn.profiling import count_parameters, ntire_counts
+from lkdn.loading import deploy_form
 from lkdn.reparam import foldable_modules, is_foldable
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 DEPLOY = {"type": "EFDN", "num_feat": 48, "upscale": 4, "deploy": True}
-
-
-def checkpoint() -> Path:
-    return shared_file("pretrained", "EFDN", "EFDN_NTIRE2025.pth")
-
-
-def ours() -> torch.nn.Module:
-    return load_network(build_network(DEPLOY), checkpoint(), strict=True).eval()
+EFDN = Entry("EFDN", "EFDN_NTIRE2025", DEPLOY)
 
 
 def test_checkpoint_is_the_deploy_form_and_loads_strictly_with_its_parameter_count() -> None:
-    state = torch.load(checkpoint(), map_location="cpu", weights_only=True)
+    state = EFDN.state()
     assert "cells.0.conv2.rep_conv.weight" in state and not any("conv1x1_sbx" in k for k in state)
-    assert count_parameters(ours()) == 276_192
+    assert_loads_strictly_with(EFDN, 276_192)
 
 
 def test_equals_the_official_code_on_set5() -> None:
     official = official_module("ntire_esr/2025/models/team00_EFDN.py").EFDN()  # as the 2025 test_demo.py
-    official.load_state_dict(torch.load(checkpoint(), map_location="cpu", weights_only=True), strict=True)
-    differences = max_difference_on_set5(ours(), official)
-    assert max(differences.values()) <= 1e-5, differences
+    assert_equals_the_official_on_set5(EFDN, official)
 
 
 def test_set5_reproduces_the_official_numbers(tmp_path: Path) -> None:
-    psnr, ssim = set5_numbers(tmp_path, option_file("EFDN", "EFDN_NTIRE2025"), checkpoint())
-    assert abs(psnr - 32.08) <= 0.01 and abs(ssim - 0.8931) <= 0.0005, (psnr, ssim)
+    assert_set5_numbers(tmp_path, EFDN, 32.08, 0.8931)
 
 
 def test_ntire_counts_equal_the_official_networks() -> None:
     """The 2025 harness publishes no count row for its baseline: our counts, and the official network's."""
-    pytest.importorskip("fvcore")
-    counts = ntire_counts(build_network(DEPLOY))
-    assert (counts.params, counts.flops, counts.activations, counts.convs) == (276_192, 16_703_470_848, 111_116_736, 65)
-    official = ntire_counts(official_module("ntire_esr/2025/models/team00_EFDN.py").EFDN())
-    assert (official.params, official.flops, official.activations, official.convs) == (
-        counts.params, counts.flops, counts.activations, counts.convs)
+    assert_our_counts(DEPLOY, params=276_192, flops=16_703_470_848, activations=111_116_736, convs=65,
+                      official=official_module("ntire_esr/2025/models/team00_EFDN.py").EFDN)
 
 
 # --- the training form -------------------------------------------------------------------------
@@ -131,12 +118,7 @@ def test_bad_num_feat_is_reported() -> None:
 
 
 def test_spandrel_detects_the_checkpoint_as_efdn_only() -> None:
-    pytest.importorskip("spandrel")
-
-    def check(options: dict) -> None:
-        assert options == DEPLOY | {"num_in_ch": 3, "num_out_ch": 3}
-
-    assert_spandrel_detects(checkpoint(), "EFDN", ours(), check)
+    assert_spandrel_reads(EFDN, "EFDN", DEPLOY | {"num_in_ch": 3, "num_out_ch": 3})
 
 
 @pytest.mark.parametrize("options", [

@@ -10,16 +10,28 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import official_module, shared_file
-from ntire_checks import assert_spandrel_detects, max_difference_on_set5, option_file, set5_numbers
+from ntire_checks import (
+    Entry,
+    assert_equals_the_official_on_set5,
+    assert_loads_strictly_with,
+    assert_our_counts,
+    assert_spandrel_detects,
+    option_file,
+    set5_numbers,
+)
 
 from lkdn import Upscaler, build_network
 from lkdn.archs.imdn_arch import IMDB, imdn_aim_options_from_state
 from lkdn.loading import load_network
-from lkdn.profiling import count_parameters, ntire_counts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 AIM = {"type": "IMDN_AIM", "num_feat": 64, "num_block": 8, "upscale": 4}
+NTIRE2022 = Entry("IMDN", "IMDN_NTIRE2022", AIM)
+
+
+def official_weights(scale: int) -> Entry:
+    return Entry("IMDN", f"IMDN_x{scale}", {"type": "IMDN", "upscale": scale})
 
 
 @pytest.mark.parametrize(("scale", "count"), [(2, 694_404), (3, 703_059), (4, 715_176)])
@@ -78,33 +90,23 @@ def official_state(family: str, name: str) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize(("scale", "count"), [(2, 694_404), (3, 703_059), (4, 715_176)])
 def test_official_weights_load_strictly(scale: int, count: int) -> None:
-    path = shared_file("pretrained", "IMDN", f"IMDN_x{scale}.pth")
-    assert all(k.startswith("module.") for k in torch.load(path, map_location="cpu", weights_only=True))
-    net = load_network(build_network({"type": "IMDN", "upscale": scale}), path, strict=True)
-    assert count_parameters(net) == count
+    assert all(k.startswith("module.") for k in official_weights(scale).state())
+    assert_loads_strictly_with(official_weights(scale), count)
 
 
 def test_ntire2022_baseline_loads_strictly_with_its_parameter_count() -> None:
-    net = load_network(build_network(AIM), shared_file("pretrained", "IMDN", "IMDN_NTIRE2022.pth"), strict=True)
-    assert count_parameters(net) == 893_936
+    assert_loads_strictly_with(NTIRE2022, 893_936)
 
 
 def test_official_x4_equals_the_official_code_on_set5() -> None:
     official = official_module("IMDN/model/architecture.py").IMDN(upscale=4)
-    official.load_state_dict(official_state("IMDN", "IMDN_x4"), strict=True)
-    ours = load_network(build_network({"type": "IMDN", "upscale": 4}), shared_file("pretrained", "IMDN", "IMDN_x4.pth"),
-                        strict=True)
-    differences = max_difference_on_set5(ours, official)
-    assert max(differences.values()) <= 1e-5, differences
+    assert_equals_the_official_on_set5(official_weights(4), official, official_state("IMDN", "IMDN_x4"))
 
 
 def test_ntire2022_baseline_equals_the_official_code_on_set5() -> None:
     baseline = official_module("ntire_esr/2022/models/imdn_baseline.py")
     official = baseline.IMDN(in_nc=3, out_nc=3, nc=64, nb=8, upscale=4)  # as the 2022 test_demo.py
-    official.load_state_dict(official_state("IMDN", "IMDN_NTIRE2022"), strict=True)
-    ours = load_network(build_network(AIM), shared_file("pretrained", "IMDN", "IMDN_NTIRE2022.pth"), strict=True)
-    differences = max_difference_on_set5(ours, official)
-    assert max(differences.values()) <= 1e-5, differences
+    assert_equals_the_official_on_set5(NTIRE2022, official, official_state("IMDN", "IMDN_NTIRE2022"))
 
 
 @pytest.mark.parametrize(("name", "scale", "psnr", "ssim"), [
@@ -121,13 +123,9 @@ def test_set5_reproduces_the_published_numbers(name: str, scale: int, psnr: floa
 
 def test_ntire2022_baseline_counts_equal_the_official_networks() -> None:
     """The NTIRE 2022 report has no fvcore row: our counts, and the official network counted the same way."""
-    pytest.importorskip("fvcore")
-    ours = ntire_counts(build_network(AIM))
-    assert (ours.params, ours.flops, ours.activations, ours.convs) == (893_936, 58_430_849_024, 154_140_672, 43)
     baseline = official_module("ntire_esr/2022/models/imdn_baseline.py")
-    official = ntire_counts(baseline.IMDN(in_nc=3, out_nc=3, nc=64, nb=8, upscale=4))
-    assert (official.params, official.flops, official.activations, official.convs) == (
-        ours.params, ours.flops, ours.activations, ours.convs)
+    assert_our_counts(AIM, params=893_936, flops=58_430_849_024, activations=154_140_672, convs=43,
+                      official=lambda: baseline.IMDN(in_nc=3, out_nc=3, nc=64, nb=8, upscale=4))
 
 
 def test_spandrel_detects_the_official_weights_with_their_module_prefix() -> None:
@@ -145,12 +143,11 @@ def test_spandrel_detects_the_official_weights_with_their_module_prefix() -> Non
 
 def test_spandrel_detects_the_ntire2022_baseline_as_imdn_aim_only() -> None:
     pytest.importorskip("spandrel")
-    path = shared_file("pretrained", "IMDN", "IMDN_NTIRE2022.pth")
 
     def check(read: dict) -> None:
         assert {k: read[k] for k in AIM} == AIM and read["distillation_rate"] * 64 == 16
 
-    assert_spandrel_detects(path, "IMDN_AIM", load_network(build_network(AIM), path, strict=True), check)
+    assert_spandrel_detects(NTIRE2022.checkpoint(), "IMDN_AIM", NTIRE2022.ours(), check)
 
 
 def test_aim_options_are_read_back_from_shapes() -> None:

@@ -9,18 +9,24 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import official_module, shared_file
-from ntire_checks import assert_spandrel_detects, max_difference_on_set5, option_file, set5_numbers
+from conftest import official_module
+from ntire_checks import (
+    Entry,
+    assert_harness_counts,
+    assert_loads_strictly_with,
+    assert_set5_numbers,
+    assert_spandrel_detects,
+    max_difference_on_set5,
+)
 
 from lkdn import build_network
 from lkdn.archs import contract
 from lkdn.archs.rlfn_arch import rlfn_options_from_state
-from lkdn.loading import load_network
-from lkdn.profiling import count_parameters, ntire_counts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 RLFN = {"type": "RLFN", "num_feat": 46, "mid_feat": 48, "num_block": 4, "upscale": 4, "img_range": 255.0}
+ENTRY = Entry("RLFN", "RLFN_NTIRE2022", RLFN)
 
 
 class PixelRange(torch.nn.Module):
@@ -34,16 +40,8 @@ class PixelRange(torch.nn.Module):
         return self.net(x * 255.0) / 255.0
 
 
-def checkpoint() -> Path:
-    return shared_file("pretrained", "RLFN", "RLFN_NTIRE2022.pth")
-
-
-def ours() -> torch.nn.Module:
-    return load_network(build_network(RLFN), checkpoint(), strict=True).eval()
-
-
 def test_checkpoint_loads_strictly_with_its_parameter_count() -> None:
-    assert count_parameters(ours()) == 317_218
+    assert_loads_strictly_with(ENTRY, 317_218)
 
 
 def names_of_2024(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -58,28 +56,23 @@ def names_of_2024(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def test_equals_the_official_code_of_2022_and_2024_on_set5() -> None:
     """Both official networks take pixel values in [0, 255] (the harness's data_range 255)."""
-    state = torch.load(checkpoint(), map_location="cpu", weights_only=True)
+    state = ENTRY.state()
     cut = official_module("ntire_esr/2022/models/team04_rlfn.py").RLFN_cut(in_nc=3, out_nc=3).eval()
     cut.load_state_dict(state, strict=True)
     prune = official_module("ntire_esr/2024/models/team00_RLFN.py").RLFN_Prune().eval()
     prune.load_state_dict(names_of_2024(state), strict=True)
     for official in (cut, prune):
-        differences = max_difference_on_set5(ours(), PixelRange(official))
+        differences = max_difference_on_set5(ENTRY.ours(), PixelRange(official))
         assert max(differences.values()) <= 1e-5, differences
 
 
 def test_set5_reproduces_the_official_numbers(tmp_path: Path) -> None:
-    psnr, ssim = set5_numbers(tmp_path, option_file("RLFN", "RLFN_NTIRE2022"), checkpoint())
-    assert abs(psnr - 32.10) <= 0.01 and abs(ssim - 0.8939) <= 0.0005, (psnr, ssim)
+    assert_set5_numbers(tmp_path, ENTRY, 32.10, 0.8939)
 
 
 def test_ntire_counts_match_the_2024_harness() -> None:
     """ntire_esr/2024/results.txt, 00_RLFN_baseline: 0.317 M params, 19.67 GFLOPs, 80.05 M activations, 39 convs."""
-    pytest.importorskip("fvcore")
-    counts = ntire_counts(build_network(RLFN))
-    assert (counts.params, counts.activations, counts.convs) == (317_218, 80_045_184, 39)
-    assert round(counts.params / 1e6, 3) == 0.317
-    assert round(counts.flops / 1e9, 2) == 19.67 and round(counts.activations / 1e6, 2) == 80.05
+    assert_harness_counts(RLFN, params=317_218, activations=80_045_184, convs=39, published=(0.317, 19.67, 80.05))
 
 
 def test_the_attention_is_not_translation_local() -> None:
@@ -95,7 +88,7 @@ def test_spandrel_detects_the_checkpoint_as_rlfn_only() -> None:
         assert options == shapes | {"num_in_ch": 3, "num_out_ch": 3, "esa_channels": 16}
         assert build_network(options).img_range == 255.0  # the official range is the default
 
-    assert_spandrel_detects(checkpoint(), "RLFN", ours(), check)
+    assert_spandrel_detects(ENTRY.checkpoint(), "RLFN", ENTRY.ours(), check)
 
 
 def test_options_are_read_back_from_shapes() -> None:
