@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT, shared_file
+from ntire_checks import randomize, reference
 
 from lkdn import Upscaler, build_network
 from lkdn import test as test_entry
@@ -26,22 +27,8 @@ from lkdn.utils.checkpoint import save_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+STD = 0.2  # random weights; std 0.05 keeps a whole SPAN's output near [0, 1]
 C28_DEPLOY = {"type": "SPAN", "feature_channels": 28, "upscale": 4, "deploy": True}
-
-
-@torch.no_grad()
-def randomize(net: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.nn.Module:
-    """Random weights, non-zero biases everywhere (std 0.05 keeps a whole SPAN's output near [0, 1])."""
-    generator = torch.Generator().manual_seed(seed)
-    for p in net.parameters():
-        p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * std)
-    return net
-
-
-def reference(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Autograd on: the training form's branches, out-of-place."""
-    with torch.enable_grad():
-        return net.eval()(x.clone().requires_grad_(True)).detach()
 
 
 def test_ntire_baseline_checkpoint_loads_strictly_with_its_parameter_count() -> None:
@@ -63,7 +50,7 @@ def test_set5_reproduces_the_official_numbers(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("c_in", "c_out"), [(3, 8), (8, 8), (8, 5)])
 def test_every_conv3xc_folds_exactly(c_in: int, c_out: int) -> None:
-    block = randomize(Conv3XC(c_in, c_out), seed=c_in * 10 + c_out)
+    block = randomize(Conv3XC(c_in, c_out), seed=c_in * 10 + c_out, std=STD)
     for dtype, tolerance in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
         typed = copy.deepcopy(block).to(dtype)
         fused = typed.fuse()  # folded in the precision it runs in
@@ -74,7 +61,7 @@ def test_every_conv3xc_folds_exactly(c_in: int, c_out: int) -> None:
 
 
 def test_the_whole_network_folds_exactly_and_the_deploy_options_load_strictly() -> None:
-    net = randomize(build_network({"type": "SPAN", "feature_channels": 8, "upscale": 3}).double())
+    net = randomize(build_network({"type": "SPAN", "feature_channels": 8, "upscale": 3}).double(), std=STD)
     folded, options = deploy_form(net, {"type": "SPAN", "feature_channels": 8, "upscale": 3})
     assert options["deploy"] is True and not any(isinstance(m, Conv3XC) for m in folded.modules())
     deploy = build_network(options).double()
@@ -85,7 +72,7 @@ def test_the_whole_network_folds_exactly_and_the_deploy_options_load_strictly() 
 
 
 def test_training_form_state_dict_has_the_official_keys_and_folded_kernels() -> None:
-    net = randomize(build_network({"type": "SPAN", "feature_channels": 8}))
+    net = randomize(build_network({"type": "SPAN", "feature_channels": 8}), std=STD)
     state = net.state_dict()
     assert {"conv_1.sk.weight", "conv_1.conv.1.weight", "conv_1.eval_conv.weight", "block_6.c3_r.eval_conv.bias"} <= set(state)
     weight, bias = net.conv_1.folded_kernel()
@@ -111,7 +98,7 @@ def test_spandrels_own_span_reads_our_training_form_with_our_output() -> None:
 
 
 def test_reparameterize_script_folds_a_training_checkpoint_into_the_deploy_form(tmp_path: Path) -> None:
-    net = randomize(build_network({"type": "SPAN", "feature_channels": 8}))
+    net = randomize(build_network({"type": "SPAN", "feature_channels": 8}), std=STD)
     save_file({"params": net.state_dict()}, tmp_path / "train.pth")
     yml = tmp_path / "span.yml"
     yml.write_text("name: span\nscale: 4\nnetwork_g: {type: SPAN, feature_channels: 8}\n")
