@@ -16,7 +16,7 @@ in [0, 1] and are published only as plain convolutions (no re-parameterized trai
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -26,6 +26,32 @@ from lkdn.archs.attention import CCA
 from lkdn.archs.contract import StateDictDetection, conv_receptive_radius, register_architecture
 from lkdn.archs.shapes import count_blocks, scale_and_channels, shape
 from lkdn.archs.upsamplers import PixelShuffleDirect
+
+
+def split_channels(channels: int, distillation_rate: float) -> tuple[int, int]:
+    """(distilled, remaining) channels of a distillation block of ``channels``; both must be at least 1."""
+    distilled = int(channels * distillation_rate)
+    if distilled < 1 or channels - distilled < 1:
+        raise ValueError(f"distillation_rate {distillation_rate} leaves no distilled or remaining channels of {channels}")
+    return distilled, channels - distilled
+
+
+def distill(x: torch.Tensor, steps: Sequence[Callable[[torch.Tensor], torch.Tensor]],
+            last: Callable[[torch.Tensor], torch.Tensor], split: tuple[int, int]) -> torch.Tensor:
+    """Progressive distillation: each step's output is split into a distilled part (kept) and the remaining
+    part (the next step's input); ``last`` makes the last distilled part. The distilled parts, concatenated."""
+    distilled = []
+    for step in steps:
+        kept, x = torch.split(step(x), split, dim=1)
+        distilled.append(kept)
+    return torch.cat([*distilled, last(x)], dim=1)
+
+
+def distillation_rate_of(distilled: int, channels: int) -> float:
+    """A ``distillation_rate`` that keeps ``distilled`` of ``channels`` (float rounding: any rate in
+    [distilled, distilled + 1) / channels builds the same block)."""
+    rate = distilled / channels
+    return rate if int(channels * rate) == distilled else (distilled + 0.5) / channels
 
 
 class _Shortcut(nn.Module):
@@ -55,10 +81,7 @@ class IMDB(nn.Module):
 
     def __init__(self, channels: int, *, distillation_rate: float = 0.25) -> None:
         super().__init__()
-        self.dc = int(channels * distillation_rate)
-        self.rc = channels - self.dc
-        if self.dc < 1 or self.rc < 1:
-            raise ValueError(f"distillation_rate {distillation_rate} leaves no distilled or remaining channels of {channels}")
+        self.dc, self.rc = split_channels(channels, distillation_rate)
         self.c1 = nn.Conv2d(channels, channels, 3, padding=1)
         self.c2 = nn.Conv2d(self.rc, channels, 3, padding=1)
         self.c3 = nn.Conv2d(self.rc, channels, 3, padding=1)
@@ -68,11 +91,8 @@ class IMDB(nn.Module):
         self.cca = CCA(self.dc * 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d1, r1 = torch.split(self.act(self.c1(x)), (self.dc, self.rc), dim=1)
-        d2, r2 = torch.split(self.act(self.c2(r1)), (self.dc, self.rc), dim=1)
-        d3, r3 = torch.split(self.act(self.c3(r2)), (self.dc, self.rc), dim=1)
-        d4 = self.c4(r3)
-        return self.c5(self.cca(torch.cat([d1, d2, d3, d4], dim=1))) + x
+        steps = [lambda t, conv=conv: self.act(conv(t)) for conv in (self.c1, self.c2, self.c3)]
+        return self.c5(self.cca(distill(x, steps, self.c4, (self.dc, self.rc)))) + x
 
 
 def imdn_options_from_state(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
@@ -80,9 +100,7 @@ def imdn_options_from_state(state: Mapping[str, torch.Tensor]) -> dict[str, Any]
     num_feat, num_in_ch = shape(state, "fea_conv.weight")[:2]
     upscale, num_out_ch, _ = scale_and_channels(shape(state, "upsampler.0.weight")[0], num_in_ch)
     distilled = shape(state, "IMDB1.c4.weight")[0]
-    rate = distilled / num_feat
-    if int(num_feat * rate) != distilled:  # float rounding: any rate in [dc, dc + 1) / num_feat builds the same block
-        rate = (distilled + 0.5) / num_feat
+    rate = distillation_rate_of(distilled, num_feat)
     return {
         "type": "IMDN", "num_in_ch": num_in_ch, "num_feat": num_feat, "num_block": count_blocks(state, "IMDB{}.c1.weight"),
         "num_out_ch": num_out_ch, "upscale": upscale, "distillation_rate": rate,
@@ -147,10 +165,7 @@ class IMDBAim(nn.Module):
 
     def __init__(self, channels: int, *, distillation_rate: float = 0.25) -> None:
         super().__init__()
-        self.dc = int(channels * distillation_rate)
-        self.rc = channels - self.dc
-        if self.dc < 1 or self.rc < 1:
-            raise ValueError(f"distillation_rate {distillation_rate} leaves no distilled or remaining channels of {channels}")
+        self.dc, self.rc = split_channels(channels, distillation_rate)
         self.conv1 = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.LeakyReLU(0.05))
         self.conv2 = nn.Sequential(nn.Conv2d(self.rc, channels, 3, padding=1), nn.LeakyReLU(0.05))
         self.conv3 = nn.Sequential(nn.Conv2d(self.rc, channels, 3, padding=1), nn.LeakyReLU(0.05))
@@ -158,10 +173,7 @@ class IMDBAim(nn.Module):
         self.conv1x1 = nn.Conv2d(self.dc * 4, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d1, r1 = torch.split(self.conv1(x), (self.dc, self.rc), dim=1)
-        d2, r2 = torch.split(self.conv2(r1), (self.dc, self.rc), dim=1)
-        d3, r3 = torch.split(self.conv3(r2), (self.dc, self.rc), dim=1)
-        return x + self.conv1x1(torch.cat([d1, d2, d3, self.conv4(r3)], dim=1))
+        return x + self.conv1x1(distill(x, (self.conv1, self.conv2, self.conv3), self.conv4, (self.dc, self.rc)))
 
 
 def imdn_aim_options_from_state(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
@@ -172,9 +184,7 @@ def imdn_aim_options_from_state(state: Mapping[str, torch.Tensor]) -> dict[str, 
         num_block += 1
     upscale, num_out_ch, _ = scale_and_channels(shape(state, "model.2.weight")[0], num_in_ch)
     distilled = shape(state, "model.1.sub.0.conv4.weight")[0]
-    rate = distilled / num_feat
-    if int(num_feat * rate) != distilled:  # as in imdn_options_from_state
-        rate = (distilled + 0.5) / num_feat
+    rate = distillation_rate_of(distilled, num_feat)
     return {"type": "IMDN_AIM", "num_in_ch": num_in_ch, "num_feat": num_feat, "num_block": num_block,
             "num_out_ch": num_out_ch, "upscale": upscale, "distillation_rate": rate}
 

@@ -9,17 +9,20 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import cv2
 import numpy as np
 import torch
 import yaml
+from conftest import load_script
 from test_train_common import apply_changes  # noqa: E402 (tests/ is on the path, as for conftest)
 
 import lkdn  # noqa: F401 (registers)
+from lkdn import build_network
 from lkdn.training.pipeline import train_pipeline
-from lkdn.utils.checkpoint import load_file
+from lkdn.utils.checkpoint import load_file, save_file
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = ROOT / "lkdn" / "train.py"
@@ -87,6 +90,45 @@ def write_yaml(folder: Path, opt: dict[str, Any]) -> Path:
     path = folder / f"{opt['name']}.yml"
     path.write_text(yaml.safe_dump(opt, sort_keys=False), encoding="utf-8")
     return path
+
+
+TINY_NET = {"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscale": SCALE, "num_in": 1}
+
+
+def script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` as a module, its ``main`` to run in this process."""
+    return load_script(f"scripts/{name}.py")
+
+
+def tiny_weights(folder: Path) -> Path:
+    """``TINY_NET`` with seed-0 weights, saved as ``folder/tiny.pth``."""
+    torch.manual_seed(0)
+    return save_file({"params": build_network(TINY_NET).state_dict()}, folder / "tiny.pth")
+
+
+def test_set_options(folder: Path, data: tuple[Path, Path], weights: Path, *, name: str,
+                     network: dict[str, Any] | None = None, val: dict[str, Any] | None = None,
+                     **changes: Any) -> Path:
+    """Options of lkdn/test.py (and of the scripts) on the tiny pairs ``data`` = (hr, lr) with ``weights``,
+    written to ``folder/<name>.yml``: ``network`` (``TINY_NET`` by default), images saved, ``METRICS``,
+    ``val`` added to the val section and ``changes`` at the top level."""
+    hr, lr = data
+    opt = {"name": name, "scale": SCALE, "num_gpu": 0, "network_g": network or TINY_NET,
+           "datasets": {"test_1": {**VAL, "name": "set", "dataroot_gt": str(hr), "dataroot_lq": str(lr)}},
+           "path": {"pretrain_network_g": str(weights)},
+           "val": {"save_img": True, "metrics": METRICS, **(val or {})}}
+    opt.update(changes)
+    return write_yaml(folder, opt)
+
+
+test_set_options.__test__ = False  # a helper, not a test
+
+
+def one_line(stderr: str) -> str:
+    """The one ``error: ...`` line of a command's stderr (log lines aside); fails on a traceback."""
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in stderr and len(errors) == 1, stderr
+    return errors[0]
 
 
 def train(options_file: Path, root: Path, *extra: str) -> int:

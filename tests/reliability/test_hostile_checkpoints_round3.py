@@ -8,17 +8,21 @@ that can never fit: each is a one-line error (or warning) naming the file, key o
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 from pathlib import Path
-from types import ModuleType
-from typing import Any
 
 import pytest
 import torch
-from conftest import load_script
-from reliability_common import METRICS, VAL, make_images, write_yaml
+from reliability_common import (
+    TINY_NET,
+    make_images,
+    one_line,
+    script,
+    test_set_options,
+)
 from safetensors.torch import save_file as save_safetensors
 
 from lkdn import Upscaler, build_network, tiling
@@ -30,14 +34,9 @@ from lkdn.schema import SchemaError
 from lkdn.tiling import NonFiniteOutputError, efficient_tile, tile_overhead
 from lkdn.utils.checkpoint import CheckpointError, load_state_dict, save_file
 
-TINY_NET = {"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscale": 2, "num_in": 1}
 TINY_TENSORS = 40  # parameter tensors of TINY_NET
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def script(name: str) -> ModuleType:
-    return load_script(f"scripts/{name}.py")
 
 
 @pytest.fixture(scope="module")
@@ -56,22 +55,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory, state) -> Path:
     return save_file({"params": state}, tmp_path_factory.mktemp("w") / "tiny.pth")
 
 
-def options_file(folder: Path, data: tuple[Path, Path], weights: Path, network: dict | None = None,
-                 **changes: Any) -> Path:
-    """Options of lkdn/test.py on the tiny data with ``weights`` (``changes`` at the top level)."""
-    hr, lr = data
-    opt = {"name": "hostile", "scale": 2, "num_gpu": 0, "network_g": network or TINY_NET,
-           "datasets": {"test_1": {**VAL, "name": "set", "dataroot_gt": str(hr), "dataroot_lq": str(lr)}},
-           "path": {"pretrain_network_g": str(weights)}, "val": {"save_img": True, "metrics": METRICS}}
-    opt.update(changes)
-    return write_yaml(folder, opt)
-
-
-def one_line(stderr: str) -> str:
-    """The one ``error:`` line of a script's stderr (log lines aside); fails on a traceback."""
-    errors = [line for line in stderr.splitlines() if line.startswith("error")]
-    assert "Traceback" not in stderr and len(errors) == 1, stderr
-    return errors[0]
+options_file = functools.partial(test_set_options, name="hostile")
 
 
 def described(path: Path, state: dict[str, torch.Tensor], network_g: str, scale: str = "2") -> Path:

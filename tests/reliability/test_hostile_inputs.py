@@ -8,6 +8,7 @@ Each test is one finding of a hostile-input review; the entry points run in this
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import math
 import os
@@ -18,24 +19,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import torch
 import yaml
-from conftest import load_script
 from reliability_common import (
-    METRICS,
     ROOT,
+    TINY_NET,
     TRAIN_SCRIPT,
-    VAL,
     cli_env,
     experiment,
     logged_iters,
     make_images,
+    one_line,
     options,
+    script,
     state_iters,
+    test_set_options,
+    tiny_weights,
     train,
     wait_until,
     write_yaml,
@@ -52,11 +54,6 @@ from lkdn.training.state import RunInUseError, RunLock
 from lkdn.utils.checkpoint import CheckpointError, extract_state_dict, save_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-TINY_NET = {"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscale": 2, "num_in": 1}
-
-
-def script(name: str) -> ModuleType:
-    return load_script(f"scripts/{name}.py")
 
 
 @pytest.fixture(scope="module")
@@ -66,27 +63,10 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    return save_file({"params": build_network(TINY_NET).state_dict()}, tmp_path_factory.mktemp("w") / "tiny.pth")
+    return tiny_weights(tmp_path_factory.mktemp("w"))
 
 
-def test_options(folder: Path, data: tuple[Path, Path], weights: Path, **changes: Any) -> Path:
-    """Options of lkdn/test.py on the tiny data with the tiny weights (``changes`` at the top level)."""
-    hr, lr = data
-    opt = {"name": "hostile", "scale": 2, "num_gpu": 0, "network_g": TINY_NET,
-           "datasets": {"test_1": {**VAL, "name": "set", "dataroot_gt": str(hr), "dataroot_lq": str(lr)}},
-           "path": {"pretrain_network_g": str(weights)}, "val": {"save_img": True, "metrics": METRICS}}
-    opt.update(changes)
-    return write_yaml(folder, opt)
-
-
-test_options.__test__ = False  # a helper, not a test
-
-
-def one_line(message: str) -> str:
-    """The message; fails when it carries a traceback."""
-    assert "Traceback" not in message, message
-    return message
+options_file = functools.partial(test_set_options, name="hostile")
 
 
 # ------------------------------------------------------------------ 1. option values used as paths
@@ -109,7 +89,7 @@ def test_a_run_name_is_one_safe_path_component(tmp_path: Path, data, name: str) 
 
 @pytest.mark.parametrize("name", ["../../../../OUTSIDE", "/tmp/OUTSIDE", ".."])
 def test_a_test_set_or_run_name_cannot_write_outside_results(tmp_path: Path, data, weights, name: str) -> None:
-    opt = yaml.safe_load(test_options(tmp_path, data, weights).read_text())
+    opt = yaml.safe_load(options_file(tmp_path, data, weights).read_text())
     opt["datasets"]["test_1"]["name"] = name
     with pytest.raises(SchemaError, match=r"datasets\.test_1\.name: .*single folder name"):
         test_entry.main(["-opt", str(write_yaml(tmp_path, opt)), "--root", str(tmp_path / "root")])
@@ -183,16 +163,17 @@ def test_weights_with_non_finite_values_are_refused_naming_the_tensors(tmp_path:
     poisoned = save_file({"params": params}, tmp_path / "poisoned.pth")
     expected = rf"poisoned\.pth: refused: 1 tensor\(s\) hold NaN or infinity \({key}\)"
     with pytest.raises(CheckpointError, match=expected):
-        test_entry.main(["-opt", str(test_options(tmp_path, data, poisoned)), "--root", str(tmp_path)])
+        test_entry.main(["-opt", str(options_file(tmp_path, data, poisoned)), "--root", str(tmp_path)])
     with pytest.raises(CheckpointError, match=expected):
-        Upscaler.from_config(test_options(tmp_path, data, poisoned), device="cpu")
+        Upscaler.from_config(options_file(tmp_path, data, poisoned), device="cpu")
 
 
 def test_convert_refuses_options_whose_scale_lies(tmp_path: Path, weights, capsys) -> None:
     opt = write_yaml(tmp_path, {"name": "lie", "scale": 4, "network_g": {**TINY_NET, "upscale": 4}})
     code = script("convert_checkpoint").main(["--input", str(weights), "--output", str(tmp_path / "x.safetensors"),
                                               "-opt", str(opt)])
-    err = one_line(capsys.readouterr().err)
+    err = capsys.readouterr().err  # the error line and the keys that do not fit
+    assert "Traceback" not in err and err.startswith("error: "), err
     assert code != 0 and "scale" in err and not (tmp_path / "x.safetensors").exists()
 
 
@@ -211,7 +192,7 @@ def test_strip_in_place_needs_to_be_asked_for(tmp_path: Path, weights, capsys) -
 
 
 def test_device_arguments_are_checked(tmp_path: Path, data, weights, capsys) -> None:
-    yml = test_options(tmp_path, data, weights)
+    yml = options_file(tmp_path, data, weights)
     for device, expected in (("bogus", "device 'bogus' is not a device: use cpu, cuda or cuda:N"),
                              ("cuda", "CUDA is not available here" if not torch.cuda.is_available() else None),
                              ("mps", "only cpu and cuda are supported")):
@@ -274,11 +255,11 @@ def test_read_only_experiments_results_and_output_folders(tmp_path: Path, data, 
                                          r"denied; make .*experiments writable or give another --root_path"):
         train(write_yaml(tmp_path, options(*data, name="ro")), locked)
     with pytest.raises(OSError, match=r"cannot create the results folder .*locked.*Permission denied.*--root"):
-        test_entry.main(["-opt", str(test_options(tmp_path, data, weights)), "--root", str(locked)])
+        test_entry.main(["-opt", str(options_file(tmp_path, data, weights)), "--root", str(locked)])
     images = tmp_path / "in"
     images.mkdir()
     (images / "a.png").write_bytes((data[1] / "a.png").read_bytes())
-    assert script("inference").main(["-opt", str(test_options(tmp_path, data, weights)), "--input", str(images),
+    assert script("inference").main(["-opt", str(options_file(tmp_path, data, weights)), "--input", str(images),
                                      "--output", str(locked / "out")]) == 2
     assert "cannot create the output folder" in one_line(capsys.readouterr().err)
 
@@ -286,7 +267,7 @@ def test_read_only_experiments_results_and_output_folders(tmp_path: Path, data, 
 def test_export_sizes_and_outputs_are_checked(tmp_path: Path, data, weights, capsys) -> None:
     pytest.importorskip("onnxruntime")
     export = script("export_onnx")
-    yml = test_options(tmp_path, data, weights)
+    yml = options_file(tmp_path, data, weights)
     assert export.main(["-opt", str(yml), "--output", str(tmp_path), "--static"]) != 0
     assert "is a folder; give the .onnx file to write" in one_line(capsys.readouterr().err)
     assert export.main(["-opt", str(yml), "--output", str(tmp_path / "x.onnx"), "--size", "-4", "16"]) != 0
@@ -295,7 +276,7 @@ def test_export_sizes_and_outputs_are_checked(tmp_path: Path, data, weights, cap
 
 def test_reparameterize_output_opt_under_a_file(tmp_path: Path, data, weights, capsys) -> None:
     (tmp_path / "afile").write_text("x")
-    code = script("reparameterize").main(["-opt", str(test_options(tmp_path, data, weights)), "--input", str(weights),
+    code = script("reparameterize").main(["-opt", str(options_file(tmp_path, data, weights)), "--input", str(weights),
                                           "--output", str(tmp_path / "d.pth"),
                                           "--output-opt", str(tmp_path / "afile" / "d.yml")])
     err = one_line(capsys.readouterr().err)
@@ -428,7 +409,7 @@ def test_a_lock_of_another_host_is_not_taken_over(tmp_path: Path) -> None:
 
 
 def test_a_crop_border_that_leaves_nothing_is_refused_before_metrics_json(tmp_path: Path, data, weights) -> None:
-    opt = yaml.safe_load(test_options(tmp_path, data, weights).read_text())
+    opt = yaml.safe_load(options_file(tmp_path, data, weights).read_text())
     opt["val"]["metrics"]["psnr"]["crop_border"] = 10000
     with pytest.raises(ValueError, match=r"val\.metrics\.psnr\.crop_border: 10000 leaves nothing of the 32x32 image a"):
         test_entry.main(["-opt", str(write_yaml(tmp_path, opt)), "--root", str(tmp_path)])
@@ -439,7 +420,7 @@ def test_metrics_json_is_strict_json_when_a_metric_is_infinite(tmp_path: Path, d
     import lkdn.evaluate
 
     monkeypatch.setattr(lkdn.evaluate, "calculate_metric", lambda data, opt: math.inf)
-    test_entry.main(["-opt", str(test_options(tmp_path, data, weights)), "--root", str(tmp_path)])
+    test_entry.main(["-opt", str(options_file(tmp_path, data, weights)), "--root", str(tmp_path)])
     text = next(tmp_path.rglob("metrics.json")).read_text()
     json.loads(text, parse_constant=lambda name: pytest.fail(f"metrics.json holds {name}"))
     assert "null" in text

@@ -6,28 +6,26 @@ the one-line error (naming the file or key at fault) and that every input is byt
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-import torch
 import yaml
-from conftest import load_script
-from reliability_common import METRICS, VAL, make_images, write_yaml
+from reliability_common import (
+    make_images,
+    one_line,
+    script,
+    test_set_options,
+    tiny_weights,
+    write_yaml,
+)
 
-from lkdn import build_network
 from lkdn import test as test_entry
 from lkdn.schema import SchemaError
-from lkdn.utils.checkpoint import save_file
 from lkdn.utils.files import OutputIsInputError, refuse_overwriting_inputs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-TINY_NET = {"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscale": 2, "num_in": 1}
-
-
-def script(name: str) -> ModuleType:
-    return load_script(f"scripts/{name}.py")
 
 
 @pytest.fixture(scope="module")
@@ -37,29 +35,15 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    return save_file({"params": build_network(TINY_NET).state_dict()}, tmp_path_factory.mktemp("w") / "tiny.pth")
+    return tiny_weights(tmp_path_factory.mktemp("w"))
 
 
-def run_options(folder: Path, data: tuple[Path, Path], weights: Path, **val: object) -> Path:
-    """Options of lkdn/test.py (and of the scripts) on the tiny data with the tiny weights."""
-    hr, lr = data
-    opt = {"name": "outputs", "scale": 2, "num_gpu": 0, "network_g": TINY_NET,
-           "datasets": {"test_1": {**VAL, "name": "set", "dataroot_gt": str(hr), "dataroot_lq": str(lr)}},
-           "path": {"pretrain_network_g": str(weights)}, "val": {"save_img": True, "metrics": METRICS, **val}}
-    return write_yaml(folder, opt)
+run_options = functools.partial(test_set_options, name="outputs")
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` (relative name -> bytes)."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def one_line(message: str) -> str:
-    """The one ``error: ...`` line of a command's stderr (log lines aside); fails on a traceback."""
-    errors = [line for line in message.splitlines() if line.startswith("error:")]
-    assert "Traceback" not in message and len(errors) == 1, message
-    return errors[0]
 
 
 # ------------------------------------------------------------------ the shared check
@@ -120,7 +104,7 @@ def test_inference_refuses_two_inputs_of_one_stem(tmp_path: Path, data, weights,
 
 @pytest.mark.parametrize("suffix", ["../../../../OUTSIDE", "../../../x", "/tmp/lkdn_abs_suffix", "sub/x", ".."])
 def test_a_suffix_is_one_safe_name(tmp_path: Path, data, weights, suffix: str) -> None:
-    yml = run_options(tmp_path, data, weights, suffix=suffix)
+    yml = run_options(tmp_path, data, weights, val={"suffix": suffix})
     with pytest.raises(SchemaError, match=rf"val\.suffix: '{suffix}' is not a valid name: use a single folder name"):
         test_entry.main(["-opt", str(yml), "--root", str(tmp_path / "root")])
     assert not (tmp_path / "root").exists() and not Path("/tmp/lkdn_abs_suffix").exists()
@@ -128,7 +112,7 @@ def test_a_suffix_is_one_safe_name(tmp_path: Path, data, weights, suffix: str) -
 
 
 def test_a_safe_suffix_names_every_image(tmp_path: Path, data, weights) -> None:
-    test_entry.main(["-opt", str(run_options(tmp_path, data, weights, suffix="x2_sr")), "--root", str(tmp_path)])
+    test_entry.main(["-opt", str(run_options(tmp_path, data, weights, val={"suffix": "x2_sr"})), "--root", str(tmp_path)])
     written = tmp_path / "results" / "outputs" / "visualization" / "set"
     assert sorted(p.name for p in written.iterdir()) == [f"{n}_x2_sr.png" for n in "abcd"]
 

@@ -3,28 +3,28 @@ small scripts' arguments, locks and archiving. Each test failed before its fix."
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from types import ModuleType
 
 import cv2
 import numpy as np
 import pytest
-import torch
 import yaml
-from conftest import load_script
-from reliability_common import METRICS, VAL, make_images, write_yaml
+from reliability_common import (
+    METRICS,
+    TINY_NET,
+    make_images,
+    script,
+    test_set_options,
+    tiny_weights,
+    write_yaml,
+)
 
 from lkdn import build_network
 from lkdn.data.safe_dataset import DataError
 from lkdn.images import read_image_file
-from lkdn.utils.checkpoint import save_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-TINY_NET = {"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscale": 2, "num_in": 1}
-
-
-def script(name: str) -> ModuleType:
-    return load_script(f"scripts/{name}.py")
 
 
 @pytest.fixture(scope="module")
@@ -34,17 +34,10 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    return save_file({"params": build_network(TINY_NET).state_dict()}, tmp_path_factory.mktemp("w") / "tiny.pth")
+    return tiny_weights(tmp_path_factory.mktemp("w"))
 
 
-def options_file(folder: Path, data: tuple[Path, Path], weights: Path, **changes) -> Path:
-    hr, lr = data
-    opt = {"name": "round3", "scale": 2, "num_gpu": 0, "network_g": TINY_NET,
-           "datasets": {"test_1": {**VAL, "name": "set", "dataroot_gt": str(hr), "dataroot_lq": str(lr)}},
-           "path": {"pretrain_network_g": str(weights)}, "val": {"save_img": True, "metrics": METRICS}}
-    opt.update(changes)
-    return write_yaml(folder, opt)
+options_file = functools.partial(test_set_options, name="round3")
 
 
 # ------------------------------------------------------------------ float images by their range
