@@ -11,6 +11,7 @@ losses) are checked against that class's signature.
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import string
@@ -31,6 +32,13 @@ AMP_VALUES = ("bf16", "fp16", "fp32", "none", False, None)
 ITERATION_LISTS = ("milestones", "periods", "restarts")
 NAME_HELP = "a single folder name: letters, digits, '.', '_', '-', '+' (no '/', not '.' or '..')"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_+\-][A-Za-z0-9._+\-]*")
+
+MAX_WORKERS = 64
+"""The most data loader workers per process (``num_worker_per_gpu``); each is a copy of the trainer."""
+MAX_ENLARGE_RATIO = 10_000
+"""The largest ``dataset_enlarge_ratio``: the sampler holds ``images x ratio`` indices every epoch."""
+MAX_LR = 1.0
+"""The largest learning rate (``train.optim_g.lr``): above it every optimizer of this project diverges."""
 
 # key -> (allowed types, description). A nested dict spec describes a sub-mapping.
 Spec = Mapping[str, Any]
@@ -56,9 +64,9 @@ DATASET_COMMON: Spec = {
     "use_flip": ((bool,), "older BasicSR configs' name of use_hflip (read as use_hflip)"),
     "use_rot": ((bool,), "random rotations / transposes"),
     "use_shuffle": ((bool,), "shuffle every epoch"),
-    "num_worker_per_gpu": ((int, str), "data loader workers per process, or auto: min(4, CPUs)"),
+    "num_worker_per_gpu": ((int, str), f"data loader workers per process (0 to {MAX_WORKERS}), or auto: min(4, CPUs)"),
     "batch_size_per_gpu": ((int,), "batch size per process"),
-    "dataset_enlarge_ratio": ((int,), "repeat the dataset within one epoch"),
+    "dataset_enlarge_ratio": ((int,), f"repeat the dataset within one epoch (1 to {MAX_ENLARGE_RATIO})"),
     "prefetch_mode": ((str, type(None)), "cpu, cuda or ~"),
     "num_prefetch_queue": ((int,), "batches queued by prefetch_mode: cpu"),
     "pin_memory": ((bool,), "pin host memory (cuda prefetch)"),
@@ -365,7 +373,41 @@ def _metrics(checker: _Checker, opt: Mapping[str, Any]) -> None:
         if isinstance(kind, str) and kind not in METRIC_TYPES:
             checker.error(path + ("type",), f"unknown metric {kind!r}{did_you_mean(kind, list(METRIC_TYPES))} "
                           f"(known: {', '.join(METRIC_TYPES)})")
+        if "crop_border" not in metric:
+            checker.error(path, "missing key 'crop_border' (pixels removed at each border before scoring; "
+                          "basicsr requires it, the benchmark tables use the scale)")
         _positive(checker, opt, path + ("crop_border",), strict=False)
+
+
+def _learning_rate(checker: _Checker, opt: Mapping[str, Any]) -> None:
+    """``train.optim_g.lr``: a number above 0 and at most :data:`MAX_LR`."""
+    path = ("train", "optim_g", "lr")
+    lr = _value(opt, path)
+    if lr is None or _number_hint(lr) or (isinstance(lr, float) and not math.isfinite(lr)):
+        return  # absent (the optimizer's default), or reported as a quoted number / not finite
+    if not _is_number(lr) or not 0 < lr <= MAX_LR:
+        checker.error(path, f"expected a learning rate above 0 and at most {MAX_LR:g} (e.g. 2e-4), got {lr!r}")
+
+
+def _network_types(checker: _Checker, network: Mapping[str, Any], factory: Callable[..., Any]) -> None:
+    """``network_g`` arguments whose constructor default is a bool, an integer or a float must be one too."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return
+    name = getattr(factory, "__name__", str(factory))
+    for key, value in network.items():
+        default = params[key].default if key in params else None
+        if isinstance(default, bool):
+            ok, kind = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif isinstance(default, float):
+            ok, kind = _is_number(value), "a number"
+        else:
+            continue
+        if not ok and not _number_hint(value):  # a quoted number is reported by _Checker.numbers
+            checker.error(("network_g", str(key)), f"expected {kind} ({name}'s default is {default!r}), got {value!r}")
 
 
 def _filename_template(checker: _Checker, value: Any, path: tuple[str, ...]) -> None:
@@ -433,12 +475,14 @@ def validate_options(
             factory = _registry_type(checker, section, path, lookups[kind])
             if factory is not None:
                 checker.signature(section, factory, path, skip)
+                if kind == "network":
+                    _network_types(checker, section, factory)
     _finite(checker, opt, ())
     for path in (("train", "total_iter"), ("val", "val_freq"), ("logger", "print_freq"),
                  ("logger", "save_checkpoint_freq"), ("train", "max_bad_steps")):
         _positive(checker, opt, path, whole=True)
-    for path in (("train", "optim_g", "lr"), ("val", "tile", "size")):
-        _positive(checker, opt, path)
+    _positive(checker, opt, ("val", "tile", "size"))
+    _learning_rate(checker, opt)
     if _value(opt, ("train", "warmup_iter")) != -1:  # -1: no warm-up (BasicSR)
         _positive(checker, opt, ("train", "warmup_iter"), strict=False, whole=True)
     _positive(checker, opt, ("val", "tile", "pad"), strict=False)
@@ -475,10 +519,18 @@ def validate_options(
             continue
         for key in ("num_prefetch_queue", "gt_size", "batch_size_per_gpu", "dataset_enlarge_ratio"):
             _positive(checker, opt, ("datasets", name, key))
-        _positive(checker, opt, ("datasets", name, "num_worker_per_gpu"), strict=False)
         workers = dataset.get("num_worker_per_gpu")
         if isinstance(workers, str) and workers != "auto":
-            checker.error(("datasets", str(name), "num_worker_per_gpu"), f"expected a count or auto, got {workers!r}")
+            checker.error(("datasets", str(name), "num_worker_per_gpu"),
+                          f"expected auto or a count from 0 to {MAX_WORKERS}, got {workers!r}")
+        for key, low, high in (("num_worker_per_gpu", 0, MAX_WORKERS), ("dataset_enlarge_ratio", 1, MAX_ENLARGE_RATIO)):
+            value = dataset.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and not low <= value <= high:
+                shown = value if abs(value) < 10**40 else f"an integer of {len(str(abs(value)))} digits"
+                checker.error(("datasets", str(name), key), f"must be an integer from {low} to {high}, got {shown}")
+        if str(name).split("_")[0] == "train" and "gt_size" not in dataset:
+            checker.error(("datasets", str(name)), "missing key 'gt_size' (the HR patch size of training, "
+                          "a multiple of the scale, e.g. 192 at x4)")
         _safe_name(checker, dataset.get("name"), ("datasets", str(name), "name"))
         for key in ("holdout", "subset"):
             if key in dataset and dataset.get("type") not in HR_ONLY_DATASETS:

@@ -11,7 +11,8 @@ drop of squared error on the Y channel, so the gain is one the eye can see; the 
 of every column is then shown, and the row says "largest-gain crop" with the crop's gain, or,
 when the SR image is below bicubic everywhere, "below bicubic everywhere: least-loss crop"), or at the top-left corner
 ``--at X,Y``. The PSNR/SSIM in the titles are over the whole image, Y channel,
-``crop_border = scale``, as in the benchmark tables.
+``crop_border = scale``, as in the benchmark tables. Without ``--crop`` the crop is 96 pixels, or
+the whole HR image when it is smaller; a ``--crop`` larger than an HR image is an error.
 """
 
 from __future__ import annotations
@@ -34,6 +35,16 @@ from lkdn.images import IMAGE_SUFFIXES, read_image  # noqa: E402
 from lkdn.resize import bicubic_resize  # noqa: E402
 from lkdn.utils.command_line import command_parser, parse_command_line  # noqa: E402
 from lkdn.utils.files import refuse_overwriting_inputs  # noqa: E402
+
+DEFAULT_CROP = 96
+"""The crop size (HR pixels) without ``--crop``, or the whole HR image when it is smaller."""
+
+
+def _fitting_scale(hr: np.ndarray, lr: np.ndarray) -> str:
+    """``"; their sizes fit --scale N"`` when the HR image is a whole multiple N of the LR one, else ``""``."""
+    ratio, rest = divmod(hr.shape[0], lr.shape[0])
+    fits = ratio >= 1 and not rest and hr.shape[1] == lr.shape[1] * ratio
+    return f"; their sizes fit --scale {ratio}" if fits else ""
 
 
 def find_image(folder: Path, stem: str) -> Path:
@@ -88,10 +99,14 @@ def crop_psnr(image: np.ndarray, hr: np.ndarray) -> float:
 
 def compare_images(
     *, hr_dir: Path, lr_dir: Path, sr_dirs: dict[str, Path], stems: Sequence[str], scale: int, output: Path,
-    crop: int = 96, at: tuple[int, int] | None = None, pick: str = "detail",
+    crop: int | None = None, at: tuple[int, int] | None = None, pick: str = "detail",
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Write the comparison PNG; returns ``{stem: {column: {'psnr', 'ssim'}}}`` (with ``crop_psnr`` for
     ``pick="gain"``, and the crop's corner under ``"crop"``)."""
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"--scale: expected a positive integer (the upscaling factor), got {scale!r}")
+    if crop is not None and (isinstance(crop, bool) or not isinstance(crop, int) or crop < 1):
+        raise ValueError(f"--crop: expected a positive number of HR pixels, got {crop!r}")
     if pick not in ("detail", "gain"):
         raise ValueError(f"--pick: expected detail or gain, got {pick!r}")
     if pick == "gain" and not sr_dirs:
@@ -103,6 +118,14 @@ def compare_images(
     for row, stem in enumerate(stems):
         hr = read_image(find_image(hr_dir, stem))
         lr = read_image(find_image(lr_dir, stem))
+        if hr.shape[:2] != (lr.shape[0] * scale, lr.shape[1] * scale):
+            raise ValueError(
+                f"--scale {scale} does not fit {stem}: the HR image is {hr.shape[1]}x{hr.shape[0]} and the LR "
+                f"{lr.shape[1]}x{lr.shape[0]} pixels (x{scale} would make {lr.shape[1] * scale}x{lr.shape[0] * scale})"
+                + _fitting_scale(hr, lr))
+        if crop is not None and crop > min(hr.shape[:2]):
+            raise ValueError(f"--crop {crop} is larger than the HR image {stem} ({hr.shape[1]}x{hr.shape[0]} pixels): "
+                             f"use --crop {min(hr.shape[:2])} or less")
         images = {"Bicubic": bicubic_resize(lr, scale)}
         images |= {label: read_image(find_image(folder, stem)) for label, folder in sr_dirs.items()}
         scores[stem] = {}
@@ -111,7 +134,7 @@ def compare_images(
                 raise ValueError(f"{label} image for {stem} is {image.shape[:2]}, HR is {hr.shape[:2]}")
             scores[stem][label] = image_metrics(image, hr, crop_border=scale)
         images["HR"] = hr
-        size = min(crop, *hr.shape[:2])
+        size = min(DEFAULT_CROP if crop is None else crop, *hr.shape[:2])
         if at is not None:
             x, y = at
         elif pick == "gain":
@@ -165,7 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sr", nargs="+", default=[], help="LABEL=FOLDER of SR images, one or more")
     parser.add_argument("--images", nargs="+", required=True, help="image stems, e.g. baby bird")
     parser.add_argument("--scale", type=int, required=True)
-    parser.add_argument("--crop", type=int, default=96, help="crop size in HR pixels (default 96)")
+    parser.add_argument("--crop", type=int, default=None,
+                        help=f"crop size in HR pixels (default {DEFAULT_CROP}, or the whole image when smaller)")
     parser.add_argument("--pick", default="detail", choices=("detail", "gain"),
                         help="crop where the HR has most detail (default) or where the first SR gains most over bicubic")
     parser.add_argument("--at", help="top-left corner X,Y of the crop (overrides --pick)")
