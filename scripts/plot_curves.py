@@ -60,7 +60,18 @@ def plot_curves(
     references: dict[str, float] | None = None,
 ) -> Path:
     """Write a two-panel PNG: training losses (left) and a validation metric (right), with ``references``
-    (label -> value) as horizontal lines on the right."""
+    (label -> value) as horizontal lines on the right.
+
+    A ``window`` below 0, or a ``metric`` that the validation logs do not hold while they hold
+    others, is a ValueError (naming the metrics they hold).
+    """
+    if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+        raise ValueError(f"--smooth: expected a moving-average window of 0 or more points (0 and 1: none), got {window!r}")
+    logged = {k for exp in experiments for r in read_jsonl(exp / "metrics.jsonl") for k, v in r.items()
+              if k not in NON_LOSS_KEYS and isinstance(v, int | float) and not isinstance(v, bool)}
+    if logged and metric not in logged:
+        raise ValueError(f"--metric {metric!r}: not in the validation logs (metrics.jsonl) of "
+                         f"{', '.join(str(e) for e in experiments)}; they hold {', '.join(sorted(logged))}")
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
     found_loss = found_val = False
     for exp in experiments:
