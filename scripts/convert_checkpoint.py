@@ -7,7 +7,7 @@
     python scripts/convert_checkpoint.py --input LKDN_x4.safetensors --output LKDN_x4.pth
 
 The state dict is taken from ``--param-key`` (default: ``params_ema``, then ``params``, as
-BasicSR), loaded strictly into the network the options build (so the metadata written
+BasicSR; a ``--param-key`` the checkpoint does not hold is an error naming the keys it holds), loaded strictly into the network the options build (so the metadata written
 describes the weights), written atomically, read back and compared tensor for tensor.
 A ``.safetensors`` output stores ``{"lkdn_format": "1", "network_g": <options as JSON>,
 "scale": "<scale>"}`` as metadata; a ``.pth`` output is a BasicSR checkpoint ``{'params': ...}``.
@@ -29,7 +29,7 @@ import lkdn  # noqa: F401  (registers the architectures; first, before basicsr)
 from lkdn.loading import fitting_skeleton, read_metadata, save_network_file
 from lkdn.options import OptionsError, load_options
 from lkdn.schema import SchemaError
-from lkdn.utils.checkpoint import CheckpointError, load_state_dict
+from lkdn.utils.checkpoint import CheckpointError, extract_state_dict, is_state_dict, load_file, load_state_dict
 from lkdn.utils.command_line import command_parser, parse_command_line
 from lkdn.utils.files import OutputIsInputError, refuse_overwriting_inputs
 
@@ -73,7 +73,11 @@ def network_options(args: argparse.Namespace) -> tuple[dict, int | None]:
 def convert(args: argparse.Namespace) -> int:
     """Convert, verify, and return the number of tensors written."""
     network_g, scale = network_options(args)
-    state = load_state_dict(args.input, param_key=args.param_key)
+    ckpt = load_file(args.input)
+    if args.param_key is not None and not is_state_dict(ckpt) and isinstance(ckpt, dict) and args.param_key not in ckpt:
+        raise CheckpointError(f"{args.input}: no key {args.param_key!r} (--param-key); the checkpoint holds "
+                              f"{', '.join(repr(k) for k in ckpt) or 'no keys'}")
+    state = extract_state_dict(ckpt, param_key=args.param_key, source=str(args.input))
     skeleton = fitting_skeleton(network_g, state, source=args.input)  # shapes only, bounded by the file's tensors
     upscale = getattr(skeleton, "upscale", None)
     if scale is not None and upscale is not None and scale != upscale:
