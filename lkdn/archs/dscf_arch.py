@@ -35,7 +35,7 @@ from torch import nn
 from lkdn.archs import ops
 from lkdn.archs.contract import StateDictDetection, conv_receptive_radius, register_architecture
 from lkdn.archs.shapes import scale_and_channels, shape
-from lkdn.archs.span_arch import NUM_BLOCKS, SPAB, Conv3XC, FoldedConv3XC
+from lkdn.archs.span_arch import NUM_BLOCKS, SPAB, Conv3XC, FoldedConv3XC, gated_residual
 
 
 class FusedFirstSPAB(nn.Module):
@@ -57,8 +57,7 @@ class FusedFirstSPAB(nn.Module):
 
     def forward(self, x: torch.Tensor, o1: torch.Tensor) -> torch.Tensor:
         o3 = self.c3_r(ops.conv_act(self.c2_r, self.act1, ops.activate(self.act1, o1)))
-        att = torch.sigmoid(o3) - 0.5
-        return ops.mul(ops.add(o3, x), att)
+        return gated_residual(o3, x)[0]
 
 
 def dscf_fused_options_from_state(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from torch import nn
 from lkdn.archs import ops
 from lkdn.archs.contract import StateDictDetection, conv_receptive_radius, register_architecture
 from lkdn.archs.shapes import ShapeError, shape
-from lkdn.archs.span_arch import Conv3XC, FoldedConv3XC
+from lkdn.archs.span_arch import Conv3XC, FoldedConv3XC, gated_residual
 
 NUM_BLOCKS = 5  # fixed by the architecture: the fusion reads block 1 and block 5
 
@@ -79,10 +79,7 @@ class SPANFBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         o3 = self.c3_r(ops.conv_act(self.c2_r, self.act1, ops.conv_act(self.c1_r, self.act1, x)))
-        if not self.attention:
-            return o3
-        att = torch.sigmoid(o3) - 0.5
-        return ops.mul(ops.add(o3, x), att)
+        return gated_residual(o3, x)[0] if self.attention else o3
 
 
 class SPANFTrunk(nn.Module):

@@ -57,6 +57,13 @@ class RFDB(DistillationBody):
         return getattr(self, self.attention)(self.distill(x))
 
 
+def positive_img_range(img_range: float) -> float:
+    """``img_range`` (the pixel range a network's weights work on) as a float; a ValueError unless positive."""
+    if img_range <= 0:
+        raise ValueError(f"img_range must be positive, got {img_range}")
+    return float(img_range)
+
+
 def _probe_image(channels: int, size: int = 32) -> torch.Tensor:
     """A smooth 1 x channels x size x size test image in [0.1, 0.9] (sinusoids, no noise)."""
     y = torch.linspace(0, 1, size)[:, None]
@@ -133,11 +140,9 @@ class RFDN(nn.Module):
         attention: str = "esa", cca_reduction: int = 4, img_range: float = 1.0,
     ) -> None:
         super().__init__()
-        if img_range <= 0:
-            raise ValueError(f"img_range must be positive, got {img_range}")
         self.num_block = num_block
         self.upscale = upscale
-        self.img_range = float(img_range)
+        self.img_range = positive_img_range(img_range)
         self.fea_conv = nn.Conv2d(num_in_ch, num_feat, 3, padding=1)
         for i in range(1, num_block + 1):
             setattr(self, f"B{i}", RFDB(num_feat, attention=attention, cca_reduction=cca_reduction))

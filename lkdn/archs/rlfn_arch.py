@@ -25,6 +25,7 @@ from torch import nn
 
 from lkdn.archs import ops
 from lkdn.archs.contract import StateDictDetection, register_architecture
+from lkdn.archs.rfdn_arch import positive_img_range
 from lkdn.archs.shapes import count_blocks, scale_and_channels, shape
 from lkdn.archs.upsamplers import PixelShuffleDirect
 
@@ -130,11 +131,9 @@ class RLFN(nn.Module):
         esa_channels: int = 16, upscale: int = 4, img_range: float = 255.0,
     ) -> None:
         super().__init__()
-        if img_range <= 0:
-            raise ValueError(f"img_range must be positive, got {img_range}")
         self.num_block = num_block
         self.upscale = upscale
-        self.img_range = float(img_range)
+        self.img_range = positive_img_range(img_range)
         self.fea_conv = nn.Conv2d(num_in_ch, num_feat, 3, padding=1)
         for i in range(1, num_block + 1):
             setattr(self, f"B{i}", RLFB(num_feat, mid_feat, esa_channels=esa_channels))

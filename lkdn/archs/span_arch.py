@@ -138,8 +138,14 @@ class SPAB(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         o1 = ops.conv_act(self.c1_r, self.act1, x)
         o3 = self.c3_r(ops.conv_act(self.c2_r, self.act1, o1))
-        att = torch.sigmoid(o3) - 0.5
-        return ops.mul(ops.add(o3, x), att), o1, att
+        out, att = gated_residual(o3, x)
+        return out, o1, att
+
+
+def gated_residual(o3: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SPAN's parameter-free attention ``att = sigmoid(o3) - 0.5`` gating the residual: ``((o3 + x) * att, att)``."""
+    att = torch.sigmoid(o3) - 0.5
+    return ops.mul(ops.add(o3, x), att), att
 
 
 def span_options_from_state(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
