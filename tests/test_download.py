@@ -7,7 +7,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -163,6 +163,17 @@ class MisbehavingHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (signature of the base class)
         pass
 
+    def trickle(self, chunks: Iterable[bytes]) -> None:
+        """Writes ``chunks`` one every 0.05 s (or until the client gives up), then closes the connection."""
+        try:
+            for chunk in chunks:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                time.sleep(0.05)
+        except OSError:  # the client gave up
+            pass
+        self.close_connection = True
+
     def do_GET(self) -> None:
         self.send_response(200)
         if self.path.startswith(("/portal", "/page")):
@@ -174,26 +185,13 @@ class MisbehavingHandler(SimpleHTTPRequestHandler):
             return
         if self.path.startswith("/slow-headers"):
             self.flush_headers()  # the status line (and Server, Date) now
-            try:
-                for _ in range(TRICKLE_BYTES):  # a header line that never ends while the client waits
-                    self.wfile.write(b"X-Slow: " if _ == 0 else b"z")
-                    self.wfile.flush()
-                    time.sleep(0.05)
-            except OSError:  # the client gave up
-                pass
-            self.close_connection = True
+            # a header line that never ends while the client waits
+            self.trickle(b"X-Slow: " if i == 0 else b"z" for i in range(TRICKLE_BYTES))
             return
         if self.path.startswith("/trickle"):
             self.send_header("Content-Length", str(len(PAYLOAD)))
             self.end_headers()
-            try:
-                for byte in PAYLOAD[:TRICKLE_BYTES]:
-                    self.wfile.write(bytes([byte]))
-                    self.wfile.flush()
-                    time.sleep(0.05)
-            except OSError:  # the client gave up
-                pass
-            self.close_connection = True
+            self.trickle(bytes([byte]) for byte in PAYLOAD[:TRICKLE_BYTES])
             return
         if self.path.startswith("/short"):
             self.send_header("Content-Length", str(len(PAYLOAD)))
