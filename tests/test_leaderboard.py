@@ -153,7 +153,8 @@ def test_the_readme_block_is_replaced(board: dict) -> None:
     assert "\nold\n" not in text and text.endswith("<!-- leaderboard:end -->\n\nafter\n") and "| team |" in text
 
 
-def test_a_rerun_uses_the_cache_and_force_measures_again(board: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+def count_measures(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the entries ``leaderboard.measure`` measures from now on, in order (it still measures)."""
     calls: list[str] = []
     measure = leaderboard.measure
 
@@ -162,6 +163,11 @@ def test_a_rerun_uses_the_cache_and_force_measures_again(board: dict, monkeypatc
         return measure(source, *args, **kwargs)
 
     monkeypatch.setattr(leaderboard, "measure", counting)
+    return calls
+
+
+def test_a_rerun_uses_the_cache_and_force_measures_again(board: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = count_measures(monkeypatch)
     cache = board["out"] / "entries" / "team.json"
     before = cache.stat().st_mtime_ns
     assert board["script"].main(board["argv"]) == 0
@@ -202,14 +208,7 @@ def test_measure_runtime_keeps_every_time_when_asked() -> None:
 def test_a_benchmark_set_that_appears_is_measured(board: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
-    calls: list[str] = []
-    measure = leaderboard.measure
-
-    def counting(source: Path, *args: object, **kwargs: object) -> dict:
-        calls.append(source.stem)
-        return measure(source, *args, **kwargs)
-
-    monkeypatch.setattr(leaderboard, "measure", counting)
+    calls = count_measures(monkeypatch)
     shutil.copytree(board["bench"] / "Set5", board["bench"] / "Set14")
     assert board["script"].main(board["argv"]) == 0
     assert sorted(calls) == ["base", "team"]
