@@ -52,18 +52,29 @@ def test_holdout_on_a_paired_dataset_is_refused(tmp_path: Path) -> None:
         run_training(tmp_path / "t.yml", tmp_path)
 
 
-def test_the_template_trains_on_a_folder_and_validates_on_held_out_images(tmp_path: Path) -> None:
-    folder = tmp_path / "my_images"
+def image_folder(folder: Path, height: int, width: int) -> Path:
+    """``folder`` with every image of ``SKIMAGE_IMAGES``, its top-left ``height`` x ``width``, as PNG."""
     folder.mkdir()
     for name in SKIMAGE_IMAGES:
-        cv2.imwrite(str(folder / f"{name}.png"), natural_image(name)[:96, :100])
-    overrides = [f"datasets:train:dataroot_gt={folder}", f"datasets:val:dataroot_gt={folder}", "num_gpu=0",
-                 "datasets:train:holdout=2", "datasets:val:holdout=2", "datasets:train:gt_size=48",
-                 "datasets:train:batch_size_per_gpu=2", "datasets:train:num_worker_per_gpu=0",
-                 "datasets:train:dataset_enlarge_ratio=1", "network_g:num_feat=8", "network_g:num_atten=8",
-                 "network_g:num_block=1", "train:total_iter=2", "val:val_freq=2", "logger:print_freq=1",
-                 "logger:save_checkpoint_freq=2", "logger:use_tb_logger=false"]
-    assert run_training(TEMPLATE, tmp_path, "--force_yml", *overrides) == 0
+        cv2.imwrite(str(folder / f"{name}.png"), natural_image(name)[:height, :width])
+    return folder
+
+
+def short_run(folder: Path, *, gt_size: int, iters: int) -> list[str]:
+    """Overrides of an own-images template: train and validate on ``folder`` (2 images held out), CPU, a
+    tiny LKDN-S, ``iters`` iterations of batch 2 validated at the last, a checkpoint every 2."""
+    return [f"datasets:train:dataroot_gt={folder}", f"datasets:val:dataroot_gt={folder}", "num_gpu=0",
+            "datasets:train:holdout=2", "datasets:val:holdout=2", f"datasets:train:gt_size={gt_size}",
+            "datasets:train:batch_size_per_gpu=2", "datasets:train:dataset_enlarge_ratio=1",
+            "network_g:num_feat=8", "network_g:num_atten=8", "network_g:num_block=1", f"train:total_iter={iters}",
+            f"val:val_freq={iters}", "logger:print_freq=1", "logger:save_checkpoint_freq=2",
+            "logger:use_tb_logger=false"]
+
+
+def test_the_template_trains_on_a_folder_and_validates_on_held_out_images(tmp_path: Path) -> None:
+    folder = image_folder(tmp_path / "my_images", 96, 100)
+    overrides = short_run(folder, gt_size=48, iters=2)
+    assert run_training(TEMPLATE, tmp_path, "--force_yml", *overrides, "datasets:train:num_worker_per_gpu=0") == 0
     run = tmp_path / "experiments" / "LKDN-S_x4_own_images"
     (record,) = read_jsonl(run / "metrics.jsonl")
     assert record["dataset"] == "my_images_holdout" and record["psnr"] > 15
@@ -90,16 +101,8 @@ TEMPLATE_X2 = ROOT / "options" / "train" / "own_images" / "train_LKDN-S_x2_own_i
 def x2_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A short x2 run of the template on a folder outside datasets/ (root, image folder)."""
     root = tmp_path_factory.mktemp("own_x2")
-    folder = root / "photos"
-    folder.mkdir()
-    for name in SKIMAGE_IMAGES:
-        cv2.imwrite(str(folder / f"{name}.png"), natural_image(name)[:64, :72])
-    overrides = [f"datasets:train:dataroot_gt={folder}", f"datasets:val:dataroot_gt={folder}", "num_gpu=0",
-                 "datasets:train:holdout=2", "datasets:val:holdout=2", "datasets:train:gt_size=32",
-                 "datasets:train:batch_size_per_gpu=2", "datasets:train:dataset_enlarge_ratio=1",
-                 "network_g:num_feat=8", "network_g:num_atten=8", "network_g:num_block=1", "train:total_iter=4",
-                 "val:val_freq=4", "logger:print_freq=1", "logger:save_checkpoint_freq=2", "logger:use_tb_logger=false"]
-    assert run_training(TEMPLATE_X2, root, "--force_yml", *overrides) == 0
+    folder = image_folder(root / "photos", 64, 72)
+    assert run_training(TEMPLATE_X2, root, "--force_yml", *short_run(folder, gt_size=32, iters=4)) == 0
     return root, folder
 
 
