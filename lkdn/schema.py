@@ -382,9 +382,12 @@ def _metrics(checker: _Checker, opt: Mapping[str, Any]) -> None:
 def _learning_rate(checker: _Checker, opt: Mapping[str, Any]) -> None:
     """``train.optim_g.lr``: a number above 0 and at most :data:`MAX_LR`."""
     path = ("train", "optim_g", "lr")
-    lr = _value(opt, path)
-    if lr is None or _number_hint(lr) or (isinstance(lr, float) and not math.isfinite(lr)):
-        return  # absent (the optimizer's default), or reported as a quoted number / not finite
+    optim = _value(opt, path[:-1])
+    if not isinstance(optim, Mapping) or "lr" not in optim:
+        return  # the optimizer's default
+    lr = optim["lr"]
+    if _number_hint(lr) or (isinstance(lr, float) and not math.isfinite(lr)):
+        return  # reported as a quoted number / not finite
     if not _is_number(lr) or not 0 < lr <= MAX_LR:
         checker.error(path, f"expected a learning rate above 0 and at most {MAX_LR:g} (e.g. 2e-4), got {lr!r}")
 
