@@ -380,7 +380,7 @@ def _metrics(checker: _Checker, opt: Mapping[str, Any]) -> None:
 
 
 def _learning_rate(checker: _Checker, opt: Mapping[str, Any]) -> None:
-    """``train.optim_g.lr``: a number above 0 and at most :data:`MAX_LR`."""
+    """``train.optim_g.lr``: a number (its sign is checked with the other counts) at most :data:`MAX_LR`."""
     path = ("train", "optim_g", "lr")
     optim = _value(opt, path[:-1])
     if not isinstance(optim, Mapping) or "lr" not in optim:
@@ -388,8 +388,10 @@ def _learning_rate(checker: _Checker, opt: Mapping[str, Any]) -> None:
     lr = optim["lr"]
     if _number_hint(lr) or (isinstance(lr, float) and not math.isfinite(lr)):
         return  # reported as a quoted number / not finite
-    if not _is_number(lr) or not 0 < lr <= MAX_LR:
-        checker.error(path, f"expected a learning rate above 0 and at most {MAX_LR:g} (e.g. 2e-4), got {lr!r}")
+    if not _is_number(lr):
+        checker.error(path, f"expected a learning rate: a number above 0 and at most {MAX_LR:g} (e.g. 2e-4), got {lr!r}")
+    elif lr > MAX_LR:
+        checker.error(path, f"must be at most {MAX_LR:g} (a learning rate, e.g. 2e-4), got {lr!r}")
 
 
 def _network_types(checker: _Checker, network: Mapping[str, Any], factory: Callable[..., Any]) -> None:
@@ -484,7 +486,8 @@ def validate_options(
     for path in (("train", "total_iter"), ("val", "val_freq"), ("logger", "print_freq"),
                  ("logger", "save_checkpoint_freq"), ("train", "max_bad_steps")):
         _positive(checker, opt, path, whole=True)
-    _positive(checker, opt, ("val", "tile", "size"))
+    for path in (("train", "optim_g", "lr"), ("val", "tile", "size")):
+        _positive(checker, opt, path)
     _learning_rate(checker, opt)
     if _value(opt, ("train", "warmup_iter")) != -1:  # -1: no warm-up (BasicSR)
         _positive(checker, opt, ("train", "warmup_iter"), strict=False, whole=True)
