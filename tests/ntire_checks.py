@@ -46,12 +46,34 @@ class Entry:
     def option_file(self) -> Path:
         return option_file(self.family, self.name)
 
+    def assert_loads_strictly_with(self, parameters: int) -> torch.nn.Module:
+        """The checkpoint loads strictly into our network, which has exactly ``parameters`` parameters."""
+        net = self.ours()
+        assert count_parameters(net) == parameters
+        return net
 
-def assert_loads_strictly_with(entry: Entry, parameters: int) -> torch.nn.Module:
-    """The checkpoint loads strictly into our network, which has exactly ``parameters`` parameters."""
-    net = entry.ours()
-    assert count_parameters(net) == parameters
-    return net
+    def assert_equals_the_official_on_set5(self, official: torch.nn.Module,
+                                           state: Mapping[str, torch.Tensor] | None = None) -> None:
+        """The official network, with the checkpoint (or ``state``) loaded strictly, gives our output on
+        every Set5 image within 1e-5."""
+        official.load_state_dict(self.state() if state is None else state, strict=True)
+        differences = max_difference_on_set5(self.ours(), official)
+        assert max(differences.values()) <= 1e-5, differences
+
+    def assert_set5_numbers(self, tmp_path: Path, psnr: float, ssim: float) -> None:
+        """Set5 x4 through ``lkdn/test.py`` with the option file and the checkpoint gives the published
+        PSNR within 0.01 dB and SSIM within 0.0005."""
+        got = set5_numbers(tmp_path, self.option_file(), self.checkpoint())
+        assert abs(got[0] - psnr) <= 0.01 and abs(got[1] - ssim) <= 0.0005, got
+
+    def assert_spandrel_reads(self, architecture: str, options: Mapping[str, Any]) -> None:
+        """``assert_spandrel_detects`` for the checkpoint, the options read back being exactly ``options``."""
+        pytest.importorskip("spandrel")
+
+        def check(read: dict[str, Any]) -> None:
+            assert read == dict(options)
+
+        assert_spandrel_detects(self.checkpoint(), architecture, self.ours(), check)
 
 
 @torch.no_grad()
@@ -91,15 +113,6 @@ def max_difference_on_set5(ours: torch.nn.Module, official: torch.nn.Module) -> 
     return differences
 
 
-def assert_equals_the_official_on_set5(entry: Entry, official: torch.nn.Module,
-                                       state: Mapping[str, torch.Tensor] | None = None) -> None:
-    """The official network, with the checkpoint (or ``state``) loaded strictly, gives our output on every
-    Set5 image within 1e-5."""
-    official.load_state_dict(entry.state() if state is None else state, strict=True)
-    differences = max_difference_on_set5(entry.ours(), official)
-    assert max(differences.values()) <= 1e-5, differences
-
-
 def set5_numbers(tmp_path: Path, yml: Path, weights: Path, *, scale: int = 4) -> tuple[float, float]:
     """(PSNR, SSIM) of Set5 x``scale`` through ``lkdn/test.py`` with the option file ``yml`` and the checkpoint ``weights``."""
     set5 = shared_file("benchmarks", "Set5", f"x{scale}")
@@ -107,13 +120,6 @@ def set5_numbers(tmp_path: Path, yml: Path, weights: Path, *, scale: int = 4) ->
                                "val:save_img=false", f"datasets:test_1:dataroot_gt={set5 / 'HR'}",
                                f"datasets:test_1:dataroot_lq={set5 / 'LR'}", f"path:pretrain_network_g={weights}"])
     return results["Set5"]["psnr"], results["Set5"]["ssim"]
-
-
-def assert_set5_numbers(tmp_path: Path, entry: Entry, psnr: float, ssim: float) -> None:
-    """Set5 x4 through ``lkdn/test.py`` with the entry's option file and checkpoint gives the published
-    PSNR within 0.01 dB and SSIM within 0.0005."""
-    got = set5_numbers(tmp_path, entry.option_file(), entry.checkpoint())
-    assert abs(got[0] - psnr) <= 0.01 and abs(got[1] - ssim) <= 0.0005, got
 
 
 def assert_harness_counts(options: Mapping[str, Any], *, params: int, activations: int, convs: int,
@@ -199,16 +205,6 @@ def assert_spandrel_detects(path: Path, architecture: str, ours: torch.nn.Module
     x = torch.rand(1, 3, 23, 20)
     with torch.no_grad():
         torch.testing.assert_close(descriptor.model.eval()(x), ours.eval()(x), atol=0, rtol=0)
-
-
-def assert_spandrel_reads(entry: Entry, architecture: str, options: Mapping[str, Any]) -> None:
-    """``assert_spandrel_detects`` for the entry's checkpoint, the options read back being exactly ``options``."""
-    pytest.importorskip("spandrel")
-
-    def check(read: dict[str, Any]) -> None:
-        assert read == dict(options)
-
-    assert_spandrel_detects(entry.checkpoint(), architecture, entry.ours(), check)
 
 
 def option_file(family: str, name: str) -> Path:

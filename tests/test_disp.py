@@ -11,13 +11,9 @@ import pytest
 from conftest import official_module
 from ntire_checks import (
     Entry,
-    assert_equals_the_official_on_set5,
     assert_folds_exactly,
     assert_harness_counts,
-    assert_loads_strictly_with,
     assert_reparameterize_script_writes_the_deploy_form,
-    assert_set5_numbers,
-    assert_spandrel_reads,
 )
 
 from lkdn import build_network
@@ -30,16 +26,16 @@ DISP = Entry("DISP", "DISP_NTIRE2026", DEPLOY)
 
 
 def test_official_checkpoint_loads_strictly_with_its_parameter_count() -> None:
-    assert_loads_strictly_with(DISP, 163_792)
+    DISP.assert_loads_strictly_with(163_792)
 
 
 def test_equals_the_official_code_on_set5() -> None:
     official = official_module("ntire_esr/2026/models/team18_DISP.py").DISP()  # the harness's call: all defaults
-    assert_equals_the_official_on_set5(DISP, official)
+    DISP.assert_equals_the_official_on_set5(official)
 
 
 def test_set5_reproduces_the_official_numbers(tmp_path: Path) -> None:
-    assert_set5_numbers(tmp_path, DISP, 31.94, 0.8918)
+    DISP.assert_set5_numbers(tmp_path, 31.94, 0.8918)
 
 
 def test_ntire_counts_match_the_harness() -> None:
@@ -58,8 +54,8 @@ def test_reparameterize_script_writes_a_checkpoint_of_the_deploy_form(tmp_path: 
 
 
 def test_spandrel_reads_the_official_checkpoint_as_disp() -> None:
-    assert_spandrel_reads(DISP, "DISP", {"type": "DISP", "num_in_ch": 3, "num_out_ch": 3, "feature_channels": 32,
-                                         "upscale": 4, "num_block": 4, "extern_convs": 1, "deploy": True})
+    DISP.assert_spandrel_reads("DISP", {"type": "DISP", "num_in_ch": 3, "num_out_ch": 3, "feature_channels": 32,
+                                        "upscale": 4, "num_block": 4, "extern_convs": 1, "deploy": True})
 
 
 def test_depth_and_form_read_back_from_a_training_state_dict() -> None:

@@ -11,13 +11,9 @@ import torch
 from conftest import cuda_is_a_no_op, official_module
 from ntire_checks import (
     Entry,
-    assert_equals_the_official_on_set5,
     assert_folds_exactly,
     assert_harness_counts,
-    assert_loads_strictly_with,
     assert_reparameterize_script_writes_the_deploy_form,
-    assert_set5_numbers,
-    assert_spandrel_reads,
     claims,
     set5_lr,
 )
@@ -32,18 +28,18 @@ DSCF = Entry("DSCF", "DSCF_Fused_NTIRE2026", DEPLOY)
 
 
 def test_official_checkpoint_loads_strictly_with_its_parameter_count() -> None:
-    assert_loads_strictly_with(DSCF, 125_992)
+    DSCF.assert_loads_strictly_with(125_992)
 
 
 def test_equals_the_official_code_on_set5() -> None:
     module = official_module("ntire_esr/2026/models/team15_DSCF_Fused.py")
     with cuda_is_a_no_op():
         official = module.DSCF_Fused(num_in_ch=3, num_out_ch=3, feature_channels=26, upscale=4)
-    assert_equals_the_official_on_set5(DSCF, official)
+    DSCF.assert_equals_the_official_on_set5(official)
 
 
 def test_set5_reproduces_the_official_numbers(tmp_path: Path) -> None:
-    assert_set5_numbers(tmp_path, DSCF, 31.74, 0.8891)
+    DSCF.assert_set5_numbers(tmp_path, 31.74, 0.8891)
 
 
 def test_ntire_counts_match_the_harness() -> None:
@@ -80,8 +76,8 @@ def test_float16_inference_stays_within_a_hundredth_of_float32() -> None:
 
 
 def test_spandrel_reads_the_official_checkpoint() -> None:
-    assert_spandrel_reads(DSCF, "DSCF_Fused", {"type": "DSCF_Fused", "num_in_ch": 3, "num_out_ch": 3,
-                                               "feature_channels": 26, "upscale": 4, "deploy": True})
+    DSCF.assert_spandrel_reads("DSCF_Fused", {"type": "DSCF_Fused", "num_in_ch": 3, "num_out_ch": 3,
+                                              "feature_channels": 26, "upscale": 4, "deploy": True})
 
 
 def test_one_detection_of_ours_claims_the_checkpoint_and_the_training_form() -> None:

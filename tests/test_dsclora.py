@@ -13,14 +13,10 @@ import torch
 from conftest import ROOT, cuda_is_a_no_op, official_module, shared_file
 from ntire_checks import (
     Entry,
-    assert_equals_the_official_on_set5,
     assert_folds_exactly,
-    assert_loads_strictly_with,
     assert_our_counts,
     assert_reparameterize_script_writes_the_deploy_form,
-    assert_set5_numbers,
     assert_spandrel_detects,
-    assert_spandrel_reads,
     claims,
     randomize,
     reference,
@@ -46,7 +42,7 @@ def official_network() -> torch.nn.Module:
 
 
 def test_official_checkpoint_loads_strictly_with_its_parameter_count() -> None:
-    assert_loads_strictly_with(DSCLORA, 130_828)
+    DSCLORA.assert_loads_strictly_with(130_828)
 
 
 def test_the_harness_non_strict_load_hides_no_key() -> None:
@@ -59,11 +55,11 @@ def test_the_harness_non_strict_load_hides_no_key() -> None:
 
 
 def test_equals_the_official_code_on_set5() -> None:
-    assert_equals_the_official_on_set5(DSCLORA, official_network())
+    DSCLORA.assert_equals_the_official_on_set5(official_network())
 
 
 def test_set5_reproduces_the_official_numbers(tmp_path: Path) -> None:
-    assert_set5_numbers(tmp_path, DSCLORA, 31.75, 0.8892)
+    DSCLORA.assert_set5_numbers(tmp_path, 31.75, 0.8892)
 
 
 def test_ntire_counts() -> None:
@@ -167,8 +163,8 @@ def test_bad_ranks_are_refused_by_name(options: dict, message: str) -> None:
 
 def test_spandrel_reads_the_official_checkpoint_as_span_c26() -> None:
     """The merged checkpoint has SPAN's keys and function: it is read as SPAN with 26 channels."""
-    assert_spandrel_reads(DSCLORA, "SPAN", {"type": "SPAN", "num_in_ch": 3, "num_out_ch": 3, "feature_channels": 26,
-                                            "upscale": 4, "deploy": True})
+    DSCLORA.assert_spandrel_reads("SPAN", {"type": "SPAN", "num_in_ch": 3, "num_out_ch": 3, "feature_channels": 26,
+                                           "upscale": 4, "deploy": True})
 
 
 @pytest.mark.parametrize("ranks", [(2, 8), (3, 0), (0, 5)])

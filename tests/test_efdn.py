@@ -12,13 +12,9 @@ import torch
 from conftest import official_module
 from ntire_checks import (
     Entry,
-    assert_equals_the_official_on_set5,
     assert_folds_exactly,
-    assert_loads_strictly_with,
     assert_our_counts,
     assert_reparameterize_script_writes_the_deploy_form,
-    assert_set5_numbers,
-    assert_spandrel_reads,
     randomize,
     reference,
 )
@@ -37,16 +33,16 @@ EFDN = Entry("EFDN", "EFDN_NTIRE2025", DEPLOY)
 def test_checkpoint_is_the_deploy_form_and_loads_strictly_with_its_parameter_count() -> None:
     state = EFDN.state()
     assert "cells.0.conv2.rep_conv.weight" in state and not any("conv1x1_sbx" in k for k in state)
-    assert_loads_strictly_with(EFDN, 276_192)
+    EFDN.assert_loads_strictly_with(276_192)
 
 
 def test_equals_the_official_code_on_set5() -> None:
     official = official_module("ntire_esr/2025/models/team00_EFDN.py").EFDN()  # as the 2025 test_demo.py
-    assert_equals_the_official_on_set5(EFDN, official)
+    EFDN.assert_equals_the_official_on_set5(official)
 
 
 def test_set5_reproduces_the_official_numbers(tmp_path: Path) -> None:
-    assert_set5_numbers(tmp_path, EFDN, 32.08, 0.8931)
+    EFDN.assert_set5_numbers(tmp_path, 32.08, 0.8931)
 
 
 def test_ntire_counts_equal_the_official_networks() -> None:
@@ -118,7 +114,7 @@ def test_bad_num_feat_is_reported() -> None:
 
 
 def test_spandrel_detects_the_checkpoint_as_efdn_only() -> None:
-    assert_spandrel_reads(EFDN, "EFDN", DEPLOY | {"num_in_ch": 3, "num_out_ch": 3})
+    EFDN.assert_spandrel_reads("EFDN", DEPLOY | {"num_in_ch": 3, "num_out_ch": 3})
 
 
 @pytest.mark.parametrize("options", [

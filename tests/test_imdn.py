@@ -10,15 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import official_module, shared_file
-from ntire_checks import (
-    Entry,
-    assert_equals_the_official_on_set5,
-    assert_loads_strictly_with,
-    assert_our_counts,
-    assert_spandrel_detects,
-    option_file,
-    set5_numbers,
-)
+from ntire_checks import Entry, assert_our_counts, assert_spandrel_detects, option_file, set5_numbers
 
 from lkdn import Upscaler, build_network
 from lkdn.archs.imdn_arch import IMDB, imdn_aim_options_from_state
@@ -91,22 +83,22 @@ def official_state(family: str, name: str) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize(("scale", "count"), [(2, 694_404), (3, 703_059), (4, 715_176)])
 def test_official_weights_load_strictly(scale: int, count: int) -> None:
     assert all(k.startswith("module.") for k in official_weights(scale).state())
-    assert_loads_strictly_with(official_weights(scale), count)
+    official_weights(scale).assert_loads_strictly_with(count)
 
 
 def test_ntire2022_baseline_loads_strictly_with_its_parameter_count() -> None:
-    assert_loads_strictly_with(NTIRE2022, 893_936)
+    NTIRE2022.assert_loads_strictly_with(893_936)
 
 
 def test_official_x4_equals_the_official_code_on_set5() -> None:
     official = official_module("IMDN/model/architecture.py").IMDN(upscale=4)
-    assert_equals_the_official_on_set5(official_weights(4), official, official_state("IMDN", "IMDN_x4"))
+    official_weights(4).assert_equals_the_official_on_set5(official, official_state("IMDN", "IMDN_x4"))
 
 
 def test_ntire2022_baseline_equals_the_official_code_on_set5() -> None:
     baseline = official_module("ntire_esr/2022/models/imdn_baseline.py")
     official = baseline.IMDN(in_nc=3, out_nc=3, nc=64, nb=8, upscale=4)  # as the 2022 test_demo.py
-    assert_equals_the_official_on_set5(NTIRE2022, official, official_state("IMDN", "IMDN_NTIRE2022"))
+    NTIRE2022.assert_equals_the_official_on_set5(official, official_state("IMDN", "IMDN_NTIRE2022"))
 
 
 @pytest.mark.parametrize(("name", "scale", "psnr", "ssim"), [

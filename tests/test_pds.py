@@ -11,13 +11,9 @@ import pytest
 from conftest import cuda_is_a_no_op, official_module
 from ntire_checks import (
     Entry,
-    assert_equals_the_official_on_set5,
     assert_folds_exactly,
     assert_harness_counts,
-    assert_loads_strictly_with,
     assert_reparameterize_script_writes_the_deploy_form,
-    assert_set5_numbers,
-    assert_spandrel_reads,
     claims,
 )
 
@@ -30,7 +26,7 @@ PDS = Entry("PDS", "PDS_NTIRE2026", DEPLOY)
 
 
 def test_official_checkpoint_loads_strictly_with_its_parameter_count() -> None:
-    net = assert_loads_strictly_with(PDS, 141_748)
+    net = PDS.assert_loads_strictly_with(141_748)
     assert net.conv_cat_1.out_channels == 20 and net.conv_2_1.eval_conv.in_channels == 20
 
 
@@ -38,11 +34,11 @@ def test_equals_the_official_code_on_set5() -> None:
     module = official_module("ntire_esr/2026/models/team01_PDS.py")
     with cuda_is_a_no_op():  # the official constructor moves itself to CUDA and runs a warm-up pass
         official = module.PDS()  # the harness's call: all defaults
-    assert_equals_the_official_on_set5(PDS, official)
+    PDS.assert_equals_the_official_on_set5(official)
 
 
 def test_set5_reproduces_the_official_numbers(tmp_path: Path) -> None:
-    assert_set5_numbers(tmp_path, PDS, 31.76, 0.8888)
+    PDS.assert_set5_numbers(tmp_path, 31.76, 0.8888)
 
 
 def test_ntire_counts_match_the_harness() -> None:
@@ -60,8 +56,8 @@ def test_reparameterize_script_writes_a_checkpoint_of_the_deploy_form(tmp_path: 
 
 
 def test_spandrel_reads_the_official_checkpoint_as_pds() -> None:
-    assert_spandrel_reads(PDS, "PDS", {"type": "PDS", "num_in_ch": 3, "num_out_ch": 3, "feature_channels": 32,
-                                       "tail_channels": 20, "upscale": 4, "deploy": True})
+    PDS.assert_spandrel_reads("PDS", {"type": "PDS", "num_in_ch": 3, "num_out_ch": 3, "feature_channels": 32,
+                                      "tail_channels": 20, "upscale": 4, "deploy": True})
 
 
 def test_pds_and_pkdsr_state_dicts_are_told_apart() -> None:

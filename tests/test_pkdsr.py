@@ -12,13 +12,9 @@ import torch
 from conftest import cuda_is_a_no_op, official_module
 from ntire_checks import (
     Entry,
-    assert_equals_the_official_on_set5,
     assert_folds_exactly,
     assert_harness_counts,
-    assert_loads_strictly_with,
     assert_reparameterize_script_writes_the_deploy_form,
-    assert_set5_numbers,
-    assert_spandrel_reads,
 )
 
 from lkdn import build_network
@@ -31,7 +27,7 @@ PKDSR_ENTRY = Entry("PKDSR", "PKDSR_NTIRE2026", DEPLOY)  # params_ema preferred
 
 
 def test_official_checkpoint_loads_strictly_with_its_parameter_count() -> None:
-    net = assert_loads_strictly_with(PKDSR_ENTRY, 143_928)
+    net = PKDSR_ENTRY.assert_loads_strictly_with(143_928)
     assert net.conv_cat.out_channels == 24 and net.conv_2.eval_conv.in_channels == 24
 
 
@@ -42,11 +38,11 @@ def test_equals_the_official_code_on_set5() -> None:
     small = torch.randn(1, 3, 8, 8)
     with cuda_is_a_no_op(), mock.patch.object(torch, "randn", lambda *args, **kwargs: small):
         official = module.SPANFPrunedKD(3, 3, upscale=4, tail_channels=24, feature_channels=32)
-    assert_equals_the_official_on_set5(PKDSR_ENTRY, official, PKDSR_ENTRY.state()["params_ema"])
+    PKDSR_ENTRY.assert_equals_the_official_on_set5(official, PKDSR_ENTRY.state()["params_ema"])
 
 
 def test_set5_reproduces_the_official_numbers(tmp_path: Path) -> None:
-    assert_set5_numbers(tmp_path, PKDSR_ENTRY, 31.77, 0.8895)
+    PKDSR_ENTRY.assert_set5_numbers(tmp_path, 31.77, 0.8895)
 
 
 def test_ntire_counts_match_the_harness() -> None:
@@ -68,9 +64,9 @@ def test_reparameterize_script_writes_a_checkpoint_of_the_deploy_form(tmp_path: 
 
 
 def test_spandrel_reads_the_official_checkpoint_as_pkdsr() -> None:
-    assert_spandrel_reads(PKDSR_ENTRY, "PKDSR", {"type": "PKDSR", "num_in_ch": 3, "num_out_ch": 3,
-                                                 "feature_channels": 32, "tail_channels": 24, "upscale": 4,
-                                                 "deploy": True})
+    PKDSR_ENTRY.assert_spandrel_reads("PKDSR", {"type": "PKDSR", "num_in_ch": 3, "num_out_ch": 3,
+                                                "feature_channels": 32, "tail_channels": 24, "upscale": 4,
+                                                "deploy": True})
 
 
 def test_a_training_form_state_dict_reads_back_its_options() -> None:

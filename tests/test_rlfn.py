@@ -10,14 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import official_module
-from ntire_checks import (
-    Entry,
-    assert_harness_counts,
-    assert_loads_strictly_with,
-    assert_set5_numbers,
-    assert_spandrel_detects,
-    max_difference_on_set5,
-)
+from ntire_checks import Entry, assert_harness_counts, assert_spandrel_detects, max_difference_on_set5
 
 from lkdn import build_network
 from lkdn.archs import contract
@@ -41,7 +34,7 @@ class PixelRange(torch.nn.Module):
 
 
 def test_checkpoint_loads_strictly_with_its_parameter_count() -> None:
-    assert_loads_strictly_with(ENTRY, 317_218)
+    ENTRY.assert_loads_strictly_with(317_218)
 
 
 def names_of_2024(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -67,7 +60,7 @@ def test_equals_the_official_code_of_2022_and_2024_on_set5() -> None:
 
 
 def test_set5_reproduces_the_official_numbers(tmp_path: Path) -> None:
-    assert_set5_numbers(tmp_path, ENTRY, 32.10, 0.8939)
+    ENTRY.assert_set5_numbers(tmp_path, 32.10, 0.8939)
 
 
 def test_ntire_counts_match_the_2024_harness() -> None:

@@ -10,12 +10,9 @@ import pytest
 from conftest import cuda_is_a_no_op, official_module
 from ntire_checks import (
     Entry,
-    assert_equals_the_official_on_set5,
     assert_folds_exactly,
-    assert_loads_strictly_with,
     assert_our_counts,
     assert_reparameterize_script_writes_the_deploy_form,
-    assert_set5_numbers,
     assert_spandrel_detects,
     claims,
 )
@@ -31,7 +28,7 @@ SPANF = Entry("SPANF", "SPANF_NTIRE2025", DEPLOY)
 
 
 def test_official_checkpoint_loads_strictly_with_its_parameter_count() -> None:
-    net = assert_loads_strictly_with(SPANF, 148_288)
+    net = SPANF.assert_loads_strictly_with(148_288)
     assert isinstance(net, PKDSR) and net.conv_cat.out_channels == net.conv_2.eval_conv.in_channels == 32
 
 
@@ -39,11 +36,11 @@ def test_equals_the_official_code_on_set5() -> None:
     module = official_module("ntire_esr/2025/models/team24_SPANF.py")
     with cuda_is_a_no_op():  # the official constructor moves itself to CUDA and runs a warm-up pass
         official = module.SPANF(3, 3, upscale=4, feature_channels=32)
-    assert_equals_the_official_on_set5(SPANF, official)
+    SPANF.assert_equals_the_official_on_set5(official)
 
 
 def test_set5_reproduces_the_official_numbers(tmp_path: Path) -> None:
-    assert_set5_numbers(tmp_path, SPANF, 31.77, 0.8896)
+    SPANF.assert_set5_numbers(tmp_path, 31.77, 0.8896)
 
 
 def test_ntire_counts() -> None:

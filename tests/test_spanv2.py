@@ -10,15 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import official_module
-from ntire_checks import (
-    Entry,
-    assert_equals_the_official_on_set5,
-    assert_loads_strictly_with,
-    assert_set5_numbers,
-    assert_spandrel_reads,
-    randomize,
-    reference,
-)
+from ntire_checks import Entry, randomize, reference
 
 from lkdn import build_network
 from lkdn.archs.spanv2_arch import spanv2_options_from_state
@@ -36,13 +28,13 @@ def official_spanv2(module, **kwargs) -> torch.nn.Module:
 
 
 def test_official_checkpoint_loads_strictly_with_its_parameter_count() -> None:
-    net = assert_loads_strictly_with(SPANV2, 139_104)
+    net = SPANV2.assert_loads_strictly_with(139_104)
     assert all(m.bias is None for name, m in net.named_modules() if name.endswith((".c1.conv", "depthwise_conv")))
 
 
 def test_equals_the_official_code_on_set5() -> None:
     official = official_spanv2(official_module("ntire_esr/2026/models/team22_SPANV2_ESR.py"))
-    assert_equals_the_official_on_set5(SPANV2, official)
+    SPANV2.assert_equals_the_official_on_set5(official)
 
 
 def test_equals_the_official_code_with_biases_and_random_weights() -> None:
@@ -60,7 +52,7 @@ def test_equals_the_official_code_with_biases_and_random_weights() -> None:
 
 
 def test_set5_reproduces_the_official_numbers(tmp_path: Path) -> None:
-    assert_set5_numbers(tmp_path, SPANV2, 31.77, 0.8896)
+    SPANV2.assert_set5_numbers(tmp_path, 31.77, 0.8896)
 
 
 def test_ntire_counts_match_the_harness_but_flops_count_every_conv() -> None:
@@ -89,8 +81,8 @@ def test_ntire_counts_match_the_harness_but_flops_count_every_conv() -> None:
 
 
 def test_spandrel_reads_the_official_checkpoint_as_spanv2() -> None:
-    assert_spandrel_reads(SPANV2, "SPANV2", {"type": "SPANV2", "num_in_ch": 3, "num_out_ch": 3, "feature_channels": 32,
-                                             "upscale": 4, "bias": False})
+    SPANV2.assert_spandrel_reads("SPANV2", {"type": "SPANV2", "num_in_ch": 3, "num_out_ch": 3, "feature_channels": 32,
+                                            "upscale": 4, "bias": False})
 
 
 def test_options_read_back_from_a_state_dict_with_biases() -> None:

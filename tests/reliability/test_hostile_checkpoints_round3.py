@@ -16,13 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from reliability_common import (
-    TINY_NET,
-    make_images,
-    one_line,
-    script,
-    test_set_options,
-)
+from reliability_common import TINY_NET, make_images, one_line, script, test_set_options
 from safetensors.torch import save_file as save_safetensors
 
 from lkdn import Upscaler, build_network, tiling

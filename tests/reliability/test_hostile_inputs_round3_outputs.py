@@ -12,14 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from reliability_common import (
-    make_images,
-    one_line,
-    script,
-    test_set_options,
-    tiny_weights,
-    write_yaml,
-)
+from reliability_common import make_images, one_line, script, test_set_options, tiny_weights, write_yaml
 
 from lkdn import test as test_entry
 from lkdn.schema import SchemaError

@@ -10,15 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from reliability_common import (
-    METRICS,
-    TINY_NET,
-    make_images,
-    script,
-    test_set_options,
-    tiny_weights,
-    write_yaml,
-)
+from reliability_common import METRICS, TINY_NET, make_images, script, test_set_options, tiny_weights, write_yaml
 
 from lkdn import build_network
 from lkdn.data.safe_dataset import DataError
