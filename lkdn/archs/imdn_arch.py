@@ -16,7 +16,7 @@ in [0, 1] and are published only as plain convolutions (no re-parameterized trai
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -36,13 +36,15 @@ def split_channels(channels: int, distillation_rate: float) -> tuple[int, int]:
     return distilled, channels - distilled
 
 
-def distill(x: torch.Tensor, steps: Sequence[Callable[[torch.Tensor], torch.Tensor]],
-            last: Callable[[torch.Tensor], torch.Tensor], split: tuple[int, int]) -> torch.Tensor:
-    """Progressive distillation: each step's output is split into a distilled part (kept) and the remaining
-    part (the next step's input); ``last`` makes the last distilled part. The distilled parts, concatenated."""
+def distill(x: torch.Tensor, steps: Sequence[nn.Module], last: nn.Module, split: tuple[int, int],
+            act: nn.Module | None = None) -> torch.Tensor:
+    """Progressive distillation: each step's output (``act`` applied when given) is split into a distilled
+    part (kept) and the remaining part (the next step's input); ``last`` makes the last distilled part.
+    The distilled parts, concatenated."""
     distilled = []
     for step in steps:
-        kept, x = torch.split(step(x), split, dim=1)
+        out = step(x)
+        kept, x = torch.split(out if act is None else act(out), split, dim=1)
         distilled.append(kept)
     return torch.cat([*distilled, last(x)], dim=1)
 
@@ -91,8 +93,7 @@ class IMDB(nn.Module):
         self.cca = CCA(self.dc * 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        steps = [lambda t, conv=conv: self.act(conv(t)) for conv in (self.c1, self.c2, self.c3)]
-        return self.c5(self.cca(distill(x, steps, self.c4, (self.dc, self.rc)))) + x
+        return self.c5(self.cca(distill(x, (self.c1, self.c2, self.c3), self.c4, (self.dc, self.rc), self.act))) + x
 
 
 def imdn_options_from_state(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
