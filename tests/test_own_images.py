@@ -189,7 +189,7 @@ def test_loader_workers_default_to_what_the_machine_has(monkeypatch) -> None:
         monkeypatch.setattr(data, "available_cpus", lambda cpus=cpus: cpus)
         opt = data._loader_options({"num_worker_per_gpu": "auto"}, torch.device("cpu"))
         assert opt["num_worker_per_gpu"] == expected
-    with pytest.raises(SchemaError, match=r"datasets\.train\.num_worker_per_gpu: expected a count or auto, got 'many'"):
+    with pytest.raises(SchemaError, match=r"datasets\.train\.num_worker_per_gpu: expected auto or a count from 0 to 64, got 'many'"):
         from lkdn.schema import validate_options
 
         validate_options({"datasets": {"train": {"name": "t", "num_worker_per_gpu": "many"}}})
