@@ -76,6 +76,24 @@ PATH_VALUES: tuple[tuple[str, Any], ...] = (
 
 # --------------------------------------------------------------------------- fixtures
 
+# The tiny network and the paired folder every run uses (filled into both templates below).
+_NETWORK = """\
+network_g:
+  type: LKDN
+  num_feat: 8
+  num_atten: 8
+  num_block: 1
+  upscale: 2
+  num_in: 1
+"""
+_PAIRED = """\
+    type: PairedImageDataset
+    dataroot_gt: '{F}/images/hr'
+    dataroot_lq: '{F}/images/lr'
+    io_backend:
+      type: disk
+"""
+
 TRAIN_YAML = """\
 name: rt
 model_type: SRModel
@@ -100,19 +118,7 @@ datasets:
     prefetch_mode: ~
   val:
     name: rt_val
-    type: PairedImageDataset
-    dataroot_gt: '{F}/images/hr'
-    dataroot_lq: '{F}/images/lr'
-    io_backend:
-      type: disk
-network_g:
-  type: LKDN
-  num_feat: 8
-  num_atten: 8
-  num_block: 1
-  upscale: 2
-  num_in: 1
-path:
+{PAIRED}{NETWORK}path:
   pretrain_network_g: ~
   strict_load_g: true
   resume_state: ~
@@ -157,19 +163,7 @@ num_gpu: 0
 datasets:
   test_1:
     name: rt_set
-    type: PairedImageDataset
-    dataroot_gt: '{F}/images/hr'
-    dataroot_lq: '{F}/images/lr'
-    io_backend:
-      type: disk
-network_g:
-  type: LKDN
-  num_feat: 8
-  num_atten: 8
-  num_block: 1
-  upscale: 2
-  num_in: 1
-path:
+{PAIRED}{NETWORK}path:
   pretrain_network_g: '{F}/net.pth'
   strict_load_g: true
 val:
@@ -180,6 +174,7 @@ val:
       crop_border: 2
       test_y_channel: true
 """
+TRAIN_YAML, TEST_YAML = (t.replace("{PAIRED}", _PAIRED).replace("{NETWORK}", _NETWORK) for t in (TRAIN_YAML, TEST_YAML))
 
 
 class Evil:
