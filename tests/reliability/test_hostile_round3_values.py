@@ -180,8 +180,10 @@ def test_a_lock_of_a_live_python_process_is_refused_unless_its_pid_was_reused(tm
 
     from lkdn.training.state import RunInUseError, RunLock, _process_start
 
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    other = subprocess.Popen([sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"],
+                             stdout=subprocess.PIPE, text=True)
     try:
+        assert other.stdout.readline() == "ready\n"  # its command line is its own only once it runs (a busy machine)
         lock_file = tmp_path / ".run.lock"
         lock_file.write_text(f"{other.pid} {socket.gethostname()} 20260101_000000 {_process_start(other.pid)}\n")
         with pytest.raises(RunInUseError, match=rf"run is in use by training process {other.pid} \(.*python.*time\.sleep"):
