@@ -180,8 +180,9 @@ def test_a_lock_of_a_live_python_process_is_refused_unless_its_pid_was_reused(tm
 
     from lkdn.training.state import RunInUseError, RunLock, _process_start
 
-    other = subprocess.Popen([sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"],
-                             stdout=subprocess.PIPE, text=True)
+    # argv[0] short, so the command line the message shows (its first 80 characters) is whole wherever the clone is
+    other = subprocess.Popen(["python-sleeper", "-c", "import time; print('ready', flush=True); time.sleep(60)"],
+                             executable=sys.executable, stdout=subprocess.PIPE, text=True)
     try:
         assert other.stdout.readline() == "ready\n"  # its command line is its own only once it runs (a busy machine)
         lock_file = tmp_path / ".run.lock"
