@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from lkdn.archs.contract import contract_of
+from lkdn.errors import LkdnError
 from lkdn.loading import deploy_form
 from lkdn.reparam import reparameterize_model
 from lkdn.utils.files import write_atomic
@@ -58,7 +59,7 @@ OUTPUT_NAME = "output"
 EXPORTER = "torch.onnx.export(dynamo=False) (TorchScript-based)"
 
 
-class ExportError(RuntimeError):
+class ExportError(LkdnError, RuntimeError):
     """The export failed or did not reproduce PyTorch; nothing was written."""
 
 

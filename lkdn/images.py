@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import torch
 
+from lkdn.errors import LkdnError
 from lkdn.utils.files import write_atomic
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -147,7 +148,7 @@ TAIL = 1024  # bytes searched for the end marker of PNG / JPEG files
 READ_FIX = "re-create or remove the file (and its LR/HR partner)"
 
 
-class DataError(ValueError):
+class DataError(LkdnError, ValueError):
     """An image (or a dataset of them) cannot be used; the message names the file and the fix.
 
     Attributes:

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 import yaml
 
+from lkdn.errors import LkdnError
 from lkdn.evaluate import protocol_metrics
 from lkdn.loading import load_network_from_options, weights_file
 from lkdn.ntire import challenge_score
@@ -88,7 +89,7 @@ ZOO: tuple[Entry, ...] = (
 )
 
 
-class EntrySkippedError(Exception):
+class EntrySkippedError(LkdnError, Exception):
     """An entry that cannot be measured; the message is the reason shown in the table."""
 
 

@@ -23,6 +23,7 @@ import torch
 import yaml
 
 from lkdn.archs.contract import contract
+from lkdn.errors import LkdnError
 from lkdn.losses import loss_class
 from lkdn.schema import SchemaError, long_integer_errors, validate_options
 from lkdn.training.optim import get_optimizer_class
@@ -30,7 +31,7 @@ from lkdn.training.schedulers import get_scheduler_class
 from lkdn.utils.frozen import FrozenDict, freeze, thaw
 
 
-class OptionsError(ValueError):
+class OptionsError(LkdnError, ValueError):
     """An option file or override is invalid; the message names the file and key."""
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import yaml
 
+from lkdn.errors import LkdnError
 from lkdn.utils.names import did_you_mean, unknown_keywords
 
 NUMBER = (int, float)
@@ -205,7 +206,7 @@ def _number_hint(value: Any) -> str:
     return " (a quoted number: remove the quotes)"
 
 
-class SchemaError(ValueError):
+class SchemaError(LkdnError, ValueError):
     """One or more invalid options; the message lists each with its location."""
 
 

@@ -41,6 +41,7 @@ import yaml  # noqa: E402
 
 from lkdn.backends import BACKENDS, BackendError, MissingExtraError  # noqa: E402
 from lkdn.data.safe_dataset import DataError, build_checked_dataset  # noqa: E402
+from lkdn.errors import LkdnError  # noqa: E402
 from lkdn.evaluate import evaluate  # noqa: E402
 from lkdn.images import write_image  # noqa: E402
 from lkdn.loading import load_network_from_options, weights_file  # noqa: E402
@@ -60,7 +61,7 @@ logger = logging.getLogger("lkdn.test")
 DATAROOT_KEYS = ("dataroot_gt", "dataroot_lq")
 
 
-class DatasetMissingError(FileNotFoundError):
+class DatasetMissingError(LkdnError, FileNotFoundError):
     """A test dataset's folder does not exist; the message names the folder and the option key."""
 
 

@@ -35,6 +35,7 @@ from torch import nn
 
 from lkdn.archs.build import format_bytes, machine_memory
 from lkdn.archs.contract import contract_of
+from lkdn.errors import LkdnError
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ def self_ensemble_forward(forward: Forward, lr: torch.Tensor) -> torch.Tensor:
     return total.div_(len(ENSEMBLE_TRANSFORMS))
 
 
-class NonFiniteOutputError(ValueError):
+class NonFiniteOutputError(LkdnError, ValueError):
     """A network's output holds NaN or infinity: nothing may be scored or written from it."""
 
 
@@ -241,7 +242,7 @@ def check_input_size(net: nn.Module, shape: tuple[int, ...], *, what: str, devic
                          "memory here; use a smaller size (or tiles)")
 
 
-class InferenceMemoryError(RuntimeError):
+class InferenceMemoryError(LkdnError, RuntimeError):
     """Out of memory even with the smallest tiles, or for the output alone; the message says what to try."""
 
 

@@ -39,6 +39,8 @@ from typing import Any, BinaryIO
 
 from tqdm import tqdm
 
+from lkdn.errors import LkdnError
+
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,7 +108,7 @@ CHECKPOINTS: dict[str, Checkpoint] = {
 }
 
 
-class DownloadError(RuntimeError):
+class DownloadError(LkdnError, RuntimeError):
     """A download failed or its file does not match the published hash or size; the message says which."""
 
 

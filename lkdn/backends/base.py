@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from lkdn.errors import LkdnError
+
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
@@ -42,11 +44,11 @@ EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino", "ncnn": "ncnn", "onnx":
 """The extra of setup.py that installs each optional module."""
 
 
-class BackendError(RuntimeError):
+class BackendError(LkdnError, RuntimeError):
     """A runtime could not convert or load a network, or does not reproduce PyTorch; the message says which."""
 
 
-class MissingExtraError(ImportError):
+class MissingExtraError(LkdnError, ImportError):
     """An optional runtime is not installed; the message is one line naming the ``pip install`` to run."""
 
 

@@ -16,13 +16,15 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from lkdn.errors import LkdnError
+
 logger = logging.getLogger(__name__)
 
 LAUNCHERS = ("none", "pytorch", "slurm")
 DEFAULT_PORT = 29500
 
 
-class LaunchError(RuntimeError):
+class LaunchError(LkdnError, RuntimeError):
     """The launcher's environment is missing or wrong; the message says how to start the run."""
 
 

@@ -28,6 +28,7 @@ import torch
 import yaml
 
 from lkdn.data.safe_dataset import DataError, skipped_in_batch
+from lkdn.errors import LkdnError
 from lkdn.models import build_model
 from lkdn.options import OptionsError, apply_override, load_yaml, parse_options
 from lkdn.schema import SchemaError
@@ -61,7 +62,7 @@ DEFAULT_MAX_BAD_STEPS = 10
 BLOWN_UP_WEIGHT = 1e4  # a weight beyond this (trained SR networks stay far below 100) means the run diverged
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(LkdnError, RuntimeError):
     """Training stopped after ``train.max_bad_steps`` consecutive steps with a non-finite loss."""
 
 

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lkdn.errors import LkdnError
 from lkdn.utils.checkpoint import CheckpointError, load_file, partial_saves
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def remove_partial_saves(*folders: str | Path) -> int:
     return removed
 
 
-class RunInUseError(RuntimeError):
+class RunInUseError(LkdnError, RuntimeError):
     """Another live process owns the experiment folder; the message names it."""
 
 

@@ -41,6 +41,7 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
+from lkdn.errors import LkdnError
 from lkdn.utils.files import partial_writes, write_atomic
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ SAFETENSORS_SUFFIX = ".safetensors"
 PREFERRED_KEYS = ("params_ema", "params")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(LkdnError, RuntimeError):
     """A checkpoint could not be read, written, or does not fit the network; the message says why."""
 
 

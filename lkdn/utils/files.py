@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from lkdn.errors import LkdnError
+
 logger = logging.getLogger(__name__)
 
 TMP_SUFFIX = ".tmp"
@@ -119,7 +121,7 @@ PathArg = str | os.PathLike[str] | None
 Labelled = Mapping[str, PathArg] | Iterable[tuple[str, PathArg]]
 
 
-class OutputIsInputError(ValueError):
+class OutputIsInputError(LkdnError, ValueError):
     """A file or folder to be written is one of the command's inputs; the message names both."""
 
 
