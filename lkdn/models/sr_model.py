@@ -81,17 +81,32 @@ class SRModel:
         self.dist_info = dist_info
         self.device = dist_info.device
         train_opt = opt.get("train") or {}
-        path_opt = opt.get("path") or {}
+        self.build_network_g()
+        self.setup_losses(train_opt)
+        self.setup_optimizers(train_opt)
+        self.setup_step_options(train_opt)
+        self.wrap_for_ddp()
+        self.setup_ema(train_opt)  # after the DDP wrap, which gives every process rank 0's initial weights
+        self.compile_train_net(train_opt)
+        self.init_step_state()
 
-        self.net_g = build_network(opt["network_g"])
+    # ------------------------------------------------------------------ set-up steps
+    def build_network_g(self) -> None:
+        """Build ``net_g`` from ``network_g``, load ``path.pretrain_network_g`` if set, move it to the device."""
+        self.net_g = build_network(self.opt["network_g"])
         n_params = sum(p.numel() for p in self.net_g.parameters())
         logger.info("Network %s with %s parameters", type(self.net_g).__name__, f"{n_params:,d}")
         logger.debug("%s", self.net_g)
-        pretrain = path_opt.get("pretrain_network_g")
-        if pretrain:  # fine-tuning: the one loading rule (lkdn.loading)
-            load_weights_from_options(self.net_g, opt)
+        if self._pretrained():  # fine-tuning: the one loading rule (lkdn.loading)
+            load_weights_from_options(self.net_g, self.opt)
         self.net_g.to(self.device)
 
+    def _pretrained(self) -> bool:
+        """Whether ``path.pretrain_network_g`` names a file to start from."""
+        return bool((self.opt.get("path") or {}).get("pretrain_network_g"))
+
+    def setup_losses(self, train_opt: Mapping[str, Any]) -> None:
+        """Build ``cri_pix`` (``pixel_opt``) and ``cri_perceptual`` (``perceptual_opt``); one of them is required."""
         self.cri_pix = build_loss(train_opt["pixel_opt"]).to(self.device) if train_opt.get("pixel_opt") else None
         self.cri_perceptual = (
             build_loss(train_opt["perceptual_opt"]).to(self.device) if train_opt.get("perceptual_opt") else None
@@ -99,6 +114,8 @@ class SRModel:
         if self.cri_pix is None and self.cri_perceptual is None:
             raise ValueError("train: set pixel_opt (e.g. type: L1Loss) or perceptual_opt")
 
+    def setup_optimizers(self, train_opt: Mapping[str, Any]) -> None:
+        """Build ``optim_g`` over the trainable parameters, its ``scheduler`` and the warm-up length."""
         params = []
         for name, param in self.net_g.named_parameters():
             if param.requires_grad:
@@ -113,6 +130,8 @@ class SRModel:
         self._base_lrs = [group["lr"] for group in self.optimizer_g.param_groups]
         self.warmup_iter = train_opt.get("warmup_iter", -1)
 
+    def setup_step_options(self, train_opt: Mapping[str, Any]) -> None:
+        """Read ``grad_clip``, ``bn_population_after``, ``amp`` and ``channels_last``."""
         self.grad_clip = train_opt.get("grad_clip")
         self.bn_population_after = train_opt.get("bn_population_after")
         if self.bn_population_after is not None and not batchnorm_modules(self.net_g):
@@ -125,27 +144,38 @@ class SRModel:
         if self.channels_last:
             self.net_g.to(memory_format=torch.channels_last)
 
+    def wrap_for_ddp(self) -> None:
+        """Set ``train_net``: ``net_g``, wrapped in ``DistributedDataParallel`` when distributed."""
         self.train_net: nn.Module = self.net_g
-        if dist_info.dist:
+        if self.dist_info.dist:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_net = DistributedDataParallel(
-                self.net_g, device_ids=device_ids, find_unused_parameters=bool(opt.get("find_unused_parameters", False))
+                self.net_g, device_ids=device_ids,
+                find_unused_parameters=bool(self.opt.get("find_unused_parameters", False)),
             )
-        # after the DDP wrap, which gives every process rank 0's initial weights
+
+    def setup_ema(self, train_opt: Mapping[str, Any]) -> None:
+        """Build the EMA network (``ema_decay`` > 0) from ``net_g`` or the pretrained file's ``params_ema``."""
         self.ema: WeightEMA | None = None
         decay = float(train_opt.get("ema_decay", 0) or 0)
         if decay > 0:
             logger.info("Exponential moving average of the weights, decay %s", decay)
-            self.ema = WeightEMA(build_network(opt["network_g"]).to(self.device), decay=decay)
+            self.ema = WeightEMA(build_network(self.opt["network_g"]).to(self.device), decay=decay)
             self.ema.copy_from(self.net_g)
-            if pretrain:  # BasicSR: the EMA starts from the file's params_ema (params when absent)
-                load_weights_from_options(self.ema.net, opt, param_key="params_ema")
+            if self._pretrained():  # BasicSR: the EMA starts from the file's params_ema (params when absent)
+                load_weights_from_options(self.ema.net, self.opt, param_key="params_ema")
+
+    def compile_train_net(self, train_opt: Mapping[str, Any]) -> None:
+        """Wrap ``train_net`` in ``torch.compile`` when ``train.compile`` asks for it."""
         compile_opt = _compile_options(train_opt.get("compile"))
         if compile_opt is not None:
             logger.info("torch.compile of the training network (%s)", compile_opt or "defaults")
             self.train_net = torch.compile(self.train_net, **compile_opt)
+
+    def init_step_state(self) -> None:
+        """Start the per-step records: losses, skipped steps, save format and resume flags."""
         self.log_dict: dict[str, torch.Tensor] = {}
-        self.save_format = (opt.get("logger") or {}).get("save_format", "pth")
+        self.save_format = (self.opt.get("logger") or {}).get("save_format", "pth")
         self.bad_steps = 0  # consecutive steps skipped for a non-finite loss or gradient norm
         self.reschedule = False  # set by load_training_state when the schedule changed
         self.step_skipped = False

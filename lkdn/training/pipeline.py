@@ -137,10 +137,36 @@ class Trainer:
 
     def __init__(self, args: argparse.Namespace, argv: Sequence[str], root_path: Path) -> None:
         self.args = args
-        opt = parse_options(args.opt, is_train=True, overrides=args.force_yml, root_path=root_path, debug=args.debug)
-        dist_params = opt.section("dist_params")
-        self.info: DistInfo = init_distributed(args.launcher, use_cuda=opt.num_gpu > 0,
+        self.root_path = Path(root_path)
+        self.opt = parse_options(args.opt, is_train=True, overrides=args.force_yml, root_path=root_path,
+                                 debug=args.debug)
+        self.paths = self.opt.path
+        self.setup_distributed()
+        self.configure_torch()
+        self.read_iteration_options()
+        self.load_resume_state_and_seed()
+        self.lock_run_folder()
+        # The data and the network are built before the run folder is archived or created, so a run
+        # that fails on its inputs leaves the previous folder as it was; what is logged meanwhile
+        # goes to stderr and, once the folder exists, to the log file.
+        self.start_setup_log()
+        self.build_data()
+        self.build_model_and_resume()
+        self.prepare_run_folder(argv)
+        barrier(self.info)
+        self.start_log_file()
+        self.open_records()
+
+    # ------------------------------------------------------------------ set-up steps
+    def setup_distributed(self) -> None:
+        """Start the process group (``--launcher``, ``dist_params``) and pick this process's device."""
+        dist_params = self.opt.section("dist_params")
+        self.info: DistInfo = init_distributed(self.args.launcher, use_cuda=self.opt.num_gpu > 0,
                                                backend=dist_params.get("backend"), port=dist_params.get("port"))
+
+    def configure_torch(self) -> None:
+        """Set cuDNN and deterministic algorithms (``train.deterministic``); warn of unused GPUs."""
+        opt = self.opt
         if (opt.get("train") or {}).get("deterministic"):
             # the same kernels on every run (and every resume): slower, but bit-identical on a GPU too
             torch.backends.cudnn.benchmark = False
@@ -153,61 +179,72 @@ class Trainer:
             logging.getLogger("lkdn").warning(
                 "%d GPUs visible; one process uses one. Launch with torchrun --nproc_per_node=%d ... --launcher pytorch",
                 opt["num_gpu"], opt["num_gpu"])
-        self.opt = opt
-        self.paths = opt.path
-        train_opt = opt.section("train")
+
+    def read_iteration_options(self) -> None:
+        """Read the iteration counts and frequencies of ``train``, ``logger`` and ``val``."""
+        train_opt = self.opt.section("train")
         self.total_iter = _iterations(train_opt, "total_iter", None)
         if self.total_iter is None:
-            raise ValueError(f"{args.opt}: train.total_iter is missing (the number of training iterations)")
-        log_opt = opt.section("logger")
+            raise ValueError(f"{self.args.opt}: train.total_iter is missing (the number of training iterations)")
+        log_opt = self.opt.section("logger")
         self.print_freq = _iterations(log_opt, "print_freq", 100)
         self.save_freq = _iterations(log_opt, "save_checkpoint_freq", 5000)
         self.max_bad_steps = _iterations(train_opt, "max_bad_steps", DEFAULT_MAX_BAD_STEPS)
         self.skipped_images = 0
-        val_opt = opt.section("val")
+        val_opt = self.opt.section("val")
         self.val_freq = _iterations(val_opt, "val_freq", None) if val_opt else None
         self.save_img = bool(val_opt.get("save_img", False))
 
+    def load_resume_state_and_seed(self) -> None:
+        """Load the state to resume from, then seed every RNG (``manual_seed``, the state's, or a random one)."""
         self.state_path, self.state = self._find_resume_state()
-        seed = opt.get("manual_seed")
+        seed = self.opt.get("manual_seed")
         if seed is None:
             seed = self.state.get("manual_seed") if self.state else random.randint(1, 10000)
         self.seed = int(seed)
         seed_everything(self.seed + self.info.rank)
 
+    def lock_run_folder(self) -> None:
+        """Name the run and TensorBoard folders and take the run folder's lock (rank 0)."""
+        opt = self.opt
         self.experiment_dir = Path(self.paths["experiments_root"])
-        use_tb = bool(log_opt.get("use_tb_logger", False)) and "debug" not in opt.name
-        self.tb_dir = Path(root_path) / "tb_logger" / opt.name if use_tb else None
+        use_tb = bool(opt.section("logger").get("use_tb_logger", False)) and "debug" not in opt.name
+        self.tb_dir = self.root_path / "tb_logger" / opt.name if use_tb else None
         if self.info.is_main:
             try:
                 RunLock(self.experiment_dir).acquire()  # before anything is archived: one process per run folder
             except OSError as err:
-                raise ValueError(
-                    f"cannot write the experiment folder {self.experiment_dir}: {err.strerror or err}; make "
-                    f"{Path(root_path) / 'experiments'} writable or give another --root_path"
-                ) from err
+                raise self._folder_error(err) from err
 
-        # The data and the network are built before the run folder is archived or created, so a run
-        # that fails on its inputs leaves the previous folder as it was; what is logged meanwhile
-        # goes to stderr and, once the folder exists, to the log file.
+    def _folder_error(self, err: OSError) -> ValueError:
+        """The clear error for an experiment folder that cannot be written."""
+        return ValueError(
+            f"cannot write the experiment folder {self.experiment_dir}: {err.strerror or err}; make "
+            f"{self.root_path / 'experiments'} writable or give another --root_path"
+        )
+
+    def start_setup_log(self) -> None:
+        """Log to stderr, keep the set-up's records for the log file, and log the environment and options."""
         from basicsr.utils import get_root_logger
 
         get_root_logger()  # let basicsr mark its logger as set up, then replace its handlers
         setup_logging(None, rank=self.info.rank)
-        early = _SetupLog()
+        self._setup_log = _SetupLog()
         for name in LOGGERS:
-            logging.getLogger(name).addHandler(early)
+            logging.getLogger(name).addHandler(self._setup_log)
         logger.info("%s", _environment())
         logger.info("%d process(es), launcher %s, backend %s, this process on %s", self.info.world_size,
                     self.info.launcher, self.info.backend or "none", self.info.device)
-        logger.info("Options (%s):\n%s", args.opt, yaml.safe_dump(opt, sort_keys=False))
+        logger.info("Options (%s):\n%s", self.args.opt, yaml.safe_dump(self.opt, sort_keys=False))
 
-        datasets = opt.get("datasets") or {}
+    def build_data(self) -> None:
+        """Check the ``datasets`` phases, build the training data and the validation loaders (rank 0)."""
+        datasets = self.opt.get("datasets") or {}
         for phase in datasets:
             if phase != "train" and str(phase).split("_")[0] != "val":
-                raise ValueError(f"{args.opt}: datasets.{phase}: expected train, val or val_<n>")
+                raise ValueError(f"{self.args.opt}: datasets.{phase}: expected train, val or val_<n>")
         if "train" not in datasets:
-            raise ValueError(f"{args.opt}: datasets.train is missing")
+            raise ValueError(f"{self.args.opt}: datasets.train is missing")
         self.data = TrainData(datasets["train"], dist_info=self.info, seed=self.seed)
         self.data.probe()
         self.val_loaders = build_val_loaders(datasets, device=self.info.device) if self.info.is_main else []
@@ -219,39 +256,48 @@ class Trainer:
             self.info.world_size, self.data.batches_per_epoch, self.total_iter, total_epochs, self.info.device,
         )
 
-        self.model = build_model(opt, dist_info=self.info)
-        self.best = BestMetrics(val_opt.get("metrics"))
+    def build_model_and_resume(self) -> None:
+        """Build the model and the best-metric records; restore the resume state into them."""
+        self.model = build_model(self.opt, dist_info=self.info)
+        self.best = BestMetrics(self.opt.section("val").get("metrics"))
         self.start_iter, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.resume_rng: dict[str, Any] | None = None
         if self.state is not None:
             self._resume()
 
-        if self.info.is_main:
-            try:
-                make_experiment_dirs(self.paths, fresh=self.state is None)
-                if self.state is not None:
-                    remove_partial_saves(self.paths["models"], self.paths["training_states"])
-                if self.tb_dir is not None and self.state is None:
-                    archive_and_create(self.tb_dir)
-                _write_options(args.opt, args.force_yml, self.experiment_dir / f"{opt['name']}_options.yml", argv)
-            except OSError as err:
-                raise ValueError(
-                    f"cannot write the experiment folder {self.experiment_dir}: {err.strerror or err}; make "
-                    f"{Path(root_path) / 'experiments'} writable or give another --root_path"
-                ) from err
-        barrier(self.info)
+    def prepare_run_folder(self, argv: Sequence[str]) -> None:
+        """Create (or archive and re-create) the run folders and write the options file (rank 0)."""
+        if not self.info.is_main:
+            return
+        try:
+            make_experiment_dirs(self.paths, fresh=self.state is None)
+            if self.state is not None:
+                remove_partial_saves(self.paths["models"], self.paths["training_states"])
+            if self.tb_dir is not None and self.state is None:
+                archive_and_create(self.tb_dir)
+            _write_options(self.args.opt, self.args.force_yml,
+                           self.experiment_dir / f"{self.opt['name']}_options.yml", argv)
+        except OSError as err:
+            raise self._folder_error(err) from err
+
+    def start_log_file(self) -> None:
+        """Log to the run's log file (rank 0), starting with the set-up's kept records."""
         _drop_setup_log()
-        log_file = self.experiment_dir / f"train_{opt['name']}_{time_str()}.log"
+        log_file = self.experiment_dir / f"train_{self.opt['name']}_{time_str()}.log"
         setup_logging(log_file if self.info.is_main else None, rank=self.info.rank)
         files = [h for h in logging.getLogger("lkdn").handlers if isinstance(h, logging.FileHandler)]
         if files:
-            early.setTarget(files[0])
-            early.flush()  # the set-up's lines, into the log file
-        early.close()
+            self._setup_log.setTarget(files[0])
+            self._setup_log.flush()  # the set-up's lines, into the log file
+        self._setup_log.close()
+
+    def open_records(self) -> None:
+        """Open the run's records: log lines, TensorBoard and wandb (rank 0)."""
+        opt = self.opt
         self.records = TrainingRecords(
             name=opt["name"], experiment_dir=self.experiment_dir, tb_dir=self.tb_dir, enabled=self.info.is_main,
             total_iter=self.total_iter, resume_iter=self.start_iter,
-            wandb=(log_opt.get("wandb") or {}, opt) if "debug" not in opt.name else None,
+            wandb=(opt.section("logger").get("wandb") or {}, opt) if "debug" not in opt.name else None,
         )
 
     # ------------------------------------------------------------------ resume
