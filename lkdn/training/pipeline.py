@@ -35,7 +35,7 @@ from lkdn.schema import SchemaError
 from lkdn.training.data import TrainData, build_val_loaders
 from lkdn.training.dist import DistInfo, LaunchError, all_reduce_mean, any_process, barrier, cleanup, init_distributed
 from lkdn.training.interrupt import StopRequest
-from lkdn.training.records import IterationTimer, TrainingRecords
+from lkdn.training.records import BestMetrics, IterationTimer, TrainingRecords
 from lkdn.training.rng import get_rng_state, seed_everything, set_rng_state
 from lkdn.training.state import (
     RunInUseError,
@@ -49,7 +49,6 @@ from lkdn.training.state import (
     remove_partial_saves,
     time_str,
 )
-from lkdn.training.validation import BestMetrics
 from lkdn.utils.checkpoint import CheckpointError, save_file
 from lkdn.utils.command_line import command_parser, parse_command_line
 from lkdn.utils.files import write_text_atomic

@@ -14,9 +14,12 @@
   same names, the options as the run's config; the run id is kept in
   ``experiments/<name>/wandb_id.txt``, so a resumed training continues the same W&B run
   (``logger.wandb.resume_id`` names one explicitly, as in BasicSR).
+* :class:`BestMetrics`: the best value and iteration of each metric per validation set, kept in
+  the training state (scoring itself is :func:`lkdn.evaluate.evaluate`).
 
-Only the main process records; on the other ranks every method is a no-op. On resume, lines
-of the JSON files past the resumed iteration (written after the saved state) are dropped.
+Only the main process records; on the other ranks every :class:`TrainingRecords` method is a
+no-op. On resume, lines of the JSON files past the resumed iteration (written after the saved
+state) are dropped.
 """
 
 from __future__ import annotations
@@ -232,3 +235,35 @@ class TrainingRecords:
             self.writer.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+MetricOptions = Mapping[str, Mapping[str, Any]]
+
+
+class BestMetrics:
+    """Best value and iteration of each metric per validation set (BasicSR's rule: ties update)."""
+
+    def __init__(self, metrics: MetricOptions | None) -> None:
+        self.better = {name: opt.get("better", "higher") for name, opt in (metrics or {}).items()}
+        for name, better in self.better.items():
+            if better not in ("higher", "lower"):
+                raise ValueError(f"val.metrics.{name}.better: expected higher or lower, got {better!r}")
+        self.results: dict[str, dict[str, dict[str, Any]]] = {}
+
+    def update(self, dataset: str, values: Mapping[str, float], current_iter: int) -> dict[str, dict[str, Any]]:
+        """Record one validation of ``dataset``; returns its best values so far."""
+        record = self.results.setdefault(dataset, {})
+        for name, value in values.items():
+            higher = self.better[name] == "higher"
+            best = record.setdefault(name, {"val": float("-inf") if higher else float("inf"), "iter": -1})
+            if (value >= best["val"]) if higher else (value <= best["val"]):
+                best.update(val=float(value), iter=int(current_iter))
+        return record
+
+    def state_dict(self) -> dict[str, Any]:
+        """The best values, as the training state's ``best_metric_results``."""
+        return {d: {m: dict(v) for m, v in r.items()} for d, r in self.results.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.results = {d: {m: dict(v) for m, v in r.items()} for d, r in state.items()}
