@@ -124,8 +124,8 @@ def resolve_num_gpu(value: Any) -> int:
 
 
 def device_of(opt: Mapping[str, Any]) -> torch.device:
-    """The device the options select: CUDA when ``num_gpu`` > 0, else the CPU."""
-    if opt["num_gpu"] == 0:
+    """The device the options select: CUDA when ``num_gpu`` (``auto`` or missing: every visible GPU) is above 0, else the CPU."""
+    if resolve_num_gpu(opt.get("num_gpu", "auto")) == 0:
         return torch.device("cpu")
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     return torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))

@@ -44,7 +44,7 @@ from lkdn.data.safe_dataset import DataError, build_checked_dataset  # noqa: E40
 from lkdn.errors import LkdnError  # noqa: E402
 from lkdn.evaluate import evaluate  # noqa: E402
 from lkdn.images import write_image  # noqa: E402
-from lkdn.loading import load_network_from_options, weights_file  # noqa: E402
+from lkdn.loading import weights_file  # noqa: E402
 from lkdn.options import Options, OptionsError, device_of, parse_options  # noqa: E402
 from lkdn.schema import SchemaError  # noqa: E402
 from lkdn.tiling import InferenceMemoryError  # noqa: E402
@@ -215,11 +215,8 @@ def test_pipeline(opt: Options, *, device: torch.device, backend: str = "torch")
         else:
             to_run.append((key, name, dataset_opt))
     val = opt.section("val")
-    tile = val.get("tile") or {}
     # the Upscaler's exact rewrites (re-parameterization, channels_last, ...): output within 1e-4
-    net = Upscaler(load_network_from_options(opt, device=device), scale=opt.scale, device=device,
-                   optimize=bool(val.get("optimize", True)), tile=tile.get("size"), tile_pad=tile.get("pad"),
-                   self_ensemble=bool(val.get("self_ensemble", False)), backend=backend)
+    net = Upscaler.from_options(opt, device=device, backend=backend)
     logger.info("network %s on %s: %s", opt.network_g.get("type"), device, net)
     metrics = val.get("metrics")
     results: dict[str, Any] = {}

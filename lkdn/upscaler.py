@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,7 +44,7 @@ from lkdn.export import onnx_graph
 from lkdn.images import upscale_image
 from lkdn.loading import load_network_from_options, network_from_file, read_metadata
 from lkdn.optimize import compile_network, keep_float32_stages, optimize_network, tune_cpu_allocator
-from lkdn.options import load_options
+from lkdn.options import device_of, load_options
 from lkdn.tiling import check_finite_output, is_out_of_memory, run_network, tile_context
 from lkdn.utils.checkpoint import CheckpointError
 
@@ -192,21 +192,49 @@ class Upscaler:
     # --- construction ------------------------------------------------------------------------
 
     @classmethod
+    def from_options(
+        cls, opt: Mapping[str, Any], *, weights: str | os.PathLike[str] | None = None,
+        device: torch.device | str | None = None, optimize: bool | None = None, tile: int | None = None,
+        tile_pad: int | None = None, self_ensemble: bool | None = None, backend: str = "torch", **kwargs: Any,
+    ) -> Upscaler:
+        """The :class:`Upscaler` that validated options describe: the one way from options to inference.
+
+        ``lkdn/test.py``, ``lkdn-infer -opt`` and :meth:`from_config` all build their upscaler here, so the
+        options mean the same everywhere: ``network_g`` and its weights (``path.pretrain_network_g``,
+        ``param_key_g``, ``strict_load_g``; ``weights`` overrides the file), ``scale``, the device of
+        ``num_gpu`` (the CPU for the non-torch backends), and ``val.optimize`` (default true), ``val.tile``
+        (``size``, ``pad``) and ``val.self_ensemble`` (default false). An argument other than ``None``
+        replaces its option; the other keyword arguments are those of :class:`Upscaler`.
+        """
+        val = opt.get("val") or {}
+        tile_options = val.get("tile") or {}
+        for name, value in (("tile", tile), ("tile_pad", tile_pad)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} must be a non-negative number of LR pixels, got {value!r}")
+        if device is None:  # the non-torch backends run on the CPU
+            device = device_of(opt) if backend == "torch" else "cpu"
+        device = resolve_device(device)
+        net = load_network_from_options(opt, weights=weights, device=device)
+        return cls(
+            net, scale=opt["scale"], device=device, backend=backend,
+            optimize=bool(val.get("optimize", True)) if optimize is None else optimize,
+            tile=tile_options.get("size") if tile is None else tile,
+            tile_pad=tile_options.get("pad") if tile_pad is None else tile_pad,
+            self_ensemble=bool(val.get("self_ensemble", False)) if self_ensemble is None else self_ensemble,
+            **kwargs,
+        )
+
+    @classmethod
     def from_config(
         cls, path: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None, *,
         overrides: Iterable[str] = (), **kwargs: Any,
     ) -> Upscaler:
-        """Build ``network_g`` of a test/train YAML and load ``weights`` or ``path.pretrain_network_g``.
+        """:meth:`from_options` of a test/train YAML, validated as every command validates it.
 
-        The YAML is validated as every entry point validates it (:func:`lkdn.options.load_options`;
-        ``overrides`` are ``--force_yml`` entries) and the weights load as everywhere
-        (:func:`lkdn.loading.load_network_from_options`). Other keyword arguments are those of
-        :class:`Upscaler`.
+        ``overrides`` are ``--force-yml`` entries (``val.tile.size=256``); the other keyword arguments are
+        those of :meth:`from_options`, each replacing its option.
         """
-        opt = load_options(path, overrides=overrides)
-        net = load_network_from_options(opt, weights=weights)
-        kwargs.setdefault("scale", opt.scale)
-        return cls(net, **kwargs)
+        return cls.from_options(load_options(path, overrides=overrides), weights=weights, **kwargs)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], **kwargs: Any) -> Upscaler:

@@ -34,8 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from lkdn.backends import BACKENDS, BackendError, MissingExtraError
 from lkdn.backends.files import SUFFIXES, ExportedModel
 from lkdn.images import IMAGE_SUFFIXES, read_image_unchanged, write_image
-from lkdn.loading import load_network_from_options
-from lkdn.options import OptionsError, device_of, parse_options
+from lkdn.options import OptionsError, parse_options
 from lkdn.schema import SchemaError
 from lkdn.tiling import InferenceMemoryError
 from lkdn.upscaler import Upscaler, resolve_device
@@ -129,22 +128,12 @@ def build_upscaler(args: argparse.Namespace) -> Upscaler | ExportedModel:
         raise OptionsError("--scale is for --model; with -opt the scale is the options' scale")
     args.backend = args.backend or "torch"
     opt = parse_options(args.opt, is_train=False, overrides=args.force_yml)
-    if args.device:
-        device = resolve_device(args.device)
-    else:  # the non-torch backends run on the CPU
-        device = device_of(opt) if args.backend == "torch" else resolve_device("cpu")
-    val = opt.section("val")
-    tile = val.get("tile") or {}
     for name, value in (("--tile", args.tile), ("--tile-pad", args.tile_pad)):
         if value is not None and value < 0:
             raise OptionsError(f"{name} must be a non-negative number of LR pixels, got {value}")
-    net = load_network_from_options(opt, weights=args.weights, device=device)
-    return Upscaler(
-        net, scale=opt.scale, device=device, optimize=bool(val.get("optimize", True)),
-        tile=args.tile if args.tile is not None else tile.get("size"),
-        tile_pad=args.tile_pad if args.tile_pad is not None else tile.get("pad"),
-        self_ensemble=args.self_ensemble or bool(val.get("self_ensemble", False)), backend=args.backend,
-    )
+    return Upscaler.from_options(opt, weights=args.weights, device=args.device or None, tile=args.tile,
+                                 tile_pad=args.tile_pad, self_ensemble=True if args.self_ensemble else None,
+                                 backend=args.backend)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -257,6 +257,27 @@ def test_from_config_without_weights_names_the_key(tmp_path: Path) -> None:
         Upscaler.from_config(yml)
 
 
+def test_the_val_keys_mean_the_same_through_every_path(tmp_path: Path) -> None:
+    """val.optimize, val.tile and val.self_ensemble reach the Upscaler through from_config as through
+    lkdn/test.py (both are Upscaler.from_options); an argument replaces its option, None keeps it."""
+    net = build_network({"type": "VDSR", "num_feat": 8, "num_layer": 3, "upscale": 2})
+    weights = tmp_path / "w.pth"
+    torch.save({"params": net.state_dict()}, weights)
+    yml = tmp_path / "x.yml"
+    yml.write_text(f"name: x\nscale: 2\nnum_gpu: 0\nnetwork_g:\n  type: VDSR\n  num_feat: 8\n  num_layer: 3\n"
+                   f"  upscale: 2\npath:\n  pretrain_network_g: {weights}\n"
+                   "val:\n  optimize: false\n  self_ensemble: true\n  tile:\n    size: 24\n    pad: 3\n")
+    up = Upscaler.from_config(yml)
+    assert (up.tile, up.tile_pad, up.self_ensemble, up.optimizations, up.device.type) == (24, 3, True, [], "cpu")
+    up = Upscaler.from_config(yml, tile=0, tile_pad=5, self_ensemble=False, optimize=True)
+    assert (up.tile, up.tile_pad, up.self_ensemble) == (0, 5, False)
+    assert up.optimizations  # optimize=True replaced val.optimize: false
+    up = Upscaler.from_options(load_options(yml, overrides=["val.tile.size=16"]))
+    assert (up.tile, up.tile_pad, up.self_ensemble) == (16, 3, True)
+    with pytest.raises(ValueError, match="tile_pad must be a non-negative number of LR pixels, got -1"):
+        Upscaler.from_config(yml, tile_pad=-1)
+
+
 # --- self-describing safetensors -------------------------------------------------------------
 
 
