@@ -301,6 +301,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ resume
     def _find_resume_state(self) -> tuple[Path | None, dict[str, Any] | None]:
+        """The state to resume from (``--auto_resume`` or ``path.resume_state``) and its path, or ``None``s."""
         path = None
         if self.args.auto_resume:
             path = latest_state(self.paths["training_states"])
@@ -314,6 +315,7 @@ class Trainer:
         return path, load_training_state(path)
 
     def _resume(self) -> None:
+        """Load the state's networks, optimizer, schedule, position, best metrics and RNG state."""
         state = self.state
         assert state is not None and self.state_path is not None
         current_iter = int(state["iter"])
@@ -362,6 +364,7 @@ class Trainer:
             raise CheckpointError(f"{err}\n{self._latest_state_text()}") from err
 
     def _latest_state_text(self) -> str:
+        """A sentence naming the latest complete training state, for error messages."""
         latest = latest_state(self.paths["training_states"])
         if latest is None:
             return "No complete training state exists yet."
@@ -391,6 +394,7 @@ class Trainer:
             )
 
     def validate(self, current_iter: int) -> None:
+        """Validate on every validation set (rank 0), keep the best values and record them."""
         for loader in self.val_loaders:
             name = loader.dataset.opt.get("name", "val")
             values = self.model.validation(loader, current_iter=current_iter, save_img=self.save_img)
@@ -402,9 +406,22 @@ class Trainer:
     def run(self) -> int:
         """Train until ``total_iter`` or a stop signal; returns the exit status."""
         stop = StopRequest()
+        current_iter, validated_at = self._start_loop()
+        start = time.time()
+        try:
+            current_iter, validated_at = self._train_epochs(current_iter, validated_at, stop)
+            if stop.requested:
+                return self._stopped(current_iter, stop)
+            self._finish(current_iter, validated_at, start)
+            return 0
+        finally:
+            stop.restore()
+            self.records.close()
+
+    def _start_loop(self) -> tuple[int, int | None]:
+        """Restore the resumed RNG state and log where training starts; returns the iteration and the last validated one."""
         current_iter = self.start_iter
         validated_at = None
-        timer = IterationTimer()
         if self.resume_rng is not None:
             set_rng_state(self.resume_rng)
         if current_iter >= self.total_iter and self.records.validated(current_iter):
@@ -412,65 +429,82 @@ class Trainer:
             logger.info("Training already reached train.total_iter %d; nothing to do", self.total_iter)
         else:
             logger.info("Start training from epoch %d, iteration %d", self.epoch, current_iter)
-        start = time.time()
-        try:
-            while current_iter < self.total_iter and not stop.requested:
-                batches = self.data.epoch_batches(self.epoch, self.batch_in_epoch)
+        return current_iter, validated_at
+
+    def _train_epochs(self, current_iter: int, validated_at: int | None, stop: StopRequest) -> tuple[int, int | None]:
+        """Iterate over epochs until ``total_iter`` or a stop; returns the iteration and the last validated one."""
+        timer = IterationTimer()
+        while current_iter < self.total_iter and not stop.requested:
+            batches = self.data.epoch_batches(self.epoch, self.batch_in_epoch)
+            mark = time.time()
+            batch = batches.next()
+            while batch is not None:
+                current_iter += 1
+                self._train_step(current_iter, batch, timer, mark)
+                if self._save_and_validate(current_iter):
+                    validated_at = current_iter
+                if self._stop_agreed(current_iter, stop) or current_iter >= self.total_iter:
+                    break
                 mark = time.time()
                 batch = batches.next()
-                while batch is not None:
-                    data_time = time.time() - mark
-                    current_iter += 1
-                    self.batch_in_epoch += 1
-                    self.model.update_learning_rate(current_iter)
-                    self.model.feed_data(batch)
-                    self.model.optimize_parameters(current_iter)
-                    self._check_step(current_iter, batch)
-                    timer.add(time.time() - mark, data_time)
-                    self.records.advance(current_iter)
-                    regular = current_iter % self.print_freq == 0
-                    if regular or self.records.first_line(current_iter):
-                        losses = all_reduce_mean(self.model.log_dict, self.info)
-                        self.records.training_line(epoch=self.epoch, current_iter=current_iter,
-                                                   lrs=self.model.current_learning_rates(), losses=losses,
-                                                   iter_time=timer.averages[0], data_time=timer.averages[1],
-                                                   record=regular)
-                        timer.reset()
-                    if self.save_freq and current_iter % self.save_freq == 0:
-                        self.save(current_iter)
-                    if self.val_freq and current_iter % self.val_freq == 0:
-                        self.validate(current_iter)
-                        validated_at = current_iter
-                    if not self.info.dist or current_iter % STOP_CHECK_EVERY == 0:
-                        if any_process(stop.requested, self.info):
-                            stop.signum = stop.signum or int(signal.SIGTERM)  # signalled on another rank
-                            break
-                    if current_iter >= self.total_iter:
-                        break
-                    mark = time.time()
-                    batch = batches.next()
-                else:  # the epoch is exhausted
-                    self.epoch += 1
-                    self.batch_in_epoch = 0
-            if stop.requested:
-                if not (self.save_freq and current_iter % self.save_freq == 0):
-                    self.save(current_iter)
-                logger.warning("Stopped by signal %d at iteration %d; resume with --auto_resume", stop.signum,
-                               current_iter)
-                return 128 + int(stop.signum or 0)
-            if self.skipped_images:
-                logger.warning("%d unreadable training sample(s) were replaced during this run (skip_bad_images)",
-                               self.skipped_images)
-            logger.info("End of training after %.0f s; saving the latest networks", time.time() - start)
-            if self.info.is_main:
-                self.model.save_networks(self.paths["models"], "latest")
-            if self.opt.get("val") and validated_at != current_iter:
-                self.validate(current_iter)
-            barrier(self.info)
-            return 0
-        finally:
-            stop.restore()
-            self.records.close()
+            else:  # the epoch is exhausted
+                self.epoch += 1
+                self.batch_in_epoch = 0
+        return current_iter, validated_at
+
+    def _train_step(self, current_iter: int, batch: dict[str, Any], timer: IterationTimer, mark: float) -> None:
+        """One iteration on ``batch`` (loaded since ``mark``): learning rate, step, checks and the log line."""
+        data_time = time.time() - mark
+        self.batch_in_epoch += 1
+        self.model.update_learning_rate(current_iter)
+        self.model.feed_data(batch)
+        self.model.optimize_parameters(current_iter)
+        self._check_step(current_iter, batch)
+        timer.add(time.time() - mark, data_time)
+        self.records.advance(current_iter)
+        regular = current_iter % self.print_freq == 0
+        if regular or self.records.first_line(current_iter):
+            losses = all_reduce_mean(self.model.log_dict, self.info)
+            self.records.training_line(epoch=self.epoch, current_iter=current_iter,
+                                       lrs=self.model.current_learning_rates(), losses=losses,
+                                       iter_time=timer.averages[0], data_time=timer.averages[1], record=regular)
+            timer.reset()
+
+    def _save_and_validate(self, current_iter: int) -> bool:
+        """Save and validate when their frequencies say so; returns whether it validated."""
+        if self.save_freq and current_iter % self.save_freq == 0:
+            self.save(current_iter)
+        if self.val_freq and current_iter % self.val_freq == 0:
+            self.validate(current_iter)
+            return True
+        return False
+
+    def _stop_agreed(self, current_iter: int, stop: StopRequest) -> bool:
+        """Whether any process got a stop signal (under DDP asked every ``STOP_CHECK_EVERY`` iterations)."""
+        if not self.info.dist or current_iter % STOP_CHECK_EVERY == 0:
+            if any_process(stop.requested, self.info):
+                stop.signum = stop.signum or int(signal.SIGTERM)  # signalled on another rank
+                return True
+        return False
+
+    def _stopped(self, current_iter: int, stop: StopRequest) -> int:
+        """Save the state of a run stopped by a signal; returns its exit status, 128 + the signal."""
+        if not (self.save_freq and current_iter % self.save_freq == 0):
+            self.save(current_iter)
+        logger.warning("Stopped by signal %d at iteration %d; resume with --auto_resume", stop.signum, current_iter)
+        return 128 + int(stop.signum or 0)
+
+    def _finish(self, current_iter: int, validated_at: int | None, start: float) -> None:
+        """Save the ``latest`` networks and validate them unless the last iteration already was."""
+        if self.skipped_images:
+            logger.warning("%d unreadable training sample(s) were replaced during this run (skip_bad_images)",
+                           self.skipped_images)
+        logger.info("End of training after %.0f s; saving the latest networks", time.time() - start)
+        if self.info.is_main:
+            self.model.save_networks(self.paths["models"], "latest")
+        if self.opt.get("val") and validated_at != current_iter:
+            self.validate(current_iter)
+        barrier(self.info)
 
 
 def train_pipeline(root_path: str | os.PathLike[str] | None = None, argv: Sequence[str] | None = None) -> int:
