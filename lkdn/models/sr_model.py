@@ -183,6 +183,7 @@ class SRModel:
 
     # ------------------------------------------------------------------ iteration
     def _ensure_train_mode(self, current_iter: int) -> None:
+        """Put ``net_g`` in training mode, BatchNorm on population statistics after ``bn_population_after``."""
         population = self.bn_population_after is not None and current_iter > int(self.bn_population_after)
         if population != self._bn_population or not self.net_g.training:
             count = set_train_mode(self.net_g, bn_population=population)
@@ -206,15 +207,18 @@ class SRModel:
         _set_lrs(self.optimizer_g, [lr * factor for lr in scheduled])
 
     def current_learning_rates(self) -> list[float]:
+        """The learning rate of each parameter group of ``optim_g``."""
         return [group["lr"] for group in self.optimizer_g.param_groups]
 
     def feed_data(self, data: Mapping[str, Any]) -> None:
+        """Move a batch's ``lq`` (and ``gt``) to the device."""
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
         self.lq = data["lq"].to(self.device, non_blocking=True).contiguous(memory_format=memory_format)
         if "gt" in data:
             self.gt = data["gt"].to(self.device, non_blocking=True)
 
     def _losses(self, output: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The total loss of ``output`` against ``gt`` and each of its terms by name."""
         total = output.new_zeros(())
         losses: dict[str, torch.Tensor] = {}
         if self.cri_pix is not None:
@@ -229,6 +233,7 @@ class SRModel:
         return total, losses
 
     def _skip_step(self, current_iter: int, reason: str) -> None:
+        """Drop the gradients of a step with a non-finite loss or gradient and count it."""
         self.optimizer_g.zero_grad(set_to_none=True)
         self.bad_steps += 1
         self.step_skipped = True
@@ -236,6 +241,7 @@ class SRModel:
                        self.bad_steps)
 
     def _any_process(self, flag: bool) -> bool:
+        """Whether ``flag`` is set on any process."""
         return any_process(flag, self.dist_info) if self.dist_info.dist else flag
 
     def optimize_parameters(self, current_iter: int) -> None:
@@ -260,6 +266,14 @@ class SRModel:
             self._skip_step(current_iter, f"non-finite loss ({values})" if local_bad else
                             "non-finite loss on another process")
             return
+        if not self._backward_and_step(total, current_iter):
+            return
+        if self.ema is not None:
+            self.ema.update(self.net_g)
+        self.bad_steps = 0
+
+    def _backward_and_step(self, total: torch.Tensor, current_iter: int) -> bool:
+        """Backward pass, ``grad_clip`` and optimizer step; returns ``False`` when a non-finite gradient skipped it."""
         if self.scaler is not None:
             self.scaler.scale(total).backward()
             if self.grad_clip:
@@ -267,17 +281,15 @@ class SRModel:
                 torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), float(self.grad_clip))
             self.scaler.step(self.optimizer_g)
             self.scaler.update()
-        else:
-            total.backward()
-            if self.grad_clip:
-                norm = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), float(self.grad_clip))
-                if not bool(torch.isfinite(norm)):  # gradients are all-reduced: every process agrees
-                    self._skip_step(current_iter, f"non-finite gradient norm ({float(norm)})")
-                    return
-            self.optimizer_g.step()
-        if self.ema is not None:
-            self.ema.update(self.net_g)
-        self.bad_steps = 0
+            return True
+        total.backward()
+        if self.grad_clip:
+            norm = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), float(self.grad_clip))
+            if not bool(torch.isfinite(norm)):  # gradients are all-reduced: every process agrees
+                self._skip_step(current_iter, f"non-finite gradient norm ({float(norm)})")
+                return False
+        self.optimizer_g.step()
+        return True
 
     # ------------------------------------------------------------------ evaluation
     def eval_network(self) -> nn.Module:
@@ -394,6 +406,15 @@ class SRModel:
         up to the resumed iteration, so the new learning rate applies (with a warning) instead of the
         old one silently.
         """
+        self._load_optimizers(state)
+        self._load_schedule(state)
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.bad_steps = int(state.get("bad_steps", 0))
+        self._load_net_g_params(state)
+
+    def _load_optimizers(self, state: Mapping[str, Any]) -> None:
+        """Load the optimizer states, which must come from the same optimizer type."""
         types = [type(o).__name__ for o in self.optimizers]
         saved_types = state.get("optimizer_types", types)
         if len(state["optimizers"]) != len(self.optimizers) or list(saved_types) != types:
@@ -408,6 +429,9 @@ class SRModel:
             except (ValueError, KeyError) as err:
                 raise ValueError(f"the training state's optimizer state does not fit the network and train.optim_g "
                                  f"({err}); start a new run from the state's network instead") from err
+
+    def _load_schedule(self, state: Mapping[str, Any]) -> None:
+        """Load the scheduler states, or set :attr:`reschedule` when the schedule options changed."""
         self.reschedule = (len(state["schedulers"]) != len(self.schedulers)
                            or state.get("schedule", self.schedule_options()) != self.schedule_options())
         if self.reschedule:
@@ -416,9 +440,9 @@ class SRModel:
         else:
             for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
                 scheduler.load_state_dict(saved)
-        if self.scaler is not None and state.get("scaler") is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        self.bad_steps = int(state.get("bad_steps", 0))
+
+    def _load_net_g_params(self, state: Mapping[str, Any]) -> None:
+        """Load the training weights the state holds beside a flat EMA network file."""
         if state.get("net_g_params") is not None:
             params = extract_state_dict(state["net_g_params"], source="training state net_g_params")
             report = mismatch_report(self.net_g, params)
