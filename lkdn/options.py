@@ -25,7 +25,7 @@ import yaml
 from lkdn.archs.contract import contract
 from lkdn.errors import LkdnError
 from lkdn.losses import loss_class
-from lkdn.schema import SchemaError, long_integer_errors, validate_options
+from lkdn.schema import SchemaError, fill_defaults, long_integer_errors, validate_options
 from lkdn.training.optim import get_optimizer_class
 from lkdn.training.schedulers import get_scheduler_class
 from lkdn.utils.frozen import FrozenDict, freeze, thaw
@@ -199,7 +199,8 @@ class Options(FrozenDict):
 def _validated(
     path: str | os.PathLike[str], *, is_train: bool, overrides: Iterable[str], lookups: Lookups | None
 ) -> dict[str, Any]:
-    """The options of ``path`` with ``overrides`` applied and validated (a plain dict, not yet derived)."""
+    """The options of ``path`` with ``overrides`` applied, validated and with every declared default filled in
+    (:func:`lkdn.schema.fill_defaults`; a plain dict, not yet derived)."""
     opt = load_yaml(path)
     overrides = list(overrides)
     for entry in overrides:
@@ -214,6 +215,7 @@ def _validated(
         raise SchemaError(f"{err}\n  (after --force_yml {' '.join(overrides)})") from err
     if "network_g" not in opt:
         raise OptionsError(f"{path}: missing required key 'network_g'")
+    fill_defaults(opt)
     opt["scale"] = _scale(opt, path)
     return opt
 
