@@ -175,7 +175,7 @@ def test_test_config_input_keeps_its_datasets_and_paths(tiny: dict, tmp_path: Pa
 
 
 def test_any_registered_architecture_with_fuse_repsr(tmp_path: Path) -> None:
-    if "RepSR" not in ARCH_REGISTRY._obj_map:
+    if "RepSR" not in ARCH_REGISTRY:
         pytest.skip("RepSR is not registered")
     network_g = {"type": "RepSR", "num_feat": 8, "num_block": 2, "upscale": 3}
     net = build_network(network_g)

@@ -141,7 +141,7 @@ def register_architecture(
 def our_architectures() -> dict[str, ArchContract]:
     """Every registered architecture of this project (declared or plain ``ARCH_REGISTRY.register``), by name."""
     found = {}
-    for name, obj in sorted(ARCH_REGISTRY._obj_map.items()):  # basicsr's Registry keeps its map here
+    for name, obj in sorted(ARCH_REGISTRY):  # basicsr's Registry iterates over (name, object) pairs
         if name in _CONTRACTS:
             found[name] = _CONTRACTS[name]
         elif str(getattr(obj, "__module__", "")).startswith(OUR_PACKAGE):

@@ -141,14 +141,14 @@ def _folders(opt: Mapping[str, Any]) -> str:
 
 
 def build_checked_dataset(opt: Mapping[str, Any], *, where: str) -> CheckedDataset:
-    """Check, build (``DATASET_REGISTRY[opt['type']]`` on a copy of ``opt``) and wrap a dataset.
+    """Check, build (``DATASET_REGISTRY.get(opt['type'])`` on a copy of ``opt``) and wrap a dataset.
 
     ``skip_bad_images`` of a training section turns on skipping (see :class:`CheckedDataset`).
     """
     check_dataset_options(opt, where=where)
     type_name = opt.get("type")
     if not isinstance(type_name, str) or type_name not in DATASET_REGISTRY:
-        known = ", ".join(sorted(DATASET_REGISTRY._obj_map))  # basicsr's Registry keeps its map here
+        known = ", ".join(sorted(DATASET_REGISTRY.keys()))
         raise DataError(f"{where}.type: unknown dataset type {type_name!r} (known: {known})")
     dataset_opt = thaw(opt)
     dataset_opt.pop("optional", None)
