@@ -23,7 +23,7 @@ test: install
 	$(PY) -m pytest -q
 
 demo: install
-	$(PY) scripts/demo.py
+	$(VENV)/bin/lkdn-demo
 
 bench: install
 	$(PY) benchmarks/run.py

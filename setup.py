@@ -1,5 +1,6 @@
 """Install lkdn. Runtime requirements are read from requirements.txt."""
 
+import ast
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -12,19 +13,17 @@ def requirements() -> list[str]:
     return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
 
 
-# Console commands (lkdn/cli.py; a test checks this list against lkdn.cli.entry_points()).
-COMMANDS = ["lkdn-train = lkdn.cli:train", "lkdn-test = lkdn.cli:test"] + [
-    f"{command} = lkdn.cli:{script}" for command, script in (
-        ("lkdn-reparam", "reparameterize"), ("lkdn-infer", "inference"), ("lkdn-export-onnx", "export_onnx"),
-        ("lkdn-export-openvino", "export_openvino"), ("lkdn-export-ncnn", "export_ncnn"),
-        ("lkdn-profile", "profile_model"), ("lkdn-download", "download"), ("lkdn-convert", "convert_checkpoint"),
-        ("lkdn-compare", "compare_models"), ("lkdn-ntire", "ntire_esr"), ("lkdn-demo", "demo"),
-        ("lkdn-leaderboard", "leaderboard"), ("lkdn-plot-curves", "plot_curves"),
-        ("lkdn-compare-images", "compare_images"), ("lkdn-strip-checkpoint", "strip_checkpoint"),
-        ("lkdn-make-lr", "make_lr"), ("lkdn-extract-subimages", "extract_subimages"),
-        ("lkdn-create-lmdb", "create_lmdb"),
-    )
-]
+def commands() -> list[str]:
+    """The console commands: ``lkdn-infer = lkdn.commands.inference:main`` for each entry of the table
+    ``COMMANDS`` of lkdn/commands/__init__.py (read from the file, not imported; a test checks this list
+    against ``lkdn.commands.entry_points()``)."""
+    tree = ast.parse((HERE / "lkdn" / "commands" / "__init__.py").read_text(encoding="utf-8"))
+    table = next(ast.literal_eval(node.value) for node in tree.body
+                 if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["COMMANDS"])
+    return [f"{command} = lkdn.commands.{module}:main" for command, module in table.items()]
+
+
+COMMANDS = commands()
 
 # The distribution is lkdn-sr: "lkdn" on the package index is another project. The import name is lkdn.
 setup(

@@ -199,8 +199,6 @@ def measure_entry(entry: Entry, *, settings: Settings, output: Path, force: bool
     Raises:
         EntrySkippedError: the option file or weights are missing, or the entry cannot be built or measured.
     """
-    from lkdn.test import CLEAR_ERRORS  # what lkdn/test.py reports as one line: options, weights, data
-
     source = resolve(entry.options)
     if not source.is_file():
         raise EntrySkippedError(f"option file not found: {entry.options}")
@@ -223,7 +221,7 @@ def measure_entry(entry: Entry, *, settings: Settings, output: Path, force: bool
                 return cached["row"]
         row = {"label": entry.label, "source": entry.source, "options": str(entry.options), "weights": str(weights),
                **measure(source, weights, settings=settings, workdir=output / "work", name=slug, sets=sets)}
-    except (*CLEAR_ERRORS, KeyError, RuntimeError) as err:  # RuntimeError: a download that failed, a forward that fails
+    except (LkdnError, ValueError, OSError, KeyError, RuntimeError) as err:  # RuntimeError: a download that failed, a forward that fails
         raise EntrySkippedError(f"{type(err).__name__}: {err}".splitlines()[0]) from err
     write_json_atomic(cache, {"key": key, "row": row})
     return row

@@ -1,8 +1,10 @@
-"""Console commands: every one is installed, names an existing script, and runs it with its arguments."""
+"""Console commands: every one is installed, is a ``main`` of :mod:`lkdn.commands`, and reads its command line
+before it imports torch; one wrapper turns clear errors into one line."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.metadata
 import re
 import runpy
@@ -12,44 +14,144 @@ from pathlib import Path
 
 import pytest
 
-from lkdn import cli
+from lkdn import commands
+from lkdn.errors import LkdnError
 from lkdn.utils import command_line
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_installed_commands_are_those_of_lkdn_cli() -> None:
+def test_installed_commands_are_those_of_lkdn_commands() -> None:
     try:
         dist = importlib.metadata.distribution("lkdn-sr")
     except importlib.metadata.PackageNotFoundError:
         pytest.skip("lkdn-sr is not pip-installed here (make install installs it)")
     installed = sorted(f"{e.name} = {e.value}" for e in dist.entry_points if e.group == "console_scripts")
-    assert installed == sorted(cli.entry_points())
+    assert installed == sorted(commands.entry_points())
 
 
-def test_every_command_names_a_script_with_a_main() -> None:
-    for command, script in cli.SCRIPTS.items():
-        path = ROOT / "scripts" / f"{script}.py"
-        assert path.is_file(), command
-        assert "\ndef main(argv" in path.read_text(), command
+def test_every_command_is_a_main_of_a_module_of_lkdn_commands() -> None:
+    modules = {p.stem for p in (ROOT / "lkdn" / "commands").glob("*.py") if not p.stem.startswith("_")}
+    assert sorted(commands.COMMANDS.values()) == sorted(modules)
+    for command, module in commands.COMMANDS.items():
+        assert callable(importlib.import_module(f"lkdn.commands.{module}").main), command
 
 
-def test_a_command_runs_its_script_with_the_arguments(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.run_script("download", ["--list"]) == 0
-    assert "LKDN_x4" in capsys.readouterr().out
+def test_python_m_lkdn_commands_runs_a_command_by_its_name() -> None:
+    done = subprocess.run([sys.executable, "-m", "lkdn.commands", "lkdn-download", "--list"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "LKDN_x4" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "lkdn.commands", "lkdn-nothing"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "lkdn-infer" in done.stderr
 
 
 def test_lkdn_test_command_prints_one_error_line(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-c", "import sys; from lkdn.cli import test; sys.exit(test())", "-opt",
-                           str(tmp_path / "missing.yml")], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "lkdn.commands", "lkdn-test", "-opt", str(tmp_path / "missing.yml")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == f"error: option file not found: {tmp_path / 'missing.yml'}"
     assert "Traceback" not in done.stderr
 
 
+# --- the one wrapper of every command: clear errors, tracebacks on request, Ctrl-C --------------------------------
+
+class _ClearError(LkdnError, ValueError):
+    pass
+
+
+def _raise(error: BaseException) -> object:
+    def main(argv: object = None) -> int:
+        raise error
+
+    return main
+
+
+def test_a_clear_error_is_one_line_and_status_1(capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LKDN_TRACEBACK", raising=False)
+    assert commands.run(_raise(_ClearError("x.yml: bad key"))) == 1
+    assert capsys.readouterr().err == "error: x.yml: bad key\n"
+    logged = _ClearError("written to the log already")
+    logged.lkdn_logged = True
+    assert commands.run(_raise(logged)) == 1
+    assert capsys.readouterr().err == ""
+    assert commands.run(_raise(OSError("disk full")), clear=(OSError,)) == 1
+    assert capsys.readouterr().err == "error: disk full\n"
+    with pytest.raises(KeyError):  # anything else is a bug: its traceback
+        commands.run(_raise(KeyError("x")))
+
+
+def test_lkdn_traceback_shows_the_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LKDN_TRACEBACK", "1")
+    with pytest.raises(_ClearError):
+        commands.run(_raise(_ClearError("x")))
+    with pytest.raises(KeyboardInterrupt):
+        commands.run(_raise(KeyboardInterrupt()))
+
+
+def test_ctrl_c_is_one_line_and_status_130(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LKDN_TRACEBACK", raising=False)
+    assert commands.run(_raise(KeyboardInterrupt()), interrupted="stopped") == 130
+    assert capsys.readouterr().err == "stopped\n"
+
+
+def test_the_status_is_mains_and_argparse_keeps_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert commands.run(lambda argv: 3) == 3
+    assert commands.run(lambda argv: {"Set5": {}}) == 0  # a result that is not a status: success
+    assert commands.run(lambda argv: None) == 0
+    parser = argparse.ArgumentParser()
+    with pytest.raises(SystemExit) as stopped:
+        commands.run(lambda argv: parser.parse_args(["--nothing"]))
+    assert stopped.value.code == 2
+
+
+# --- the choices written in lkdn.commands so that parsers import no torch ------------------------------------------
+
+def test_the_choices_of_the_parsers_are_the_librarys() -> None:
+    from lkdn.backends import BACKENDS
+    from lkdn.backends.files import SUFFIXES
+    from lkdn.commands import _export, leaderboard
+    from lkdn.export import DEFAULT_OPSET
+    from lkdn.leaderboard import DEFAULT_BASELINE
+    from lkdn.ntire import SCORE_WEIGHTS
+
+    assert commands.BACKENDS == BACKENDS
+    assert commands.EXPORTED_SUFFIXES == SUFFIXES
+    assert commands.NTIRE_YEARS == tuple(sorted(SCORE_WEIGHTS))
+    assert _export.DEFAULT_OPSET == DEFAULT_OPSET
+    assert leaderboard.DEFAULT_BASELINE == DEFAULT_BASELINE
+
+
+HEAVY = ("torch", "numpy", "cv2", "basicsr", "matplotlib")
+
+
+def test_no_command_imports_torch_before_it_reads_its_command_line() -> None:
+    """Each command's ``--help``, in a process of its own: no torch, numpy, OpenCV, basicsr or matplotlib imported."""
+    code = ("import sys\nfrom lkdn.commands import COMMANDS\nfrom lkdn.commands.__main__ import main\n"
+            "try:\n    main([sys.argv[1], '--help'])\nexcept SystemExit as stop:\n    assert stop.code == 0, stop.code\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    for command in commands.COMMANDS:
+        done = subprocess.run([sys.executable, "-c", code, command], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (command, done.stderr[-2000:])
+        assert done.stdout.strip().splitlines()[-1] == "[]", command
+
+
+def test_import_lkdn_imports_no_torch_and_keeps_its_api() -> None:
+    code = ("import sys, lkdn\nassert 'torch' not in sys.modules\nprint(lkdn.__version__)\n"
+            "assert lkdn.Upscaler.__name__ == 'Upscaler' and callable(lkdn.build_network)\n"
+            "assert callable(lkdn.load_network_from_options)\n"
+            "net = lkdn.build_network({'type': 'LKDN', 'num_feat': 8, 'num_atten': 8, 'num_block': 1, 'upscale': 2})\n"
+            "print(type(net).__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [importlib.import_module("lkdn").__version__, "LKDN"]
+
+
 # --- every command's parser: its name, an example, hyphenated flags, the old spellings still accepted ---------------
 
-#: scripts run by other commands, not by users (lkdn-demo runs make_demo_data, make gpu-wheels make_gpu_wheels)
+#: the developer tools under scripts/ (lkdn-demo runs make_demo_data, make gpu-wheels make_gpu_wheels)
 NOT_COMMANDS = {"data_preparation/make_demo_data", "make_gpu_wheels"}
 
 
@@ -65,19 +167,14 @@ def _capture(parser: argparse.ArgumentParser, argv: object = None, aliases: obje
 
 def command_parsers(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[argparse.ArgumentParser, dict[str, str]]]:
     """command -> (its parser, its aliases), taken where the command reads its command line."""
-    from lkdn import test as test_entry
-    from lkdn.training import pipeline
-
     parsers = {}
-    monkeypatch.setattr(command_line, "parse_command_line", _capture)  # the scripts import it when run_script loads them
-    for command, entry in (("lkdn-train", pipeline), ("lkdn-test", test_entry)):
-        monkeypatch.setattr(entry, "parse_command_line", _capture)
+    monkeypatch.setattr(command_line, "parse_command_line", _capture)  # lkdn-train's, read in lkdn.utils.command_line
+    for command, name in commands.COMMANDS.items():
+        module = importlib.import_module(f"lkdn.commands.{name}")
+        if hasattr(module, "parse_command_line"):
+            monkeypatch.setattr(module, "parse_command_line", _capture)
         with pytest.raises(_CapturedError) as captured:
-            entry.parse_args([])
-        parsers[command] = captured.value.parser
-    for command, script in cli.SCRIPTS.items():
-        with pytest.raises(_CapturedError) as captured:
-            cli.run_script(script, [])
+            module.main([])
         parsers[command] = captured.value.parser
     aliases = {"lkdn-test": {"--root": "--root-path"}}
     return {command: (parser, aliases.get(command, {})) for command, parser in parsers.items()}
@@ -90,7 +187,7 @@ def parsers() -> dict[str, tuple[argparse.ArgumentParser, dict[str, str]]]:
 
 
 def test_every_command_is_read_by_command_parser(parsers: dict) -> None:
-    assert sorted(parsers) == sorted(["lkdn-train", "lkdn-test", *cli.SCRIPTS])
+    assert sorted(parsers) == sorted(commands.COMMANDS)
     assert {command: parser.prog for command, (parser, _) in parsers.items()} == {c: c for c in parsers}
 
 
@@ -183,17 +280,28 @@ def test_old_spellings_leave_values_and_positional_arguments_alone() -> None:
     assert command_line.old_spellings(parser, argv) == ["--force-yml", "path:x=--a_b", "--", "--force_yml"]
 
 
-def test_every_script_a_user_runs_has_a_command() -> None:
-    scripts = {str(p.relative_to(ROOT / "scripts").with_suffix("")) for p in (ROOT / "scripts").rglob("*.py")
-               if "\ndef main(" in p.read_text()}
-    assert scripts - NOT_COMMANDS == set(cli.SCRIPTS.values())
+def test_every_script_runs_a_command_or_is_a_developer_tool() -> None:
+    """A script under scripts/ runs a command's ``main`` in three lines (no code of its own, no sys.path edit)."""
+    shims = {}
+    for path in sorted((ROOT / "scripts").rglob("*.py")):
+        name, text = str(path.relative_to(ROOT / "scripts").with_suffix("")), path.read_text(encoding="utf-8")
+        assert "sys.path" not in text, name
+        if name in NOT_COMMANDS:
+            continue
+        shim = re.fullmatch(r'from lkdn\.commands\.(\w+) import main\n\nif __name__ == "__main__":\n'
+                            r"    raise SystemExit\(main\(\)\)\n", text)
+        assert shim, name
+        shims[name] = shim.group(1)
+    assert sorted(set(shims.values())) == sorted(set(commands.COMMANDS.values()) - {"train", "test"})
+    for entry in ("train", "test"):  # BasicSR's python lkdn/train.py and python lkdn/test.py
+        assert "sys.path" not in (ROOT / "lkdn" / f"{entry}.py").read_text(encoding="utf-8")
 
 
 def test_setup_installs_every_command_and_the_readme_lists_them(monkeypatch: pytest.MonkeyPatch) -> None:
     import setuptools
 
     monkeypatch.setattr(setuptools, "setup", lambda **kwargs: None)
-    assert sorted(runpy.run_path(str(ROOT / "setup.py"))["COMMANDS"]) == sorted(cli.entry_points())
-    table = (ROOT / "README.md").read_text().split("| command | is the same as |", 1)[1].split("\n\n", 1)[0]
-    for command, script in cli.SCRIPTS.items():
-        assert f"`{command}`" in table and f"scripts/{script}.py" in table, command
+    assert sorted(runpy.run_path(str(ROOT / "setup.py"))["COMMANDS"]) == sorted(commands.entry_points())
+    table = (ROOT / "README.md").read_text().split("| command | runs | what it does |", 1)[1].split("\n\n", 1)[0]
+    for command, module in commands.COMMANDS.items():
+        assert f"`{command}`" in table and f"`lkdn.commands.{module}`" in table, command

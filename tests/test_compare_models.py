@@ -50,11 +50,8 @@ def test_rows_equal_the_individual_runs(comparison: tuple[Path, list[dict], str]
 
 
 def test_readme_block_is_replaced(tmp_path: Path) -> None:
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        from compare_models import replace_block
-    finally:
-        sys.path.pop(0)
+    from lkdn.commands.compare_models import replace_block
+
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- comparison:start -->\nold\n<!-- comparison:end -->\noutro\n")
     replace_block(readme, "| new |\n")

@@ -195,8 +195,8 @@ def test_the_package_has_no_import_cycle(edges: list[Edge]) -> None:
 def test_the_readme_table_has_six_layers(layers: Layers) -> None:
     assert sorted(layers.names) == [0, 1, 2, 3, 4, 5]
     assert layers.layer_of("lkdn.utils.checkpoint") == 0
-    assert layers.layer_of("lkdn.utils.export_cli") == 5  # a more specific entry wins
-    assert layers.layer_of("lkdn.training.optim") == 1 and layers.layer_of("lkdn.training.pipeline") == 4
+    assert layers.layer_of("lkdn.commands.inference") == 5
+    assert layers.layer_of("lkdn.training.optim") == 1 and layers.layer_of("lkdn.training.pipeline") == 4  # the most specific entry wins
     assert layers.layer_of("lkdn") == 5 and layers.layer_of("lkdn.nothing") is None
 
 

@@ -8,20 +8,21 @@ import signal
 import pytest
 
 import lkdn.train
+from lkdn.training import pipeline
 
 
-def _interrupted() -> int:
+def _interrupted(**kwargs: object) -> int:
     raise KeyboardInterrupt
 
 
 def test_ctrl_c_outside_the_loop_is_one_line_and_status_130(monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(lkdn.train, "train_pipeline", _interrupted)
+    monkeypatch.setattr(pipeline, "train_pipeline", _interrupted)
     monkeypatch.delenv("LKDN_TRACEBACK", raising=False)
-    assert lkdn.train.main() == 128 + signal.SIGINT == 130
+    assert lkdn.train.main(["-opt", "a.yml"]) == 128 + signal.SIGINT == 130
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [
-        "interrupted: nothing more was saved; every state written so far is complete (resume with --auto_resume)"]
+        "interrupted: nothing more was saved; every state written so far is complete (resume with --auto-resume)"]
     monkeypatch.setenv("LKDN_TRACEBACK", "1")  # the traceback on request, as for the other errors
     with pytest.raises(KeyboardInterrupt):
-        lkdn.train.main()
+        lkdn.train.main(["-opt", "a.yml"])

@@ -50,7 +50,7 @@ from lkdn.training.state import (
     time_str,
 )
 from lkdn.utils.checkpoint import CheckpointError, save_file
-from lkdn.utils.command_line import command_parser, parse_command_line
+from lkdn.utils.command_line import parse_train_args as parse_args
 from lkdn.utils.files import write_text_atomic
 from lkdn.utils.logger import setup_logging
 
@@ -69,26 +69,6 @@ class DivergenceError(LkdnError, RuntimeError):
 #: (their messages name the file, key or iteration and the fix; ``LKDN_TRACEBACK=1`` shows it).
 CLEAR_ERRORS = (OptionsError, SchemaError, DataError, CheckpointError, DivergenceError, ValueError, LaunchError,
                 RunInUseError)
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The command line of ``lkdn-train`` (BasicSR's, hyphenated, plus ``--root-path``; BasicSR's underscore
-    spellings such as ``--auto_resume`` are accepted too)."""
-    parser = command_parser(
-        "lkdn-train", "Train a super-resolution network from a BasicSR-style YAML file.",
-        ["lkdn-train -opt options/train/LKDN/train_LKDN_x4.yml --auto-resume",
-         "lkdn-train -opt options/train/LKDN/train_LKDN_x4.yml --force-yml train:total_iter=1000 --root-path runs",
-         "torchrun --nproc-per-node=2 lkdn/train.py -opt options/train/LKDN/train_LKDN_x4.yml --launcher pytorch"])
-    parser.add_argument("-opt", required=True, help="path to the option YAML file")
-    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none",
-                        help="none: one process; pytorch: under torchrun; slurm: under srun")
-    parser.add_argument("--auto-resume", action="store_true", help="resume from the latest state of the experiment")
-    parser.add_argument("--debug", action="store_true", help="debug_ name prefix, log every iteration, save every 8")
-    parser.add_argument("--local-rank", type=int, default=0, help="ignored (torch.distributed.launch)")
-    parser.add_argument("--force-yml", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override options, e.g. train:total_iter=1000 datasets:train:batch_size_per_gpu=16")
-    parser.add_argument("--root-path", default=None, help="folder of experiments/ and tb_logger/ (default: cwd)")
-    return parse_command_line(parser, argv)
 
 
 def _iterations(section: Mapping[str, Any], key: str, default: int | None) -> int | None:

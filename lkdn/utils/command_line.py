@@ -3,7 +3,8 @@
 :func:`command_parser` makes a command's parser (the command's name and examples in its ``--help``)
 and :func:`parse_command_line` reads it: options are spelled with hyphens (``--root-path``), and the
 old underscore spellings (``--root_path``, ``--force_yml``) are still accepted without being shown.
-:data:`SCRIPTS` names the console command of each script (:mod:`lkdn.cli` installs them).
+:func:`parse_train_args` reads the command line of ``lkdn-train`` (here, where the training pipeline and
+the command both find it without importing torch).
 """
 
 from __future__ import annotations
@@ -12,20 +13,8 @@ import argparse
 import sys
 from collections.abc import Mapping, Sequence
 
-#: command -> script under scripts/, without .py (the lkdn-train and lkdn-test commands are below)
-SCRIPTS = {
-    "lkdn-reparam": "reparameterize", "lkdn-infer": "inference", "lkdn-export-onnx": "export_onnx",
-    "lkdn-export-openvino": "export_openvino", "lkdn-export-ncnn": "export_ncnn", "lkdn-profile": "profile_model",
-    "lkdn-download": "download", "lkdn-convert": "convert_checkpoint", "lkdn-compare": "compare_models",
-    "lkdn-ntire": "ntire_esr", "lkdn-demo": "demo", "lkdn-leaderboard": "leaderboard",
-    "lkdn-plot-curves": "plot_curves", "lkdn-compare-images": "compare_images",
-    "lkdn-strip-checkpoint": "strip_checkpoint", "lkdn-make-lr": "data_preparation/make_lr",
-    "lkdn-extract-subimages": "data_preparation/extract_subimages", "lkdn-create-lmdb": "data_preparation/create_lmdb",
-}
-
-#: how each command is run without the console scripts (shown as the command in the helps)
-SCRIPT_PATHS = {"lkdn-train": "lkdn/train.py", "lkdn-test": "lkdn/test.py",
-                **{command: f"scripts/{script}.py" for command, script in SCRIPTS.items()}}
+#: how each command was run before it had its own name (shown as the command in the helps)
+SCRIPT_PATHS = {"lkdn-train": "lkdn/train.py", "lkdn-test": "lkdn/test.py"}
 
 
 def command_parser(command: str, description: str | None, examples: Sequence[str],
@@ -63,3 +52,23 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | No
     """``parser.parse_args`` of ``argv`` (default: the command line) with the old spellings accepted
     (:func:`old_spellings`)."""
     return parser.parse_args(old_spellings(parser, sys.argv[1:] if argv is None else list(argv), aliases))
+
+
+def parse_train_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line of ``lkdn-train`` (BasicSR's, hyphenated, plus ``--root-path``; BasicSR's underscore
+    spellings such as ``--auto_resume`` are accepted too)."""
+    parser = command_parser(
+        "lkdn-train", "Train a super-resolution network from a BasicSR-style YAML file.",
+        ["lkdn-train -opt options/train/LKDN/train_LKDN_x4.yml --auto-resume",
+         "lkdn-train -opt options/train/LKDN/train_LKDN_x4.yml --force-yml train:total_iter=1000 --root-path runs",
+         "torchrun --nproc-per-node=2 lkdn/train.py -opt options/train/LKDN/train_LKDN_x4.yml --launcher pytorch"])
+    parser.add_argument("-opt", required=True, help="path to the option YAML file")
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none",
+                        help="none: one process; pytorch: under torchrun; slurm: under srun")
+    parser.add_argument("--auto-resume", action="store_true", help="resume from the latest state of the experiment")
+    parser.add_argument("--debug", action="store_true", help="debug_ name prefix, log every iteration, save every 8")
+    parser.add_argument("--local-rank", type=int, default=0, help="ignored (torch.distributed.launch)")
+    parser.add_argument("--force-yml", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override options, e.g. train:total_iter=1000 datasets:train:batch_size_per_gpu=16")
+    parser.add_argument("--root-path", default=None, help="folder of experiments/ and tb_logger/ (default: cwd)")
+    return parse_command_line(parser, argv)

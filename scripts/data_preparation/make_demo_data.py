@@ -20,9 +20,6 @@ import cv2
 import numpy as np
 from skimage import data
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's lkdn, installed or not
-
-import lkdn  # noqa: F401 (basicsr's torchvision alias before lkdn.resize imports basicsr)
 from lkdn.resize import downscale, mod_crop
 
 # scikit-image's bundled colour photographs (grey textures are stacked to 3 channels).

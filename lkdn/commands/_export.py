@@ -1,10 +1,11 @@
-"""What the export scripts share (``scripts/export_onnx.py``, ``export_openvino.py``, ``export_ncnn.py``).
+"""What the export commands share (``lkdn-export-onnx``, ``lkdn-export-openvino``, ``lkdn-export-ncnn``).
 
 Every export takes ``-opt`` (``network_g`` and ``path.pretrain_network_g``), ``--weights``,
 ``--output``, ``--check-image`` and ``--threads``; loads and folds the network; compares the
 exported file with PyTorch on a random batch and on a check image (Set5's ``baby`` at the
 options' scale when Set5 is found, README "Data and weights"); and reports one ``error: ...``
-line with exit status 1 for any clear error, having written nothing.
+line with exit status 1 for any clear error, having written nothing (:func:`lkdn.commands.run`).
+Building the parser imports no torch; the rest imports it when it runs.
 """
 
 from __future__ import annotations
@@ -13,21 +14,24 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
-from lkdn.export import ExportError
-from lkdn.images import read_image
-from lkdn.loading import load_network_from_options, weights_file
-from lkdn.options import Options, OptionsError, load_options
-from lkdn.schema import SchemaError
-from lkdn.utils.checkpoint import CheckpointError
+from lkdn.commands import CommandError
 from lkdn.utils.command_line import command_parser
 from lkdn.utils.files import refuse_overwriting_inputs
 from lkdn.utils.logger import setup_logging
 from lkdn.zoo import find_benchmark
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from lkdn.options import Options
+
+#: the ONNX opset of ``lkdn-export-onnx`` by default, as :data:`lkdn.export.DEFAULT_OPSET` (a test checks they agree)
+DEFAULT_OPSET = 17
+
+#: the errors of the export commands that are builtin, with messages of their own (a runtime that is missing)
+EXPORT_ERRORS = (ValueError, ImportError, OSError)
 
 
 def default_check_image(scale: int) -> Path | None:
@@ -38,7 +42,7 @@ def default_check_image(scale: int) -> Path | None:
 
 def export_parser(command: str, doc: str, output_help: str, examples: Sequence[str]) -> argparse.ArgumentParser:
     """The parser of ``command`` (:func:`lkdn.utils.command_line.command_parser`) with the arguments every export takes; the
-    script adds its own."""
+    command adds its own."""
     parser = command_parser(command, doc, examples)
     parser.add_argument("-opt", required=True, type=Path, help="YAML options with network_g (and path.pretrain_network_g)")
     parser.add_argument("--weights", type=Path, help="checkpoint (.pth or .safetensors); default path.pretrain_network_g")
@@ -52,6 +56,10 @@ class ExportJob:
     """The loaded, folded network of an export script's arguments, with its check images."""
 
     def __init__(self, args: argparse.Namespace) -> None:
+        from lkdn.images import read_image
+        from lkdn.loading import load_network_from_options, weights_file
+        from lkdn.options import load_options
+
         self.opt: Options = load_options(args.opt)
         self.scale: int = self.opt.scale
         self.weights: Path = weights_file(self.opt, args.weights)
@@ -76,30 +84,26 @@ def refuse_overwriting(args: argparse.Namespace, also_writes: Sequence[str] = ()
 
 def run_export(
     args: argparse.Namespace, export: Callable[[ExportJob], Any], *,
-    check: Callable[[argparse.Namespace], None] | None = None, errors: tuple[type, ...] = (),
-    also_writes: Sequence[str] = (),
+    check: Callable[[argparse.Namespace], None] | None = None, also_writes: Sequence[str] = (),
 ) -> int:
-    """``check(args)``, load the network, ``export(job)`` and print its report.
+    """``check(args)``, load the network, ``export(job)`` and print its report; return 0.
 
     No file written (``--output`` and its companions of the suffixes ``also_writes``) may be an
-    input (``-opt``, the weights, ``--check-image``). Returns 0, or 1 after one ``error: ...``
-    line for a clear error (``errors`` adds the script's own kinds to those of loading and exporting).
+    input (``-opt``, the weights, ``--check-image``). A clear error is raised before anything is
+    written (the command prints it as one ``error: ...`` line, status 1).
     """
     setup_logging()
     if args.threads is not None and args.threads < 1:
-        print(f"error: --threads must be a positive number of CPU threads, got {args.threads}", file=sys.stderr)  # noqa: T201
-        return 1
+        raise CommandError(f"--threads must be a positive number of CPU threads, got {args.threads}")
+    refuse_overwriting(args, also_writes)
+    if check is not None:
+        check(args)
+    import torch  # after the checks of the command line
+
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        refuse_overwriting(args, also_writes)
-        if check is not None:
-            check(args)
-        job = ExportJob(args)
-        refuse_overwriting(args, also_writes, job.weights)
-        report = export(job)
-    except (*errors, ExportError, OptionsError, SchemaError, CheckpointError, ValueError, ImportError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)  # noqa: T201 (a command's output)
-        return 1
+    job = ExportJob(args)
+    refuse_overwriting(args, also_writes, job.weights)
+    report = export(job)
     print(report.summary())  # noqa: T201 (a command's output)
     return 0
