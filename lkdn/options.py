@@ -183,7 +183,8 @@ class Options(FrozenDict):
 
     @property
     def num_gpu(self) -> int:
-        return int(self.get("num_gpu", 0))
+        """The number of GPUs: resolved by :func:`parse_options`; ``auto`` (:func:`load_options`) resolved here."""
+        return resolve_num_gpu(self["num_gpu"])
 
     @property
     def path(self) -> FrozenDict:
@@ -258,8 +259,7 @@ def load_options(
 
 
 def _expand_paths(opt: dict[str, Any]) -> None:
-    paths = opt.get("path") or {}
-    opt["path"] = paths
+    paths = opt["path"]  # a section with a default: filled in by the validation
     for key, value in paths.items():
         if value is not None and ("resume_state" in str(key) or "pretrain_network" in str(key)):
             paths[key] = os.path.expanduser(str(value))
@@ -295,10 +295,10 @@ def parse_options(
     if debug and not str(opt["name"]).startswith("debug"):
         opt["name"] = f"debug_{opt['name']}"
     if "debug" in str(opt["name"]) and is_train:
-        opt["logger"] = {**(opt.get("logger") or {}), "print_freq": 1, "save_checkpoint_freq": 8}
+        opt["logger"].update(print_freq=1, save_checkpoint_freq=8)
         if opt.get("val"):
             opt["val"]["val_freq"] = 8
-    opt["num_gpu"] = resolve_num_gpu(opt.get("num_gpu", "auto"))
+    opt["num_gpu"] = resolve_num_gpu(opt["num_gpu"])
     datasets = opt.get("datasets") or {}
     if not isinstance(datasets, dict):
         raise OptionsError(f"{path}: datasets must be a mapping of phase -> dataset options")
