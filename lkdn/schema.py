@@ -184,7 +184,7 @@ def positive(*, strict: bool = True, whole: bool = False, floor: float | None = 
     """Above 0 (``strict``) or at least 0; ``whole``: a whole number of iterations; ``floor``: also allowed (-1)."""
 
     def test(value: Any) -> str | None:
-        if value is None or (floor is not None and value == floor):
+        if floor is not None and value == floor:
             return None
         if value <= 0 if strict else value < 0:
             return f"must be {'positive' if strict else 'non-negative'}, got {value!r}"
@@ -847,12 +847,11 @@ def _messages(errors: list[dict[str, Any]], source: str, lines: Mapping[tuple[st
     for error in _flatten(errors):
         place = _place(error["loc"], error["type"])
         places.setdefault(place.path, (place, []))[1].append(error)
-    result = []
-    for path, (place, group) in places.items():
-        line = lines.get(tuple(p.split("[")[0] if i == len(path) - 1 else p for i, p in enumerate(path)))
-        where = f"{source}:{line}" if line else source
-        result += [f"{where}: {'.'.join(path)}: {message}" for message in _message(place, group)]
-    return result
+    located = [(lines.get(tuple(p.split("[")[0] for p in path)), path, place, group)
+               for path, (place, group) in places.items()]
+    return [f"{source}:{line}: {'.'.join(path)}: {message}" if line else f"{source}: {'.'.join(path)}: {message}"
+            for line, path, place, group in sorted(located, key=lambda item: item[0] or 0)
+            for message in _message(place, group)]
 
 
 # ------------------------------------------------------------------------------------------ validation

@@ -73,3 +73,31 @@ def test_key_lines_maps_nested_paths() -> None:
     lines = key_lines(GOOD)
     assert lines[("network_g", "type")] == 5
     assert lines[("val", "metrics", "psnr")] == 19
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("    batch_size_per_gpu: 4", "    batch_size_per_gpu: 4\n    mean: [0.5, x]",
+         "x.yml:13: datasets.train.mean[1]: expected int or float (per-channel mean for normalization), got 'x'"),
+        ("  ema_decay: 0.999", "  ema_decay: 0.999\n  amp: fp8", "x.yml:15: train.amp: expected bf16, fp16, fp32, none, "
+         "false or ~, got 'fp8'"),
+        ("name: ok", "name: ok\n3: three", "x.yml:2: 3: unknown key"),
+        ("val_freq: 100", "val_freq: 100\n  tile: 8", "x.yml:18: val.tile: expected a mapping, got int"),
+        ("    gt_size: 192", "    gt_size: 192\n    io_backend: {type: disk, db_path: x}",
+         "datasets.train.io_backend.db_path: unknown key; did you mean 'db_paths'?"),
+    ],
+)
+def test_declared_types_and_keys_are_named(old: str, new: str, expected: str) -> None:
+    assert old in GOOD
+    assert expected in check(GOOD.replace(old, new, 1))
+
+
+def test_a_wrong_type_does_not_hide_the_checks_across_keys_of_its_section() -> None:
+    text = GOOD.replace("    batch_size_per_gpu: 4", "    batch_size_per_gpu: four\n    holdout: 2")
+    message = check(text.replace("gt_size: 192", "gt_size: 190"))
+    assert "datasets.train.batch_size_per_gpu: expected int" in message
+    assert "datasets.train.holdout: only MultiScaleImageDataset" in message
+    assert "datasets.train.gt_size: 190 is not divisible by scale 4" in message
+    lines = [int(line.split(":")[1]) for line in message.splitlines()[1:]]
+    assert lines == sorted(lines)  # in the order of the file
