@@ -28,7 +28,6 @@ from basicsr.utils import img2tensor, tensor2img
 from tqdm import tqdm
 
 from lkdn.data.safe_dataset import build_checked_dataset
-from lkdn.images import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
@@ -158,24 +157,6 @@ def image_metrics(sr: np.ndarray, hr: np.ndarray, *, crop_border: int, test_y_ch
         raise ValueError(f"SR shape {sr.shape} differs from HR shape {hr.shape}")
     kwargs = {"crop_border": crop_border, "input_order": "HWC", "test_y_channel": test_y_channel}
     return {"psnr": float(calculate_psnr(sr, hr, **kwargs)), "ssim": float(calculate_ssim(sr, hr, **kwargs))}
-
-
-def image_pairs(hr_dir: str | Path, lr_dir: str | Path, *, filename_tmpl: str = "{}") -> list[tuple[Path, Path]]:
-    """Match each HR image with the LR image named ``filename_tmpl.format(stem)`` + suffix."""
-    hr_dir, lr_dir = Path(hr_dir), Path(lr_dir)
-    for folder in (hr_dir, lr_dir):
-        if not folder.is_dir():
-            raise FileNotFoundError(f"image folder not found: {folder}")
-    lr_by_stem = {p.stem: p for p in sorted(lr_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
-    pairs = []
-    for hr in sorted(p for p in hr_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-        lr_stem = filename_tmpl.format(hr.stem)
-        if lr_stem not in lr_by_stem:
-            raise FileNotFoundError(f"no LR image {lr_stem}.* in {lr_dir} for HR image {hr}")
-        pairs.append((hr, lr_by_stem[lr_stem]))
-    if not pairs:
-        raise FileNotFoundError(f"no images in {hr_dir}")
-    return pairs
 
 
 @torch.no_grad()

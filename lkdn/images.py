@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -262,3 +262,28 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray) -> Path:
     if not ok:
         raise ValueError(f"cannot encode a {image.dtype} image of shape {image.shape} as {suffix} for {path}")
     return write_atomic(path, encoded.tobytes())
+
+
+def image_pairs(hr_dir: str | os.PathLike[str], lr_dir: str | os.PathLike[str], *,
+                templates: Sequence[str] = ("{}",)) -> list[tuple[Path, Path]]:
+    """``(HR, LR)`` image files of two folders, sorted by HR name: each HR image with the LR image whose stem is
+    the first of ``templates`` (formatted with the HR stem: ``"{}x4"``) found in ``lr_dir``.
+
+    A :class:`DataError` names the folder that is missing or empty, or the LR image an HR image lacks.
+    """
+    hr_dir, lr_dir = Path(hr_dir), Path(lr_dir)
+    for folder in (hr_dir, lr_dir):
+        if not folder.is_dir():
+            raise DataError(f"image folder not found: {folder}", path=str(folder))
+    lr_by_stem = {p.stem: p for p in sorted(lr_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    pairs = []
+    for hr in sorted(p for p in hr_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        stems = [template.format(hr.stem) for template in templates]
+        lr = next((lr_by_stem[stem] for stem in stems if stem in lr_by_stem), None)
+        if lr is None:
+            raise DataError(f"{lr_dir}: no LR image {' or '.join(f'{s}.*' for s in stems)} for HR image {hr}", path=str(hr))
+        pairs.append((hr, lr))
+    if not pairs:
+        raise DataError(f"{hr_dir}: no images", path=str(hr_dir))
+    return pairs
+

@@ -14,7 +14,7 @@ What the harness measures for a submitted model, and how (github.com/Amazingren/
   runtime, FLOPs and parameters 0.7 / 0.15 / 0.15 (2024, 2025) or 0.8 / 0.1 / 0.1 (2026)
   (:func:`challenge_score`).
 * **Data**: ``DIV2K_LSDIR_valid`` (DIV2K 0801-0900 and LSDIR 0000001-0000100): HR
-  ``DIV2K_LSDIR_valid_HR/<name>.png``, LR ``DIV2K_LSDIR_valid_LR/<name>x4.png`` (:func:`image_pairs`
+  ``DIV2K_LSDIR_valid_HR/<name>.png``, LR ``DIV2K_LSDIR_valid_LR/<name>x4.png`` (:func:`challenge_pairs`
   reads that layout and any paired folder of this project's layouts).
 
 On a machine without CUDA the runtime is wall time (``time.perf_counter``) and is labelled so.
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lkdn.images import IMAGE_SUFFIXES, read_image
+from lkdn.images import image_pairs, read_image
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -76,31 +76,20 @@ def psnr_rgb(sr: np.ndarray, hr: np.ndarray, *, border: int) -> float:
     return float("inf") if mse == 0 else 20 * math.log10(255.0 / math.sqrt(mse))
 
 
-def image_pairs(root: str | Path, *, scale: int = 4) -> list[tuple[Path, Path]]:
-    """``(LR, HR)`` file pairs of a paired set, sorted by HR name.
+def challenge_pairs(root: str | Path, *, scale: int = 4) -> list[tuple[Path, Path]]:
+    """``(HR, LR)`` file pairs of a paired set, sorted by HR name (:func:`lkdn.images.image_pairs`).
 
     Layouts: the challenge's ``DIV2K_LSDIR_{valid,test}_HR`` + ``..._LR/<name>x<scale>.png``;
     ``<root>/HR`` + ``<root>/LR``; ``<root>/GTmod<s>`` + ``<root>/LRbicx<s>`` (LR named like the HR,
     or ``<name>x<s>``). A ValueError names the folder when none fits or an LR image is missing.
     """
     root = Path(root)
-    candidates = [(root / f"{p.name[:-3]}_LR", p) for p in sorted(root.glob("*_HR")) if p.is_dir()]
-    candidates += [(root / "LR", root / "HR"), (root / f"LRbicx{scale}", root / f"GTmod{scale}")]
-    for lr_dir, hr_dir in candidates:
+    candidates = [(p, root / f"{p.name[:-3]}_LR") for p in sorted(root.glob("*_HR")) if p.is_dir()]
+    candidates += [(root / "HR", root / "LR"), (root / f"GTmod{scale}", root / f"LRbicx{scale}")]
+    for hr_dir, lr_dir in candidates:
         if lr_dir.is_dir() and hr_dir.is_dir():
-            break
-    else:
-        raise ValueError(f"{root}: no paired folders (DIV2K_LSDIR_valid_HR + _LR, HR + LR, or GTmod{scale} + LRbicx{scale})")
-    lr_files = {p.stem: p for p in lr_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-    pairs = []
-    for hr in sorted(p for p in hr_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-        lr = lr_files.get(f"{hr.stem}x{scale}") or lr_files.get(hr.stem)
-        if lr is None:
-            raise ValueError(f"{lr_dir}: no LR image {hr.stem}x{scale}.png or {hr.stem}.png for {hr}")
-        pairs.append((lr, hr))
-    if not pairs:
-        raise ValueError(f"{hr_dir}: no images")
-    return pairs
+            return image_pairs(hr_dir, lr_dir, templates=(f"{{}}x{scale}", "{}"))
+    raise ValueError(f"{root}: no paired folders (DIV2K_LSDIR_valid_HR + _LR, HR + LR, or GTmod{scale} + LRbicx{scale})")
 
 
 def _to_tensor(bgr: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -144,7 +133,7 @@ def run_images(forward: Forward, pairs: list[tuple[Path, Path]], *, device: torc
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     try:
-        for lr_path, hr_path in pairs:
+        for hr_path, lr_path in pairs:
             lr = _to_tensor(read_image(lr_path), device)
             if device.type == "cuda":
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

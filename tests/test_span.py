@@ -21,7 +21,7 @@ from lkdn import Upscaler, build_network
 from lkdn import test as test_entry
 from lkdn.archs.span_arch import Conv3XC, FoldedConv3XC
 from lkdn.loading import deploy_form, load_network
-from lkdn.ntire import challenge_score, image_pairs, psnr_rgb
+from lkdn.ntire import challenge_pairs, challenge_score, psnr_rgb
 from lkdn.profiling import count_parameters, ntire_counts
 from lkdn.utils.checkpoint import save_file
 
@@ -166,7 +166,7 @@ def test_ntire_script_writes_the_harness_table(tmp_path: Path, capsys: pytest.Ca
         hr = cv2.resize(rng.integers(0, 256, (6, 7, 3), dtype=np.uint8), (28, 24), interpolation=cv2.INTER_CUBIC)
         cv2.imwrite(str(root / "DIV2K_LSDIR_valid_HR" / f"{name}.png"), hr)
         cv2.imwrite(str(root / "DIV2K_LSDIR_valid_LR" / f"{name}x4.png"), cv2.resize(hr, (7, 6), interpolation=cv2.INTER_AREA))
-    assert [p[1].stem for p in image_pairs(root)] == ["0000001", "0801"]
+    assert [p[0].stem for p in challenge_pairs(root)] == ["0000001", "0801"]
     ymls = []
     for name, network in (("base", "{type: SPAN, feature_channels: 4, deploy: true}"),
                           ("team", "{type: LKDN_S, num_feat: 4, num_atten: 4, num_block: 1}")):

@@ -256,3 +256,21 @@ def test_script_bad_input_names_it(tmp_path: Path, deploy_yaml: Path, capsys: py
     missing = tmp_path / "nothing_here"
     assert inference_script.main(["-opt", str(deploy_yaml), "--input", str(missing), "--output", str(tmp_path / "o")]) == 2
     assert str(missing) in capsys.readouterr().err
+
+
+def test_image_pairs_match_hr_to_lr_by_template_in_hr_lr_order(tmp_path: Path) -> None:
+    from lkdn.images import DataError, image_pairs
+
+    hr_dir, lr_dir = tmp_path / "HR", tmp_path / "LR"
+    hr_dir.mkdir()
+    lr_dir.mkdir()
+    pixel = np.zeros((4, 4, 3), np.uint8)
+    for path in (hr_dir / "a.png", hr_dir / "b.png", lr_dir / "ax4.png", lr_dir / "b.png", lr_dir / "bx4.jpg"):
+        cv2.imwrite(str(path), pixel)
+    pairs = image_pairs(hr_dir, lr_dir, templates=("{}x4", "{}"))
+    assert [(hr.name, lr.name) for hr, lr in pairs] == [("a.png", "ax4.png"), ("b.png", "bx4.jpg")]
+    assert [lr.name for _, lr in image_pairs(hr_dir, lr_dir, templates=("{}", "{}x4"))] == ["ax4.png", "b.png"]
+    with pytest.raises(DataError, match=r"LR: no LR image a\.\* for HR image .*a\.png"):
+        image_pairs(hr_dir, lr_dir)
+    with pytest.raises(DataError, match="image folder not found: .*missing"):
+        image_pairs(hr_dir, tmp_path / "missing")
