@@ -35,7 +35,8 @@ METRICS = {"psnr": {"type": "calculate_psnr", "crop_border": SCALE, "test_y_chan
 
 
 def run(checkout: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LKDN_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    # the scratch checkout's lkdn, as the editable install of a clone puts its own lkdn first
+    env = {**os.environ, "LKDN_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(checkout)}
     done = subprocess.run([sys.executable, *args], cwd=checkout, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     return done
