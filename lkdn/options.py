@@ -25,9 +25,8 @@ import yaml
 from lkdn.archs.contract import contract
 from lkdn.errors import LkdnError
 from lkdn.losses import loss_class
-from lkdn.schema import SchemaError, fill_defaults, long_integer_errors, validate_options
-from lkdn.training.optim import get_optimizer_class
-from lkdn.training.schedulers import get_scheduler_class
+from lkdn.schema import SchemaError, fill_defaults, long_integer_errors, validate_options, without_filled
+from lkdn.training.optim import get_optimizer_class, get_scheduler_class
 from lkdn.utils.frozen import FrozenDict, freeze, thaw
 
 
@@ -139,7 +138,7 @@ def default_lookups(*, is_train: bool) -> dict[str, Callable[[str], Any]]:
 
     ``network`` (this project's architectures, :func:`lkdn.archs.contract.contract`) always; for training also ``optim``
     (:func:`lkdn.training.optim.get_optimizer_class`), ``scheduler``
-    (:func:`lkdn.training.schedulers.get_scheduler_class`) and ``loss`` (:func:`lkdn.losses.loss_class`).
+    (:func:`lkdn.training.optim.get_scheduler_class`) and ``loss`` (:func:`lkdn.losses.loss_class`).
     """
     lookups: dict[str, Callable[[str], Any]] = {"network": lambda name: contract(name).factory}
     if is_train:
@@ -155,9 +154,15 @@ class Options(FrozenDict):
     Code that needs a mutable copy (basicsr's dataset constructors) takes ``thaw(opt[...])``.
     """
 
-    def __init__(self, data: Mapping[str, Any], *, source: str) -> None:
+    def __init__(self, data: Mapping[str, Any], *, source: str, filled: Iterable[tuple[Any, ...]] = ()) -> None:
         super().__init__(freeze(dict(data)))
         self.source = source
+        self.filled = tuple(filled)
+
+    def as_written(self) -> dict[str, Any]:
+        """A mutable copy without the declared defaults the validation filled in: what the file and its
+        overrides set, and the derived values (to write an option file back)."""
+        return without_filled(self, list(self.filled))
 
     def section(self, key: str) -> FrozenDict:
         """The mapping under ``key`` (empty when absent or ``~``)."""
@@ -191,7 +196,7 @@ class Options(FrozenDict):
         return self.section("path")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Options, (thaw(self),), {"source": self.source})
+        return (Options, (thaw(self),), {"source": self.source, "filled": self.filled})
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Options:
         return self
@@ -199,9 +204,9 @@ class Options(FrozenDict):
 
 def _validated(
     path: str | os.PathLike[str], *, is_train: bool, overrides: Iterable[str], lookups: Lookups | None
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], list[tuple[Any, ...]]]:
     """The options of ``path`` with ``overrides`` applied, validated and with every declared default filled in
-    (:func:`lkdn.schema.fill_defaults`; a plain dict, not yet derived)."""
+    (a plain dict, not yet derived), and the key paths of the defaults filled in (:func:`lkdn.schema.fill_defaults`)."""
     opt = load_yaml(path)
     overrides = list(overrides)
     for entry in overrides:
@@ -216,9 +221,9 @@ def _validated(
         raise SchemaError(f"{err}\n  (after --force_yml {' '.join(overrides)})") from err
     if "network_g" not in opt:
         raise OptionsError(f"{path}: missing required key 'network_g'")
-    fill_defaults(opt)
+    filled = fill_defaults(opt)
     opt["scale"] = _scale(opt, path)
-    return opt
+    return opt, filled
 
 
 def _scale(opt: dict[str, Any], path: str | os.PathLike[str]) -> int:
@@ -253,9 +258,9 @@ def load_options(
     :func:`parse_options` (unknown keys with line and nearest key, types, impossible values,
     ``scale`` vs ``network_g.upscale``), without the training and test folders.
     """
-    opt = _validated(path, is_train=False, overrides=overrides, lookups=lookups)
+    opt, filled = _validated(path, is_train=False, overrides=overrides, lookups=lookups)
     _expand_paths(opt)
-    return Options(opt, source=str(path))
+    return Options(opt, source=str(path), filled=filled)
 
 
 def _expand_paths(opt: dict[str, Any]) -> None:
@@ -286,7 +291,7 @@ def parse_options(
     ``<root>/experiments/<name>``) or ``path.results_root``/``log``/``visualization`` (test,
     under ``<root>/results/<name>``).
     """
-    opt = _validated(path, is_train=is_train, overrides=overrides, lookups=lookups)
+    opt, filled = _validated(path, is_train=is_train, overrides=overrides, lookups=lookups)
     if "name" not in opt:
         raise OptionsError(f"{path}: missing required key 'name'")
     root = Path(root_path).resolve()
@@ -325,4 +330,4 @@ def parse_options(
     else:
         res = root / "results" / str(opt["name"])
         paths.update(results_root=str(res), log=str(res), visualization=str(res / "visualization"))
-    return Options(opt, source=str(path))
+    return Options(opt, source=str(path), filled=filled)

@@ -900,24 +900,45 @@ def validate_options(
         raise SchemaError("invalid options:\n  " + "\n  ".join(messages))
 
 
-def fill_defaults(opt: dict[str, Any], model: type[Section] = OptionFile) -> dict[str, Any]:
-    """Fill in every declared default that ``opt`` (validated) lacks, in place; returns ``opt``.
+def fill_defaults(opt: dict[str, Any], model: type[Section] = OptionFile,
+                  prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Fill in every declared default that ``opt`` (validated) lacks, in place; returns the key paths filled.
 
     Keys declared without a default (``None``: absent and ``~`` mean the same) stay absent;
     sections declared with a default (``path``, ``logger``, ``dist_params``) are created.
     """
+    filled: list[tuple[Any, ...]] = []
     for key, info in model.model_fields.items():
         section, keyed = _section_of(info.annotation)
         if opt.get(key) is None and info.default_factory is not None:
             opt[key] = info.default_factory()
+            filled.append(prefix + (key,))
         elif key not in opt and info.default is not None:
             opt[key] = copy.deepcopy(info.default)
+            filled.append(prefix + (key,))
         value = opt.get(key)
         if section is not None and isinstance(value, dict):
-            for item in value.values() if keyed else (value,):
+            items = value.items() if keyed else [(None, value)]
+            for name, item in items:
                 if isinstance(item, dict):
-                    fill_defaults(item, section)
-    return opt
+                    filled += fill_defaults(item, section, prefix + ((key, name) if keyed else (key,)))
+    return filled
+
+
+def without_filled(opt: Mapping[str, Any], filled: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """A copy of ``opt`` without the ``filled`` defaults (:func:`fill_defaults`): what a file gave, to write back.
+
+    A filled section stays when something else was written into it (``path.experiments_root``).
+    """
+    data = _plain(opt)
+    for path in sorted(filled, key=len, reverse=True):  # a section's keys before the section
+        parent: Any = data
+        for key in path[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        value = parent.get(path[-1]) if isinstance(parent, dict) else None
+        if isinstance(parent, dict) and path[-1] in parent and (not isinstance(value, dict) or not value):
+            del parent[path[-1]]
+    return data
 
 
 # ------------------------------------------------------------------------------------------- the docs

@@ -72,7 +72,8 @@ def test_shipped_files_fit_the_json_schema(path: Path) -> None:
 def test_defaults_are_filled_and_absent_keys_without_one_stay_absent() -> None:
     opt = {"name": "x", "datasets": {"train": {"name": "d", "gt_size": 8}}, "train": {"optim_g": {"type": "Adam"}},
            "val": {"metrics": {"psnr": {"type": "calculate_psnr", "crop_border": 2}}}, "logger": None}
-    fill_defaults(opt)
+    filled = fill_defaults(opt)
+    assert ("logger",) in filled and ("logger", "print_freq") in filled and ("val", "metrics", "psnr", "better") in filled
     assert opt["logger"] == {"print_freq": 100, "save_checkpoint_freq": 5000, "use_tb_logger": False, "save_format": "pth"}
     assert opt["train"]["warmup_iter"] == -1 and opt["train"]["ema_decay"] == 0 and opt["train"]["max_bad_steps"] == 10
     assert opt["datasets"]["train"]["dataset_enlarge_ratio"] == 1 and opt["datasets"]["train"]["filename_tmpl"] == "{}"
@@ -94,8 +95,22 @@ def test_parsed_options_carry_the_defaults_and_load_again(path: Path, tmp_path: 
     assert again == opt
 
 
+def test_as_written_leaves_out_the_filled_defaults_and_keeps_the_derived_values(tmp_path: Path) -> None:
+    path = ROOT / "options/test/LKDN/test_LKDN_x4.yml"
+    written = yaml.safe_load(path.read_text())
+    opt = parse_options(path, is_train=False, overrides=["num_gpu=0"], root_path=tmp_path)
+    copy = opt.as_written()
+    assert "logger" not in written and "logger" not in copy and "dist_params" not in copy
+    assert copy["datasets"]["test_1"] == {**written["datasets"]["test_1"], "phase": "test", "scale": 4,
+                                          "dataroot_gt": opt["datasets"]["test_1"]["dataroot_gt"],
+                                          "dataroot_lq": opt["datasets"]["test_1"]["dataroot_lq"]}
+    assert copy["path"]["results_root"] == str(tmp_path / "results" / opt.name)
+    assert copy["val"] == written["val"]
+
+
 def test_a_filled_default_never_breaks_validation() -> None:
-    opt = fill_defaults({"datasets": {"val": {}}, "train": {}, "val": {"metrics": {"m": {"crop_border": 0}}}})
+    opt = {"datasets": {"val": {}}, "train": {}, "val": {"metrics": {"m": {"crop_border": 0}}}}
+    fill_defaults(opt)
     validate_options(opt)
     with pytest.raises(SchemaError, match="logger.print_freq: must be positive, got 0"):
         validate_options({**opt, "logger": {**opt["logger"], "print_freq": 0}})

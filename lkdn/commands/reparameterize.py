@@ -303,7 +303,7 @@ def reparameterize(args: argparse.Namespace) -> int:
     print(f"parameters: {before:,d} -> {after:,d} ({after - before:+,d}, {100 * (after - before) / before:+.1f}%)")
     print(f"wrote {args.output} (deploy network_g: {json.dumps(deploy_opt)})")
     if args.output_opt is not None:
-        test_opt = deploy_test_options(opt, network_opt=deploy_opt, weights=args.output, scale=opt.scale)
+        test_opt = deploy_test_options(opt.as_written(), network_opt=deploy_opt, weights=args.output, scale=opt.scale)
         header = (
             f"# Deploy form written by lkdn-reparam from {args.opt} and {args.input} ({key}).\n"
             f"# Verified against the training form: {check.describe()}.\n"
