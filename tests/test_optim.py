@@ -12,12 +12,16 @@ from torch import nn
 
 import lkdn  # noqa: F401 (registers)
 from lkdn.archs.contract import register_architecture
-from lkdn.models.sr_model import SRModel
-from lkdn.training.batchnorm import set_train_mode
+from lkdn.models.sr_model import SRModel, set_train_mode
 from lkdn.training.dist import DistInfo
 from lkdn.training.ema import WeightEMA
-from lkdn.training.optim import build_optimizer, get_optimizer_class, optimizer_names
-from lkdn.training.schedulers import build_scheduler, get_scheduler_class
+from lkdn.training.optim import (
+    build_optimizer,
+    build_scheduler,
+    get_optimizer_class,
+    get_scheduler_class,
+    optimizer_names,
+)
 
 BETAS = (0.98, 0.92, 0.99)  # as written in the official configs
 

@@ -14,8 +14,7 @@ from test_train_common import make_pairs, read_jsonl, run_training  # noqa: F401
 
 from lkdn import build_network
 from lkdn.options import parse_options
-from lkdn.training.optim import build_optimizer
-from lkdn.training.schedulers import build_scheduler
+from lkdn.training.optim import build_optimizer, build_scheduler
 from lkdn.utils.checkpoint import load_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")

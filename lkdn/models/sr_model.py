@@ -11,6 +11,13 @@ shift the schedule, ``train.grad_clip``, ``train.bn_population_after``, mixed pr
 network files as ``.pth`` or self-describing ``.safetensors`` (``logger.save_format``), and
 steps with a non-finite loss (or gradient norm) skipped: no optimizer or EMA update
 (:attr:`SRModel.bad_steps` counts them in a row; the trainer stops after ``train.max_bad_steps``).
+
+BatchNorm in population mode while the rest of the network keeps training
+(``train.bn_population_after: <iter>``, :func:`set_train_mode`): RepSR (Wang, Dong, Shan 2022) trains
+its BatchNorm layers on batch statistics first and switches them to their running (population)
+statistics for the last part of training, which removes the artifacts batch statistics cause at test
+time. From that iteration on every ``_BatchNorm`` module is in eval mode (normalizes with, and no longer
+updates, its running statistics); its affine weights still learn.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
 from lkdn.archs import build_network
@@ -31,11 +39,9 @@ from lkdn.loading import load_network, load_weights_from_options, save_network_f
 from lkdn.losses import build_loss
 from lkdn.models.registry import MODEL_REGISTRY
 from lkdn.tiling import check_finite_output
-from lkdn.training.batchnorm import batchnorm_modules, set_train_mode
 from lkdn.training.dist import DistInfo, any_process
 from lkdn.training.ema import WeightEMA
-from lkdn.training.optim import build_optimizer
-from lkdn.training.schedulers import build_scheduler, warmup_factor
+from lkdn.training.optim import build_optimizer, build_scheduler, warmup_factor
 from lkdn.utils.checkpoint import SAFETENSORS_SUFFIX, extract_state_dict, mismatch_report, save_file
 from lkdn.utils.frozen import thaw
 
@@ -452,3 +458,22 @@ class SRModel:
         elif self.ema is not None and self._flat_network_file:
             logger.warning("The network file holds only params_ema and the state no net_g_params: training "
                            "continues from the EMA weights")
+
+
+# -------------------------------------------------------------------- BatchNorm population mode
+
+
+def batchnorm_modules(net: nn.Module) -> list[_BatchNorm]:
+    """Every BatchNorm layer of ``net`` (1d, 2d, 3d, SyncBatchNorm)."""
+    return [m for m in net.modules() if isinstance(m, _BatchNorm)]
+
+
+def set_train_mode(net: nn.Module, *, bn_population: bool) -> int:
+    """``net.train()``, then BatchNorm layers to eval mode when ``bn_population``; returns how many."""
+    net.train()
+    if not bn_population:
+        return 0
+    layers = batchnorm_modules(net)
+    for layer in layers:
+        layer.eval()
+    return len(layers)

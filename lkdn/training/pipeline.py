@@ -33,20 +33,30 @@ from lkdn.models import build_model
 from lkdn.options import OptionsError, apply_override, load_yaml, parse_options
 from lkdn.schema import SchemaError
 from lkdn.training.data import TrainData, build_val_loaders
-from lkdn.training.dist import DistInfo, LaunchError, all_reduce_mean, any_process, barrier, cleanup, init_distributed
-from lkdn.training.interrupt import StopRequest
+from lkdn.training.dist import (
+    DistInfo,
+    LaunchError,
+    StopRequest,
+    all_reduce_mean,
+    any_process,
+    barrier,
+    cleanup,
+    init_distributed,
+)
 from lkdn.training.records import BestMetrics, IterationTimer, TrainingRecords
-from lkdn.training.rng import get_rng_state, seed_everything, set_rng_state
 from lkdn.training.state import (
     RunInUseError,
     RunLock,
     archive_and_create,
+    get_rng_state,
     latest_state,
     load_training_state,
     make_experiment_dirs,
     network_file_for_state,
     release_run_locks,
     remove_partial_saves,
+    seed_everything,
+    set_rng_state,
     time_str,
 )
 from lkdn.utils.checkpoint import CheckpointError, save_file
