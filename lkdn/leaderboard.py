@@ -312,7 +312,7 @@ def markdown(rows: Sequence[dict[str, Any]], skipped: Sequence[dict[str, str]], 
     base_name = baseline["label"] if baseline is not None else "none (its entry was not measured)"
     notes = [
         "",
-        f"Measured by `scripts/leaderboard.py` on {datetime.date.today()}: {machine_description(device)}. "
+        f"Measured by `lkdn-leaderboard` on {datetime.date.today()}: {machine_description(device)}. "
         f"Counts: the form that runs (re-parameterizable branches folded), as the NTIRE harness counts them "
         f"(fvcore FLOPs, conv-output activations, on one 3x256x256 LR input). Runtime and memory: "
         f"`lkdn.Upscaler(optimize=True)` on a {width}x{height} LR input ({width * 4}x{height * 4} output at x4), "
