@@ -606,12 +606,6 @@ class OptionFile(Section):
                 yield ("network_g", "upscale"), f"{network['upscale']} differs from the top-level scale {scale}"
 
 
-SECTIONS: dict[str, type[Section]] = {
-    "": OptionFile, "datasets.<phase>": Dataset, "datasets.<phase>.io_backend": IoBackend, "path": PathOptions,
-    "train": Train, "val": Val, "val.metrics.<name>": Metric, "val.tile": Tile, "logger": Logger,
-    "logger.wandb": Wandb, "dist_params": DistParams,
-}
-"""Every section of an option file and its model, by the key path the docs use."""
 TOP = tuple(OptionFile.model_fields)
 """The top-level keys."""
 
