@@ -366,8 +366,7 @@ class Result:
 
 def export_files(net: torch.nn.Module, folder: Path, scale: int) -> dict[str, str]:
     """The files the defaults baselines load, written and verified by our exporters."""
-    from lkdn.backends.export import export_ncnn, export_openvino
-    from lkdn.export import export_onnx
+    from lkdn.export import export_ncnn, export_onnx, export_openvino
 
     files: dict[str, str] = {"calibration": str(calibration_folder(folder / "calibration", scale))}
     export_onnx(net, folder / "model.onnx")

@@ -6,7 +6,7 @@
     sr = up(lr)                     # N,3,H,W float in [0, 1] -> N,3,sH,sW float32 in [0, 1]
     out = up.upscale_image(cv2.imread("photo.png", cv2.IMREAD_UNCHANGED))  # numpy in, numpy out
 
-``optimize=True`` (the default) runs :func:`lkdn.optimize.optimize_network` (re-parameterization,
+``optimize=True`` (the default) runs :func:`lkdn.speedups.optimize_network` (re-parameterization,
 ``channels_last``); in inference the networks themselves run their element-wise operations in
 place and skip the trunk's big concatenation. The output equals the plain eager network's
 within 1e-4 in float32. ``compile=True`` adds ``torch.compile``; ``precision="bf16"``/``"fp16"``
@@ -40,11 +40,11 @@ from torch import nn
 
 from lkdn.backends import BACKEND_PRECISIONS, BACKENDS, BackendError, MissingExtraError, check_backend, convert
 from lkdn.backends.auto import AutoBackend
-from lkdn.export import onnx_graph
+from lkdn.export.graphs import onnx_graph
 from lkdn.images import upscale_image
 from lkdn.loading import load_network_from_options, network_from_file, read_metadata
-from lkdn.optimize import compile_network, keep_float32_stages, optimize_network, tune_cpu_allocator
 from lkdn.options import device_of, load_options
+from lkdn.speedups import compile_network, keep_float32_stages, optimize_network, tune_cpu_allocator
 from lkdn.tiling import check_finite_output, is_out_of_memory, run_network, tile_context
 from lkdn.utils.checkpoint import CheckpointError
 
@@ -91,7 +91,7 @@ class Upscaler:
         net: the network (any registered one, in training or deploy form); it is not modified.
         scale: the upscaling factor (default and check: ``net.upscale`` when the network has one).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``None`` (CUDA when available).
-        optimize: apply :func:`lkdn.optimize.optimize_network` (same result within 1e-4, float32).
+        optimize: apply :func:`lkdn.speedups.optimize_network` (same result within 1e-4, float32).
         precision: ``fp32`` (default), or ``bf16`` / ``fp16`` autocast: faster (GPUs with tensor
             cores; bf16 on CPUs with AVX512-BF16), but the output changes (LKDN x4, bf16 on a CPU:
             up to 0.02, mean 0.003 on [0, 1]).
@@ -101,7 +101,7 @@ class Upscaler:
         tile_pad: context around tiles (default: the architecture's receptive radius when it is
             translation-local, which makes tiles exact; see :attr:`tiling`).
         self_ensemble: default for the x8 geometric self-ensemble.
-        tune_allocator: call :func:`lkdn.optimize.tune_cpu_allocator` (process-wide: glibc keeps
+        tune_allocator: call :func:`lkdn.speedups.tune_cpu_allocator` (process-wide: glibc keeps
             freed memory for reuse, about 15% faster on CPUs; the process keeps its peak memory).
             ``None``: when ``optimize`` is on and the device is the CPU.
         backend: ``torch`` (default), ``onnxruntime``, ``openvino``, ``ncnn`` (CPU runtimes running

@@ -240,8 +240,7 @@ def seeded_tiny_net() -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def exported_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny network as ONNX, as an OpenVINO IR and as an ncnn .param/.bin, through the exporters."""
-    from lkdn.backends.export import export_ncnn, export_openvino
-    from lkdn.export import export_metadata, export_onnx
+    from lkdn.export import export_metadata, export_ncnn, export_onnx, export_openvino
 
     folder = tmp_path_factory.mktemp("exported")
     files = {}

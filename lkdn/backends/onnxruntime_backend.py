@@ -14,7 +14,8 @@ from typing import ClassVar
 import numpy as np
 
 from lkdn.backends.base import BackendError, Runtime, require
-from lkdn.export import INPUT_NAME, onnx_session
+from lkdn.export.graphs import INPUT_NAME
+from lkdn.export.onnx import onnx_session
 
 
 class OnnxRuntimeBackend(Runtime):

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)  # parsed before torch is imported, so --help is fast
 
     def export(job: ExportJob):
-        from lkdn.backends.export import export_ncnn
+        from lkdn.export import export_ncnn  # lazy: torch and the exporters, after parsing
 
         return export_ncnn(job.net, args.output, precision=args.precision, check_images=job.images, scale=job.scale,
                            threads=args.threads)

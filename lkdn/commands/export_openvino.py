@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)  # parsed before torch is imported, so --help is fast
 
     def export(job: ExportJob):
-        from lkdn.backends.export import export_openvino
-        from lkdn.export import export_metadata
+        from lkdn.export import export_metadata, export_openvino  # lazy: torch and the exporters, after parsing
 
         return export_openvino(
             job.net, args.output, precision=args.precision, calibration=args.calibration or (), check_images=job.images,

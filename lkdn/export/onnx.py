@@ -1,32 +1,21 @@
 """ONNX export, verified with onnxruntime against PyTorch before anything is written.
 
-:func:`export_onnx` folds the network into its deploy form (re-parameterizable branches and
-LKDN's input replication, :func:`lkdn.reparam.reparameterize_model`), exports it with
-``torch.onnx.export`` (the TorchScript-based exporter, ``dynamo=False``: the torch.export-based
-one needs ``onnxscript``, which this project does not require), runs the exported bytes
-through onnxruntime (CPU provider) on a random batch and on the given images, and compares
-with the *original* PyTorch network in float32. Only when every check is within tolerance
-is the file written, atomically (temporary file in the same folder, fsync, ``os.replace``).
-
-Half precision: some stages overflow float16 (LKDN's attention stage, ``c5`` -> LKA -> ``c6``
-before the pixel norm, reaches magnitudes around 1e11 with the official weights, far past
-float16's 65504), so a plain ``.half()`` network outputs NaN. ``fp16=True`` therefore exports a
-mixed-precision graph (:func:`half_network`): float16 everywhere except the stages the
-architecture's contract lists in ``fp32_stages``, which run in float32 between two casts. Its
-output is compared with the float32 PyTorch network within :data:`FP16_TOLERANCE`.
+:func:`export_onnx` exports the deploy form (:func:`lkdn.export.graphs.onnx_graph`), runs the
+exported bytes through onnxruntime (CPU provider) on a random batch and on the given images, and
+compares with the *original* PyTorch network in float32. Only when every check is within
+tolerance is the file written, atomically (temporary file in the same folder, fsync,
+``os.replace``). ``fp16=True`` exports the mixed-precision graph of
+:func:`lkdn.export.graphs.half_network`, compared with the float32 PyTorch network within
+:data:`FP16_TOLERANCE`.
 
 onnxruntime and onnx are optional dependencies (``pip install -e ".[onnx]"`` in the clone)
-imported here only, never by ``import lkdn``.
+imported inside functions only, never by ``import lkdn``.
 """
 
 from __future__ import annotations
 
-import copy
-import io
-import json
 import logging
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,31 +25,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from lkdn.archs.contract import contract_of
-from lkdn.errors import LkdnError
-from lkdn.loading import deploy_form
-from lkdn.reparam import reparameterize_model
+from lkdn.export.graphs import (
+    DEFAULT_OPSET,
+    EXPORTER,
+    INPUT_NAME,
+    ExportError,
+    image_tensor,
+    input_channels,
+    onnx_graph,
+)
 from lkdn.utils.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_OPSET = 17
-"""LayerNormalization is a single ONNX op from opset 17 on; 13 to 21 were verified."""
 FP32_TOLERANCE = 1e-4
 """Largest accepted |onnxruntime - PyTorch| for a float32 export (output in [0, 1] units)."""
 FP16_TOLERANCE = 1e-2
+"""Largest accepted |onnxruntime float16 - PyTorch float32| for a mixed-precision export."""
 NOISE_TOLERANCE = 5e-4
 """float32 default on the uniform-noise check (the hardest input for rounding): networks that compute
 at 255x the image scale (SPAN: ``(x - mean) * 255``) differ there by up to 1.6e-4 (SPAN c28, official
 weights); on images every network stays within :data:`FP32_TOLERANCE`."""
-"""Largest accepted |onnxruntime float16 - PyTorch float32| for a mixed-precision export."""
-INPUT_NAME = "input"
-OUTPUT_NAME = "output"
-EXPORTER = "torch.onnx.export(dynamo=False) (TorchScript-based)"
-
-
-class ExportError(LkdnError, RuntimeError):
-    """The export failed or did not reproduce PyTorch; nothing was written."""
 
 
 def _require_onnx() -> tuple[Any, Any]:
@@ -72,18 +57,6 @@ def _require_onnx() -> tuple[Any, Any]:
             f"ONNX export needs onnx and onnxruntime ({err.name} is missing): pip install -e \".[onnx]\" in the clone"
         ) from err
     return onnx, onnxruntime
-
-
-def _require_onnx_exporter() -> Any:
-    """The ``onnx`` package (torch.onnx.export needs it; onnxruntime is not needed to export)."""
-    try:
-        import onnx  # optional extra: pip install -e ".[onnx]"
-    except ImportError as err:
-        raise ImportError(
-            "exporting to ONNX needs the onnx package (torch.onnx.export uses it), which is not installed: "
-            "pip install -e \".[onnx]\" in the clone"
-        ) from err
-    return onnx
 
 
 @dataclass(frozen=True)
@@ -119,45 +92,6 @@ class ExportReport:
             for c in self.checks
         ]
         return "\n".join(lines)
-
-
-def deploy_network(net: nn.Module) -> nn.Module:
-    """A deep copy of ``net`` with every branch folded and its input replication folded, in eval mode."""
-    folds_num_in = callable(getattr(net, "fold_num_in", None))
-    return reparameterize_model(net, fold_num_in=folds_num_in).eval()
-
-
-class _Float32Stage(nn.Module):
-    """Run ``module`` in float32 and cast its output to ``out_dtype``."""
-
-    def __init__(self, module: nn.Module, *, out_dtype: torch.dtype) -> None:
-        super().__init__()
-        self.module = module.float()
-        self.out_dtype = out_dtype
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x.float()).to(self.out_dtype)
-
-
-def half_network(net: nn.Module) -> nn.Module:
-    """A float16 copy of ``net`` whose overflow-prone stages (the contract's ``fp32_stages``) stay float32.
-
-    ``fp32_stages`` maps a block class to a chain of its sub-modules: the chain runs in float32
-    and its last module casts back to float16.
-    """
-    stages = contract_of(net).fp32_stages
-    net = copy.deepcopy(net).half()
-    for module in list(net.modules()):
-        names = next((v for k, v in stages.items() if isinstance(module, k)), ())
-        for i, name in enumerate(names):
-            out_dtype = torch.float16 if i == len(names) - 1 else torch.float32
-            setattr(module, name, _Float32Stage(getattr(module, name), out_dtype=out_dtype))
-    return net
-
-
-def image_tensor(image_bgr: np.ndarray) -> torch.Tensor:
-    """A uint8 BGR HWC image as a 1x3xHxW RGB float tensor in [0, 1] (as :func:`lkdn.evaluate.super_resolve`)."""
-    return torch.from_numpy(np.ascontiguousarray(image_bgr[:, :, ::-1])).permute(2, 0, 1)[None].float() / 255.0
 
 
 def onnx_session(model: bytes | str | os.PathLike[str], *, threads: int | None = None) -> Any:
@@ -204,76 +138,6 @@ def _check_inputs(
             image = np.pad(image, pad, mode="symmetric")[:h, :w]
         inputs.append((name, image_tensor(image)))
     return inputs
-
-
-@torch.no_grad()
-def onnx_graph(
-    net: nn.Module,
-    *,
-    opset: int = DEFAULT_OPSET,
-    dynamic: bool = True,
-    fp16: bool = False,
-    size: tuple[int, int] = (32, 32),
-    metadata: Mapping[str, str] | None = None,
-) -> bytes:
-    """The serialized, validated ONNX graph of the deploy form of ``net`` (not run, not written).
-
-    The first half of :func:`export_onnx`, for the runtimes that start from our ONNX graph
-    (OpenVINO, ncnn through pnnx: :mod:`lkdn.backends`); they verify their own result. The
-    arguments are those of :func:`export_onnx`. Needs ``onnx`` (not onnxruntime).
-
-    Raises:
-        ExportError: the exporter failed or the graph is not valid ONNX.
-    """
-    onnx = _require_onnx_exporter()
-    deploy = deploy_network(net)
-    exported = half_network(deploy) if fp16 else deploy
-    dtype = torch.float16 if fp16 else torch.float32
-    sample = torch.rand(1, _input_channels(deploy), *size, generator=torch.Generator().manual_seed(1)).to(dtype)
-    axes = {0: "batch", 2: "height", 3: "width"}
-    buffer = io.BytesIO()
-    logger.info("exporting %s with %s, opset %d, %s", type(net).__name__, EXPORTER, opset, dtype)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
-            torch.onnx.export(
-                exported, (sample,), buffer, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes} if dynamic else None,
-                do_constant_folding=True,
-            )
-    except Exception as err:  # the exporter raises many types; say which network and opset failed
-        raise ExportError(f"torch.onnx.export failed for {type(net).__name__} at opset {opset}: {err}") from err
-    model = onnx.load_from_string(buffer.getvalue())
-    props = {"producer": "lkdn", "precision": "float16" if fp16 else "float32", **(metadata or {})}
-    onnx.helper.set_model_props(model, {k: str(v) for k, v in props.items()})
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as err:
-        raise ExportError(f"exported graph is not valid ONNX: {err}") from err
-    return model.SerializeToString()
-
-
-@torch.no_grad()
-def torchscript_graph(net: nn.Module, *, size: tuple[int, int] = (32, 32)) -> bytes:
-    """The deploy form of ``net`` traced with ``torch.jit.trace`` and serialized (bytes of a ``.pt`` file).
-
-    The input pnnx converts best (``lkdn.backends.ncnn_backend``: from TorchScript it keeps
-    ESA's resize to its input's size dynamic, which its ONNX front end cannot). The trace runs
-    the inference path of the deploy network on a ``1xCx{size}`` random input.
-
-    Raises:
-        ExportError: tracing failed.
-    """
-    deploy = deploy_network(net)
-    sample = torch.rand(1, _input_channels(deploy), *size, generator=torch.Generator().manual_seed(1))
-    buffer = io.BytesIO()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.jit.trace's deprecation notice
-            torch.jit.save(torch.jit.trace(deploy, sample, check_trace=False), buffer)
-    except Exception as err:  # tracing raises many types; name the network
-        raise ExportError(f"torch.jit.trace failed for {type(net).__name__}: {err}") from err
-    return buffer.getvalue()
 
 
 @torch.no_grad()
@@ -366,18 +230,31 @@ def _compare(data: bytes, reference: nn.Module, inputs: list[tuple[str, torch.Te
     return checks
 
 
-def input_channels(net: nn.Module) -> int:
-    """Image channels ``net`` takes: those of the first convolution of its deploy form (``num_in`` folded)."""
-    if callable(getattr(net, "fold_num_in", None)):
-        net = deploy_network(net)
-    return _input_channels(net)
-
-
-def _input_channels(net: nn.Module) -> int:
-    first = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
-    if first is None:
-        raise ExportError(f"{type(net).__name__}: no Conv2d found to infer the input channels")
-    return first.in_channels
+def _compare(data: bytes, reference: nn.Module, inputs: list[tuple[str, torch.Tensor]]) -> list[ExportCheck]:
+    """Run ``data`` with onnxruntime and ``reference`` (float32, eval mode) on ``inputs``; max abs differences."""
+    try:
+        runtime = OnnxRuntimeNetwork(data)
+    except Exception as err:  # onnxruntime raises its own exception types
+        raise ExportError(f"onnxruntime cannot load the exported graph: {err}") from err
+    was_training = reference.training
+    reference.eval()
+    checks = []
+    try:
+        for name, x in inputs:
+            expected = reference(x.float())
+            try:
+                got = runtime(x)
+            except Exception as err:  # reported with the input that failed
+                raise ExportError(f"onnxruntime failed on {name} {tuple(x.shape)}: {err}") from err
+            if got.shape != expected.shape:
+                raise ExportError(f"{name}: onnxruntime output shape {tuple(got.shape)} != PyTorch {tuple(expected.shape)}")
+            max_abs = float((got - expected).abs().max())
+            max_abs = max_abs if np.isfinite(max_abs) else float("inf")
+            checks.append(ExportCheck(name=name, shape=tuple(x.shape), max_abs=max_abs))
+            logger.info("check %s %s: max |onnxruntime - pytorch| = %.3e", name, tuple(x.shape), max_abs)
+    finally:
+        reference.train(was_training)
+    return checks
 
 
 def onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -385,10 +262,3 @@ def onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     onnx, _ = _require_onnx()
     model = onnx.load(str(path), load_external_data=False)
     return {prop.key: prop.value for prop in model.metadata_props}
-
-
-def export_metadata(network_opt: Mapping[str, Any], net: nn.Module, scale: int) -> dict[str, str]:
-    """``metadata_props`` describing the exported network: its deploy options as JSON, and the scale."""
-    folds_num_in = callable(getattr(net, "fold_num_in", None))
-    _, options = deploy_form(net, network_opt, fold_num_in=folds_num_in)
-    return {"network_g": json.dumps(options), "scale": str(scale)}

@@ -1,4 +1,4 @@
-"""Inference set-up that is not a property of any network: folding, memory format, compile, allocator.
+"""Inference speed-ups that are not a property of any network: folding, memory format, compile, allocator.
 
 The speed of the networks themselves is in the networks (:mod:`lkdn.archs.ops`): in inference
 their element-wise operations run in place, LKDN's and BSRN's trunks accumulate their 1x1 fusion
