@@ -298,9 +298,9 @@ class Section(BaseModel):
 
 
 class IoBackend(Section):
-    type: Literal["disk", "lmdb"] = opt(None, "disk or lmdb", "`disk` or `lmdb` (an LMDB folder ends in `.lmdb` and "
-                                        "holds `data.mdb` and `meta_info.txt`)",
-                                        shown="`disk` (required by a training `PairedImageDataset`)")
+    type: Literal["disk", "lmdb"] = opt("disk", "disk or lmdb", "`disk` or `lmdb` (an LMDB folder ends in `.lmdb` and "
+                                        "holds `data.mdb` and `meta_info.txt`); a training `PairedImageDataset` "
+                                        "needs the `io_backend` section")
     db_paths: list[str] | str | None = opt(None, "LMDB folders, [lq, gt]", "LMDB folders (basicsr sets them)",
                                            shown="filled in")
     client_keys: list[str] | None = opt(None, "LMDB client keys, [lq, gt]", "LMDB client keys (basicsr sets them)",
