@@ -230,33 +230,6 @@ def _compare(data: bytes, reference: nn.Module, inputs: list[tuple[str, torch.Te
     return checks
 
 
-def _compare(data: bytes, reference: nn.Module, inputs: list[tuple[str, torch.Tensor]]) -> list[ExportCheck]:
-    """Run ``data`` with onnxruntime and ``reference`` (float32, eval mode) on ``inputs``; max abs differences."""
-    try:
-        runtime = OnnxRuntimeNetwork(data)
-    except Exception as err:  # onnxruntime raises its own exception types
-        raise ExportError(f"onnxruntime cannot load the exported graph: {err}") from err
-    was_training = reference.training
-    reference.eval()
-    checks = []
-    try:
-        for name, x in inputs:
-            expected = reference(x.float())
-            try:
-                got = runtime(x)
-            except Exception as err:  # reported with the input that failed
-                raise ExportError(f"onnxruntime failed on {name} {tuple(x.shape)}: {err}") from err
-            if got.shape != expected.shape:
-                raise ExportError(f"{name}: onnxruntime output shape {tuple(got.shape)} != PyTorch {tuple(expected.shape)}")
-            max_abs = float((got - expected).abs().max())
-            max_abs = max_abs if np.isfinite(max_abs) else float("inf")
-            checks.append(ExportCheck(name=name, shape=tuple(x.shape), max_abs=max_abs))
-            logger.info("check %s %s: max |onnxruntime - pytorch| = %.3e", name, tuple(x.shape), max_abs)
-    finally:
-        reference.train(was_training)
-    return checks
-
-
 def onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """The ``metadata_props`` of an ONNX file (``network_g`` and ``scale`` for our exports)."""
     onnx, _ = _require_onnx()
