@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lkdn import schema
 from lkdn.options import parse_options
-from lkdn.schema import SchemaError, fill_defaults, validate_options
+from lkdn.schema import MAX_SCALE, SchemaError, fill_defaults, validate_options
+from lkdn.schema import docs as schema
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "options").rglob("*.yml"))
@@ -58,7 +58,7 @@ def test_the_json_schema_has_types_defaults_and_bounds() -> None:
     data = json.loads((ROOT / "docs" / "options.schema.json").read_text())
     train = data["$defs"]["Train"]["properties"]
     assert train["max_bad_steps"] == {**train["max_bad_steps"], "type": "integer", "default": 10, "exclusiveMinimum": 0}
-    assert data["properties"]["scale"]["maximum"] == schema.MAX_SCALE
+    assert data["properties"]["scale"]["maximum"] == MAX_SCALE
     assert data["additionalProperties"] is False
     assert "shown" not in json.dumps(data)
 
