@@ -1,4 +1,4 @@
-"""The option declarations (lkdn/schema.py) are the one source of docs/options.md's key tables,
+"""The option declarations (lkdn/schema/models.py) are the one source of docs/options.md's key tables,
 docs/options.schema.json and the defaults the loaded options carry."""
 
 from __future__ import annotations
