@@ -76,11 +76,11 @@ def run(ctx: dict) -> str:
     times = measure(rounds)
     load_after = os.getloadavg()[0]
     slow = [name for name in COMMANDS if statistics.median(times[name]) >= GOAL_S]
+    load = f"Load average (1 minute) {load_before:.1f} before the run and {load_after:.1f} after, on {os.cpu_count()} logical cores."
     lines = [
         "## Command start-up: `--help` of every command",
         "",
-        f"Run on {time.strftime('%Y-%m-%d')}: {ctx.get('machine') or machine()}; load average {load_before:.1f} "
-        f"before, {load_after:.1f} after.",
+        load if "machine" in ctx else f"Run on {time.strftime('%Y-%m-%d')}: {machine()}. {load}",  # run.py says the machine
         "",
         f"Each command's `--help` in a process of its own (its console script), {rounds} rounds after one untimed "
         "round, commands interleaved and the order rotated every round; wall time from start to exit. "
