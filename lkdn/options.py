@@ -91,23 +91,23 @@ def apply_override(opt: dict[str, Any], entry: str) -> None:
     exist and be mappings.
     """
     if "=" not in entry:
-        raise OptionsError(f"--force_yml {entry!r}: expected key=value, e.g. train:ema_decay=0.999")
+        raise OptionsError(f"--force-yml {entry!r}: expected key=value, e.g. train:ema_decay=0.999")
     keys_text, value_text = (part.strip() for part in entry.split("=", 1))
     keys = [k for k in keys_text.replace(".", ":").split(":") if k]
     if not keys:
-        raise OptionsError(f"--force_yml {entry!r}: empty key")
+        raise OptionsError(f"--force-yml {entry!r}: empty key")
     node = opt
     for depth, key in enumerate(keys[:-1]):
         if not isinstance(node.get(key), dict):
             where = ":".join(keys[: depth + 1])
-            raise OptionsError(f"--force_yml {entry!r}: {where} is not a section of the options")
+            raise OptionsError(f"--force-yml {entry!r}: {where} is not a section of the options")
         node = node[key]
     try:
         node[keys[-1]] = yaml.safe_load(value_text) if value_text else None
     except yaml.YAMLError as err:
-        raise OptionsError(f"--force_yml {entry!r}: value is not valid YAML ({err})") from err
+        raise OptionsError(f"--force-yml {entry!r}: value is not valid YAML ({err})") from err
     except ValueError as err:  # an integer beyond Python's digit limit
-        raise OptionsError(f"--force_yml {keys_text}=<{len(value_text)} characters>: {err}") from err
+        raise OptionsError(f"--force-yml {keys_text}=<{len(value_text)} characters>: {err}") from err
 
 
 def resolve_num_gpu(value: Any) -> int:
@@ -218,7 +218,7 @@ def _validated(
     except SchemaError as err:
         if not overrides:
             raise
-        raise SchemaError(f"{err}\n  (after --force_yml {' '.join(overrides)})") from err
+        raise SchemaError(f"{err}\n  (after --force-yml {' '.join(overrides)})") from err
     if "network_g" not in opt:
         raise OptionsError(f"{path}: missing required key 'network_g'")
     filled = fill_defaults(opt)

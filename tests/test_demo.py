@@ -92,13 +92,9 @@ def test_the_curves_show_bicubic_and_the_crops_the_largest_gain(demo_run: tuple[
 
 
 def test_gain_crop_finds_the_window_where_the_network_helps() -> None:
-    import importlib.util
-
     import numpy as np
 
-    spec = importlib.util.spec_from_file_location("compare_images_script", ROOT / "scripts" / "compare_images.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from lkdn.commands import compare_images as module
     rng = np.random.default_rng(0)
     hr = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
     noisy = np.clip(hr.astype(int) + rng.integers(-20, 21, hr.shape), 0, 255).astype(np.uint8)

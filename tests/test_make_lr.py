@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from conftest import load_script, shared_file
 
+from lkdn.resize import downscale
+
 
 def _load_script():
     return load_script("scripts/data_preparation/make_lr.py")
@@ -54,7 +56,7 @@ def test_mod_crop_grey_and_16_bit(tmp_path: Path) -> None:
     assert cv2.imread(str(tmp_path / "lr" / "colour.png"), cv2.IMREAD_UNCHANGED).shape == (10, 10, 3)
     # A flat image stays flat: MATLAB bicubic weights sum to one.
     flat = np.full((12, 12, 3), 77, np.uint8)
-    np.testing.assert_array_equal(make_lr.downscale(flat, 4), np.full((3, 3, 3), 77, np.uint8))
+    np.testing.assert_array_equal(downscale(flat, 4), np.full((3, 3, 3), 77, np.uint8))
 
 
 def test_cv2_method_warns_and_differs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -166,7 +166,7 @@ def test_reparameterize_a_fuse_that_builds_modules_in_the_default_dtype(checkout
     args = ["scripts/reparameterize.py", "-opt", str(test_yml), "--input", str(weights), "--output", str(deploy),
             "--output-opt", str(deploy_yml)]
     if fold_error:
-        env = {**os.environ, "LKDN_OFFLINE": "1"}
+        env = {**os.environ, "LKDN_OFFLINE": "1", "PYTHONPATH": str(checkout)}
         done = subprocess.run([sys.executable, *args], cwd=checkout, capture_output=True, text=True, env=env,
                               timeout=600)
         assert done.returncode == 1, done.stdout + done.stderr

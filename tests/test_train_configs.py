@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -70,11 +68,9 @@ def test_official_recipes_follow_the_paper(name: str) -> None:
 
 
 def _create_lmdb():
-    spec = importlib.util.spec_from_file_location("create_lmdb", ROOT / "scripts" / "data_preparation" / "create_lmdb.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("create_lmdb", module)
-    spec.loader.exec_module(module)
-    return module.create_lmdb
+    from lkdn.commands.create_lmdb import create_lmdb
+
+    return create_lmdb
 
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create 6 worker processes")

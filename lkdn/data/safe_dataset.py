@@ -115,7 +115,7 @@ def check_dataset_options(opt: Mapping[str, Any], *, where: str) -> None:
         folder = opt.get(key)
         if folder is None:
             continue
-        fix = f"prepare the data (docs/training.md, docs/testing.md) or point the option at it (--force_yml {where.replace('.', ':')}:{key}=<folder>)"
+        fix = f"prepare the data (docs/training.md, docs/testing.md) or point the option at it (--force-yml {where.replace('.', ':')}:{key}=<folder>)"
         if not os.path.exists(folder):
             raise DataError(f"{where}.{key}: folder not found: {folder}; {fix}", path=str(folder))
         if not os.path.isdir(folder):

@@ -209,7 +209,7 @@ class Trainer:
         """The clear error for an experiment folder that cannot be written."""
         return ValueError(
             f"cannot write the experiment folder {self.experiment_dir}: {err.strerror or err}; make "
-            f"{self.root_path / 'experiments'} writable or give another --root_path"
+            f"{self.root_path / 'experiments'} writable or give another --root-path"
         )
 
     def start_setup_log(self) -> None:
@@ -296,7 +296,7 @@ class Trainer:
         if self.args.auto_resume:
             path = latest_state(self.paths["training_states"])
             if path is None:
-                logging.getLogger("lkdn").info("--auto_resume: no state in %s, starting afresh",
+                logging.getLogger("lkdn").info("--auto-resume: no state in %s, starting afresh",
                                                self.paths["training_states"])
         elif self.paths.get("resume_state"):
             path = Path(self.paths["resume_state"])
@@ -358,7 +358,7 @@ class Trainer:
         latest = latest_state(self.paths["training_states"])
         if latest is None:
             return "No complete training state exists yet."
-        return f"The latest complete training state is {latest}; continue from it with --auto_resume."
+        return f"The latest complete training state is {latest}; continue from it with --auto-resume."
 
     def _check_step(self, current_iter: int, batch: dict[str, Any]) -> None:
         """Count replaced unreadable images; stop after ``max_bad_steps`` skipped steps in a row."""
@@ -481,7 +481,7 @@ class Trainer:
         """Save the state of a run stopped by a signal; returns its exit status, 128 + the signal."""
         if not (self.save_freq and current_iter % self.save_freq == 0):
             self.save(current_iter)
-        logger.warning("Stopped by signal %d at iteration %d; resume with --auto_resume", stop.signum, current_iter)
+        logger.warning("Stopped by signal %d at iteration %d; resume with --auto-resume", stop.signum, current_iter)
         return 128 + int(stop.signum or 0)
 
     def _finish(self, current_iter: int, validated_at: int | None, start: float) -> None:
@@ -503,7 +503,7 @@ def train_pipeline(root_path: str | os.PathLike[str] | None = None, argv: Sequen
     args = parse_args(argv)
     root = Path(args.root_path or root_path or Path.cwd()).resolve()
     if root.exists() and not root.is_dir():
-        raise ValueError(f"--root_path {root} is a file: give the folder for experiments/ and tb_logger/")
+        raise ValueError(f"--root-path {root} is a file: give the folder for experiments/ and tb_logger/")
     trainer = None
     try:
         trainer = Trainer(args, argv, root)

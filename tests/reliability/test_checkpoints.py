@@ -287,7 +287,7 @@ def test_disk_full_during_training_stops_clearly_and_resume_loses_nothing(tmp_pa
     states = experiment(tmp_path, "full") / "training_states"
     assert str(err.value).startswith(f"cannot save {states / '8.state'}: no space left on the device")
     assert str(err.value).endswith(f"The latest complete training state is {states / '4.state'}; continue from it "
-                                   "with --auto_resume.")
+                                   "with --auto-resume.")
     assert state_iters(tmp_path, "full") == [4] and not partial_saves(states)
     monkeypatch.setattr(torch, "save", real)  # space freed
     assert train(opt_file, tmp_path, "--auto_resume") == 0

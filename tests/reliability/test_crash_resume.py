@@ -131,7 +131,7 @@ def test_sigterm_and_sigint_save_a_state_then_resume_exactly(tmp_path: Path, dat
         assert max(state_iters(tmp_path, "run")) == stopped  # a state of the very iteration it stopped at
         assert (experiment(tmp_path, "run") / "models" / f"net_g_{stopped}.pth").is_file()
         assert f"Received {sig.name}: saving a training state after this iteration" in stderr
-        assert f"Stopped by signal {int(sig)} at iteration {stopped}; resume with --auto_resume" in stderr
+        assert f"Stopped by signal {int(sig)} at iteration {stopped}; resume with --auto-resume" in stderr
         stops.append(stopped)
     assert train(opt_file, tmp_path, "--auto_resume") == 0
     assert _resumed_from(tmp_path, "run") == stops
@@ -210,7 +210,7 @@ def test_consecutive_bad_steps_stop_training_and_keep_the_last_good_state(tmp_pa
     states = experiment(tmp_path, "run") / "training_states"
     assert str(err.value).startswith("training stopped at iteration 10: 4 consecutive steps with a non-finite loss "
                                      "or gradient (train.max_bad_steps: 4)")
-    assert f"The latest complete training state is {states / '9.state'}; continue from it with --auto_resume." \
+    assert f"The latest complete training state is {states / '9.state'}; continue from it with --auto-resume." \
         in str(err.value)
     assert state_iters(tmp_path, "run") == [3, 6, 9]  # the state saved during the bad steps holds good weights
     assert not (experiment(tmp_path, "run") / "models" / "net_g_latest.pth").exists()

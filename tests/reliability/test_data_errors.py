@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from reliability_common import (
-    ROOT,
     TEST_SCRIPT,
     TRAIN_SCRIPT,
     assert_same_weights,
@@ -36,11 +33,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _create_lmdb(source: Path, target: Path) -> None:
-    spec = importlib.util.spec_from_file_location("create_lmdb", ROOT / "scripts" / "data_preparation" / "create_lmdb.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("create_lmdb", module)
-    spec.loader.exec_module(module)
-    module.create_lmdb(source, target, n_thread=1)
+    from lkdn.commands.create_lmdb import create_lmdb
+
+    create_lmdb(source, target, n_thread=1)
 
 
 def corrupt(hr: Path, lr: Path) -> tuple[Path, str]:

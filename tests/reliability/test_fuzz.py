@@ -51,7 +51,7 @@ def _parse(work: Path, text: str | bytes, *, is_train: bool, overrides: list[str
     try:
         parse_options(path, is_train=is_train, overrides=overrides, root_path=work)
     except (OptionsError, SchemaError) as err:
-        assert str(path) in str(err) or "--force_yml" in str(err), str(err)
+        assert str(path) in str(err) or "--force-yml" in str(err), str(err)
 
 
 @FUZZ

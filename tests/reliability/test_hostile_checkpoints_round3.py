@@ -283,7 +283,7 @@ def test_numbers_beyond_their_range_name_file_key_and_range(tmp_path: Path, data
 
 
 def test_a_5000_digit_override_names_the_key(tmp_path: Path, data, weights) -> None:
-    with pytest.raises(OptionsError, match=r"^--force_yml scale=<5000 characters>: Exceeds the limit \(4300 digits\)"):
+    with pytest.raises(OptionsError, match=r"^--force-yml scale=<5000 characters>: Exceeds the limit \(4300 digits\)"):
         load_options(options_file(tmp_path, data, weights), overrides=["scale=" + "9" * 5000])
 
 

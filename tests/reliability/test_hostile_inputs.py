@@ -124,7 +124,7 @@ def test_sigterm_to_the_process_group_with_loader_workers_saves_the_state(tmp_pa
     assert "DataLoader worker" not in stderr
     stopped = max(logged_iters(tmp_path, "group"))
     assert state_iters(tmp_path, "group") == [stopped]
-    assert f"Stopped by signal {int(signal.SIGTERM)} at iteration {stopped}; resume with --auto_resume" in stderr
+    assert f"Stopped by signal {int(signal.SIGTERM)} at iteration {stopped}; resume with --auto-resume" in stderr
 
 
 # ------------------------------------------------------------------ 3. silent nonsense
@@ -218,7 +218,7 @@ def test_launcher_without_its_environment(tmp_path: Path, data, monkeypatch) -> 
 
 def test_root_path_that_is_a_file(tmp_path: Path, data) -> None:
     (tmp_path / "root").write_text("a file")
-    with pytest.raises(ValueError, match=r"--root_path .*root is a file: give the folder"):
+    with pytest.raises(ValueError, match=r"--root-path .*root is a file: give the folder"):
         train(write_yaml(tmp_path, options(*data, name="rootfile")), tmp_path / "root")
 
 
@@ -252,7 +252,7 @@ def test_read_only_experiments_results_and_output_folders(tmp_path: Path, data, 
     locked.mkdir()
     _read_only(monkeypatch, locked)
     with pytest.raises(ValueError, match=r"cannot write the experiment folder .*locked/experiments/ro: Permission "
-                                         r"denied; make .*experiments writable or give another --root_path"):
+                                         r"denied; make .*experiments writable or give another --root-path"):
         train(write_yaml(tmp_path, options(*data, name="ro")), locked)
     with pytest.raises(OSError, match=r"cannot create the results folder .*locked.*Permission denied.*--root"):
         test_entry.main(["-opt", str(options_file(tmp_path, data, weights)), "--root", str(locked)])

@@ -206,7 +206,7 @@ def test_missing_data_and_missing_weights_are_said_together_before_anything_is_w
     from lkdn import test as test_entry
 
     monkeypatch.setattr(lkdn.zoo, "download", lambda *a, **k: pytest.fail("downloads while the data is missing"))
-    monkeypatch.setattr(test_entry, "find_checkpoint", lambda name: None)  # no copy anywhere
+    monkeypatch.setattr("lkdn.commands.test.find_checkpoint", lambda name: None)  # no copy anywhere
     published = tmp_path / "experiments" / "pretrained_models" / "LKDN" / "LKDN_x4.pth"
     yml = options_file(tmp_path, data, weights, path={"pretrain_network_g": str(published)})
     argv = ["-opt", str(yml), "--root", str(tmp_path), "--force_yml", f"datasets:test_1:dataroot_gt={tmp_path / 'Set5'}"]
@@ -214,7 +214,7 @@ def test_missing_data_and_missing_weights_are_said_together_before_anything_is_w
         test_entry.main(argv)
     message = str(err.value)
     assert f"datasets.test_1.dataroot_gt: folder not found: {tmp_path / 'Set5'}" in message
-    assert f"path.pretrain_network_g: {published} is missing; get it with python scripts/download.py --names LKDN_x4" \
+    assert f"path.pretrain_network_g: {published} is missing; get it with lkdn-download --names LKDN_x4" \
         in message
     assert "\n" not in message
     assert not (tmp_path / "results").exists()

@@ -71,7 +71,7 @@ def test_overrides_are_validated_like_the_file(tmp_path: Path, data) -> None:
     text = str(err.value)
     assert "train.optim_g.lr: must be positive, got -0.001" in text
     assert "train.ema_decay: must be below 1, got 2" in text
-    assert "(after --force_yml train:optim_g:lr=-0.001 train:ema_decay=2)" in text
+    assert "(after --force-yml train:optim_g:lr=-0.001 train:ema_decay=2)" in text
     with pytest.raises(SchemaError, match="train.total_itr: unknown key; did you mean 'total_iter'"):
         _parse(tmp_path, options(*data), "train:total_itr=5")
 

@@ -175,7 +175,7 @@ def test_an_override_that_does_not_fit_the_keys_type_is_refused(tmp_path: Path, 
     with pytest.raises(SchemaError) as err:
         load_options(path, overrides=[override])
     lines = [line.strip() for line in str(err.value).splitlines()]
-    assert lines[1] == f"{path}:5: {message}" and lines[2] == f"(after --force_yml {override})", str(err.value)
+    assert lines[1] == f"{path}:5: {message}" and lines[2] == f"(after --force-yml {override})", str(err.value)
     assert load_options(path, overrides=["network_g:num_feat=16"]).network_g["num_feat"] == 16
 
 
