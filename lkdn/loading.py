@@ -77,7 +77,7 @@ def weights_file(opt: Mapping[str, Any], weights: str | os.PathLike[str] | None 
         where = f"{opt.source}: " if hasattr(opt, "source") else ""
         raise ValueError(
             f"{where}no weights: set path.pretrain_network_g in the options or pass the weights file "
-            "(the published checkpoints: python scripts/download.py --list)"
+            "(the published checkpoints: lkdn-download --list)"
         )
     try:
         return resolve_weights(source)
@@ -114,7 +114,7 @@ def load_weights_from_options(
     if not source.exists():
         raise CheckpointError(
             f"checkpoint not found: {source}; point path.pretrain_network_g at your weights, or fetch a published "
-            "checkpoint with python scripts/download.py --names <name> (--list shows them)"
+            "checkpoint with lkdn-download --names <name> (--list shows them)"
         )
     load_network(net, source, param_key=key, strict=strict_loading(paths))
     logger.info("loaded %s (%s) into %s", source, key or "params_ema, else params", type(net).__name__)
