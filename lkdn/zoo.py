@@ -6,14 +6,15 @@ scripts and the tests alike (:func:`find_reference`):
 1. ``$LKDN_SHARED``, when the variable is set: a folder laid out as ``pretrained/<Family>/<file>``
    and ``benchmarks/<Set>/x<scale>/{HR,LR}``;
 2. this checkout's ``experiments/pretrained_models/<Family>/<file>`` (where
-   ``scripts/download.py`` and the first-use download put weights) and
-   ``datasets/<Set>/x<scale>/{HR,LR}`` (or ``datasets/<Set>/{GTmod<s>,LRbicx<s>}``);
+   ``lkdn-download`` and the first-use download put weights) and
+   ``datasets/<Set>/x<scale>/{HR,LR}`` (or ``datasets/<Set>/{GTmod<s>,LRbicx<s>}``); installed from a
+   wheel, ``~/.cache/lkdn/pretrained_models`` and ``./datasets`` instead (:func:`local_folders`);
 3. ``../shared`` beside the checkout, laid out as in 1 (the project's development machines),
    unless ``LKDN_SHARED`` is set: ``LKDN_SHARED=/nonexistent`` hides every shared copy, as on a
    user's fresh clone.
 
-A published checkpoint that is found nowhere is downloaded on first use into
-``experiments/pretrained_models`` (as BasicSR's ``load_file_from_url`` does), resumable and
+A published checkpoint that is found nowhere is downloaded on first use into the folder of 2
+(as BasicSR's ``load_file_from_url`` does), resumable and
 verified by its SHA-256 and size. Without a network, one line says what to download and where
 to put it. ``LKDN_OFFLINE=1`` turns the download off (the test suite sets it).
 """
@@ -46,7 +47,24 @@ logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_ENV = "LKDN_SHARED"
 OFFLINE_ENV = "LKDN_OFFLINE"
-CACHE = ROOT / "experiments" / "pretrained_models"
+
+
+def local_folders(root: Path = ROOT) -> tuple[Path, Path, Path | None]:
+    """Where weights are kept, where benchmark sets are looked for, and the shared folder, for a package at ``root``.
+
+    Run from a clone (``root`` holds ``setup.py``; the editable install of the README): the clone's
+    ``experiments/pretrained_models`` and ``datasets``, and ``../shared`` beside it. Installed from a
+    wheel (``root`` is ``site-packages``): the user's cache, ``$XDG_CACHE_HOME/lkdn/pretrained_models``
+    (default ``~/.cache/lkdn/pretrained_models``), ``datasets`` under the current folder, and no shared
+    folder, so nothing is ever written into the installation.
+    """
+    if (root / "setup.py").is_file():
+        return root / "experiments" / "pretrained_models", root / "datasets", root.parent / "shared"
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser())
+    return cache_home / "lkdn" / "pretrained_models", Path("datasets").absolute(), None
+
+
+CACHE, DATASETS, SHARED = local_folders()
 CHUNK = 1 << 16
 MIN_RATE = 1024
 """Bytes per second a download must average over each ``timeout`` seconds, else it stops (resumable)."""
@@ -122,11 +140,10 @@ def reference_roots() -> list[Path]:
     Each entry maps the two kinds of reference file to a folder: ``(pretrained root, benchmarks root)``.
     """
     env = os.environ.get(SHARED_ENV)
-    local = (CACHE, ROOT / "datasets")
+    local = (CACHE, DATASETS)
     if env:
         return [(Path(env) / "pretrained", Path(env) / "benchmarks"), local]
-    shared = ROOT.parent / "shared"
-    return [local, (shared / "pretrained", shared / "benchmarks")]
+    return [local] + ([(SHARED / "pretrained", SHARED / "benchmarks")] if SHARED is not None else [])
 
 
 def find_reference(kind: str, *parts: str) -> Path | None:
@@ -142,7 +159,7 @@ def find_reference(kind: str, *parts: str) -> Path | None:
         candidate = root.joinpath(*parts)
         if candidate.exists():
             return candidate
-        if kind == "benchmarks" and root == ROOT / "datasets" and len(parts) >= 3 and parts[1].startswith("x"):
+        if kind == "benchmarks" and root == DATASETS and len(parts) >= 3 and parts[1].startswith("x"):
             name, scale, side, rest = parts[0], parts[1][1:], parts[2], parts[3:]
             folder = root / name / (f"GTmod{scale}" if side == "HR" else f"LRbicx{scale}" if side == "LR" else side)
             if folder.joinpath(*rest).exists():

@@ -302,3 +302,17 @@ def test_bad_arguments_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err
     assert not (tmp_path / "d").exists()  # refused before any work
+
+
+def test_local_folders_are_the_clone_s_or_the_user_s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lkdn.zoo import local_folders
+
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    (clone / "setup.py").write_text("")
+    assert local_folders(clone) == (clone / "experiments" / "pretrained_models", clone / "datasets", tmp_path / "shared")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    assert local_folders(site) == (tmp_path / "cache" / "lkdn" / "pretrained_models", tmp_path / "datasets", None)

@@ -102,3 +102,14 @@ def test_lkdn_infer_from_the_wheel_upscales_an_image(site: Path, tmp_path: Path)
     assert done.returncode == 0, done.stderr[-3000:]
     image = cv2.imread(str(out / "x.png"), cv2.IMREAD_UNCHANGED)
     assert image is not None and image.shape == (12 * SCALE, 16 * SCALE, 3)
+
+
+def test_the_wheel_keeps_downloads_in_the_user_cache_not_the_installation(site: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    env = {**environment(site), "XDG_CACHE_HOME": str(cache)}
+    env.pop("LKDN_SHARED", None)
+    done = subprocess.run([str(site / "bin" / "lkdn-download"), "--list"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"downloads it to {cache / 'lkdn' / 'pretrained_models' / 'LKDN' / 'LKDN_x4.pth'}" in done.stdout
+    assert str(site) not in done.stdout
