@@ -192,11 +192,6 @@ def ema_warning(key: str, iteration: int | None, decay: Any) -> str | None:
             f"trained weights with --param-key params, or train for at least {needed} iterations")
 
 
-def input_channels(network_opt: Mapping[str, Any]) -> int:
-    value = network_opt.get("num_in_ch")
-    return value if isinstance(value, int) else 3
-
-
 def deploy_test_options(
     opt: Mapping[str, Any], *, network_opt: Mapping[str, Any], weights: Path, scale: int
 ) -> dict[str, Any]:
@@ -262,6 +257,7 @@ def load_input(args: argparse.Namespace) -> tuple[Options, Any, str]:
 def reparameterize(args: argparse.Namespace) -> int:
     """Fold, verify and write; 0, or 1 when the verification fails (nothing written)."""
     from lkdn.archs import build_network
+    from lkdn.export.graphs import input_channels
     from lkdn.loading import deploy_form, save_network_file
     from lkdn.options import OptionsError
     from lkdn.profiling import count_parameters
@@ -281,7 +277,7 @@ def reparameterize(args: argparse.Namespace) -> int:
     deploy.load_state_dict(folded.state_dict())
 
     check = verify_reparameterization(
-        net, deploy, fold_num_in=args.fold_num_in, input_shape=(1, input_channels(network_opt), *VERIFY_SIZE),
+        net, deploy, fold_num_in=args.fold_num_in, input_shape=(1, input_channels(deploy), *VERIFY_SIZE),
         atol=args.atol, atol64=args.atol64,
     )
     print(check.describe())
