@@ -27,15 +27,13 @@ from typing import Any
 import torch
 import yaml
 
-from lkdn.data.safe_dataset import DataError, skipped_in_batch
+from lkdn.data.safe_dataset import skipped_in_batch
 from lkdn.errors import LkdnError
 from lkdn.models import build_model
-from lkdn.options import OptionsError, apply_override, load_yaml, parse_options
-from lkdn.schema import SchemaError
+from lkdn.options import apply_override, load_yaml, parse_options
 from lkdn.training.data import TrainData, build_val_loaders
 from lkdn.training.dist import (
     DistInfo,
-    LaunchError,
     StopRequest,
     all_reduce_mean,
     any_process,
@@ -45,7 +43,6 @@ from lkdn.training.dist import (
 )
 from lkdn.training.records import BestMetrics, IterationTimer, TrainingRecords
 from lkdn.training.state import (
-    RunInUseError,
     RunLock,
     archive_and_create,
     get_rng_state,
@@ -73,12 +70,6 @@ BLOWN_UP_WEIGHT = 1e4  # a weight beyond this (trained SR networks stay far belo
 
 class DivergenceError(LkdnError, RuntimeError):
     """Training stopped after ``train.max_bad_steps`` consecutive steps with a non-finite loss."""
-
-
-#: Errors ``lkdn/train.py`` reports as one ``error: ...`` line and exit status 1, without a traceback
-#: (their messages name the file, key or iteration and the fix; ``LKDN_TRACEBACK=1`` shows it).
-CLEAR_ERRORS = (OptionsError, SchemaError, DataError, CheckpointError, DivergenceError, ValueError, LaunchError,
-                RunInUseError)
 
 
 def _iterations(section: Mapping[str, Any], key: str, default: int | None) -> int | None:
@@ -508,7 +499,7 @@ def train_pipeline(root_path: str | os.PathLike[str] | None = None, argv: Sequen
     try:
         trainer = Trainer(args, argv, root)
         return trainer.run()
-    except CLEAR_ERRORS as err:
+    except (LkdnError, ValueError) as err:  # what lkdn-train reports as one line (lkdn.commands.run)
         if trainer is not None:  # logging is set up: the reason goes to the log file too
             logger.error("%s", err)
             err.lkdn_logged = True  # type: ignore[attr-defined]
