@@ -53,7 +53,13 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a YAML mapping; errors name the file (and line for syntax errors).
+    """Load a YAML mapping; errors name the file (and line for syntax errors) (:func:`read_yaml`)."""
+    return read_yaml(path)[0]
+
+
+def read_yaml(path: str | os.PathLike[str]) -> tuple[dict[str, Any], str]:
+    """A YAML mapping and the text it was read from (the file is opened once); errors name the file
+    (and line for syntax errors).
 
     A file whose anchors and aliases expand to more than :data:`MAX_EXPANDED_VALUES` values (a
     "billion laughs" file) is refused before anything walks it.
@@ -81,7 +87,7 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise OptionsError(f"{path}: cannot read ({err.strerror or err})") from err
     if not isinstance(data, dict):
         raise OptionsError(f"{path}: expected a mapping of options at the top level, got {type(data).__name__}")
-    return data
+    return data, text
 
 
 def apply_override(opt: dict[str, Any], entry: str) -> None:
@@ -154,10 +160,12 @@ class Options(FrozenDict):
     Code that needs a mutable copy (basicsr's dataset constructors) takes ``thaw(opt[...])``.
     """
 
-    def __init__(self, data: Mapping[str, Any], *, source: str, filled: Iterable[tuple[Any, ...]] = ()) -> None:
+    def __init__(self, data: Mapping[str, Any], *, source: str, filled: Iterable[tuple[Any, ...]] = (),
+                 text: str = "") -> None:
         super().__init__(freeze(dict(data)))
         self.source = source
         self.filled = tuple(filled)
+        self.text = text  # the file as read, once (training saves it with its overrides)
 
     def as_written(self) -> dict[str, Any]:
         """A mutable copy without the declared defaults the validation filled in: what the file and its
@@ -196,7 +204,7 @@ class Options(FrozenDict):
         return self.section("path")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Options, (thaw(self),), {"source": self.source, "filled": self.filled})
+        return (Options, (thaw(self),), {"source": self.source, "filled": self.filled, "text": self.text})
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Options:
         return self
@@ -204,14 +212,13 @@ class Options(FrozenDict):
 
 def _validated(
     path: str | os.PathLike[str], *, is_train: bool, overrides: Iterable[str], lookups: Lookups | None
-) -> tuple[dict[str, Any], list[tuple[Any, ...]]]:
+) -> tuple[dict[str, Any], list[tuple[Any, ...]], str]:
     """The options of ``path`` with ``overrides`` applied, validated and with every declared default filled in
     (a plain dict, not yet derived), and the key paths of the defaults filled in (:func:`lkdn.schema.fill_defaults`)."""
-    opt = load_yaml(path)
+    opt, text = read_yaml(path)
     overrides = list(overrides)
     for entry in overrides:
         apply_override(opt, entry)
-    text = Path(path).read_text(encoding="utf-8")
     try:
         validate_options(opt, source=str(path), text=text,
                          lookups=default_lookups(is_train=is_train) if lookups is None else lookups)
@@ -223,7 +230,7 @@ def _validated(
         raise OptionsError(f"{path}: missing required key 'network_g'")
     filled = fill_defaults(opt)
     opt["scale"] = _scale(opt, path)
-    return opt, filled
+    return opt, filled, text
 
 
 def _scale(opt: dict[str, Any], path: str | os.PathLike[str]) -> int:
@@ -258,9 +265,9 @@ def load_options(
     :func:`parse_options` (unknown keys with line and nearest key, types, impossible values,
     ``scale`` vs ``network_g.upscale``), without the training and test folders.
     """
-    opt, filled = _validated(path, is_train=False, overrides=overrides, lookups=lookups)
+    opt, filled, text = _validated(path, is_train=False, overrides=overrides, lookups=lookups)
     _expand_paths(opt)
-    return Options(opt, source=str(path), filled=filled)
+    return Options(opt, source=str(path), filled=filled, text=text)
 
 
 def _expand_paths(opt: dict[str, Any]) -> None:
@@ -291,7 +298,7 @@ def parse_options(
     ``<root>/experiments/<name>``) or ``path.results_root``/``log``/``visualization`` (test,
     under ``<root>/results/<name>``).
     """
-    opt, filled = _validated(path, is_train=is_train, overrides=overrides, lookups=lookups)
+    opt, filled, text = _validated(path, is_train=is_train, overrides=overrides, lookups=lookups)
     if "name" not in opt:
         raise OptionsError(f"{path}: missing required key 'name'")
     root = Path(root_path).resolve()
@@ -330,4 +337,4 @@ def parse_options(
     else:
         res = root / "results" / str(opt["name"])
         paths.update(results_root=str(res), log=str(res), visualization=str(res / "visualization"))
-    return Options(opt, source=str(path), filled=filled)
+    return Options(opt, source=str(path), filled=filled, text=text)

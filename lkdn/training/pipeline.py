@@ -30,7 +30,7 @@ import yaml
 from lkdn.data.safe_dataset import skipped_in_batch
 from lkdn.errors import LkdnError
 from lkdn.models import build_model
-from lkdn.options import apply_override, load_yaml, parse_options
+from lkdn.options import apply_override, parse_options
 from lkdn.training.data import TrainData, build_val_loaders
 from lkdn.training.dist import (
     DistInfo,
@@ -78,8 +78,9 @@ def _iterations(section: Mapping[str, Any], key: str, default: int | None) -> in
     return None if value is None else int(value)
 
 
-def _write_options(opt_path: str, overrides: Sequence[str], target: Path, argv: Sequence[str]) -> None:
-    raw = load_yaml(opt_path)
+def _write_options(text: str, overrides: Sequence[str], target: Path, argv: Sequence[str]) -> None:
+    """The option file as written (``text``, read once by :func:`lkdn.options.parse_options`) with its overrides."""
+    raw = yaml.safe_load(text)
     for entry in overrides:
         apply_override(raw, entry)
     header = f"# written by lkdn/train.py on {time_str()}\n# command: {shlex.join(['lkdn/train.py', *argv])}\n"
@@ -255,7 +256,7 @@ class Trainer:
                 remove_partial_saves(self.paths["models"], self.paths["training_states"])
             if self.tb_dir is not None and self.state is None:
                 archive_and_create(self.tb_dir)
-            _write_options(self.args.opt, self.args.force_yml,
+            _write_options(self.opt.text, self.args.force_yml,
                            self.experiment_dir / f"{self.opt['name']}_options.yml", argv)
         except OSError as err:
             raise self._folder_error(err) from err

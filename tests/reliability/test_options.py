@@ -113,3 +113,34 @@ def test_a_number_as_dataset_name_is_not_a_crash(tmp_path: Path, data) -> None:
     assert _parse(tmp_path, opt)["datasets"][1]["phase"] == "1"
     with pytest.raises(ValueError, match="datasets.1: expected train, val or val_<n>"):
         train(tmp_path / "tiny.yml", tmp_path)
+
+
+_OPENED: list[str] | None = None  # the audit hook below records opens while this is a list
+
+
+def _record_opens(event: str, args: tuple) -> None:
+    if _OPENED is not None and event == "open" and isinstance(args[0], str | Path):
+        _OPENED.append(str(args[0]))
+
+
+def test_the_option_file_is_read_once_and_training_saves_that_text(tmp_path: Path) -> None:
+    global _OPENED  # noqa: PLW0603 (the audit hook cannot be removed, so it reads a switch)
+    import sys
+
+    from lkdn.training.pipeline import _write_options
+
+    source = tmp_path / "train.yml"
+    source.write_text(ROOT.joinpath("options/test/LKDN/test_LKDN_x4.yml").read_text(encoding="utf-8")
+                      + "\n# a comment only the text has\n", encoding="utf-8")
+    sys.addaudithook(_record_opens)
+    _OPENED = []
+    try:
+        opt = parse_options(source, is_train=False, overrides=["val.save_img=false"])
+        opened = [p for p in _OPENED if Path(p).resolve() == source.resolve()]
+    finally:
+        _OPENED = None
+    assert len(opened) == 1, opened
+    assert opt.text == source.read_text(encoding="utf-8")
+    saved = tmp_path / "saved.yml"
+    _write_options(opt.text, ["val.save_img=false"], saved, ["-opt", str(source)])
+    assert yaml.safe_load(saved.read_text(encoding="utf-8"))["val"]["save_img"] is False
