@@ -16,8 +16,8 @@ for _file in sorted(Path(__file__).parent.glob("*_model.py")):
 
 
 def build_model(opt: dict[str, Any], **kwargs: Any) -> Any:
-    """Build ``MODEL_REGISTRY[opt['model_type']]`` (default ``SRModel``) with ``opt`` and ``kwargs``."""
-    name = opt.get("model_type", "SRModel")
+    """Build ``MODEL_REGISTRY[opt['model_type']]`` (declared default ``SRModel``, filled in by the validation) with ``opt`` and ``kwargs``."""
+    name = opt["model_type"]
     if name not in MODEL_REGISTRY:
         raise ValueError(unknown_name("model", name, MODEL_REGISTRY.keys(), where="model_type"))
     return MODEL_REGISTRY.get(name)(opt, **kwargs)

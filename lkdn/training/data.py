@@ -171,7 +171,7 @@ class TrainData:
         self.device = dist_info.device
         self.dataset = build_checked_dataset(self.opt, where="datasets.train")
         self.skip_bad_images = self.dataset.skip_bad_images
-        ratio = int(self.opt.get("dataset_enlarge_ratio", 1))
+        ratio = int(self.opt["dataset_enlarge_ratio"])
         self.sampler = ResumableSampler(self.dataset, num_replicas=dist_info.world_size, rank=dist_info.rank,
                                         ratio=ratio)
         self.batch_size = int(self.opt["batch_size_per_gpu"])

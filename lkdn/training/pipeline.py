@@ -168,8 +168,8 @@ class Trainer:
         if self.total_iter is None:
             raise ValueError(f"{self.args.opt}: train.total_iter is missing (the number of training iterations)")
         log_opt = self.opt.section("logger")
-        self.print_freq = _iterations(log_opt, "print_freq", 100)
-        self.save_freq = _iterations(log_opt, "save_checkpoint_freq", 5000)
+        self.print_freq = int(log_opt["print_freq"])  # the logger section and its defaults: filled in by the validation
+        self.save_freq = int(log_opt["save_checkpoint_freq"])
         self.max_bad_steps = _iterations(train_opt, "max_bad_steps", DEFAULT_MAX_BAD_STEPS)
         self.skipped_images = 0
         val_opt = self.opt.section("val")
@@ -189,7 +189,7 @@ class Trainer:
         """Name the run and TensorBoard folders and take the run folder's lock (rank 0)."""
         opt = self.opt
         self.experiment_dir = Path(self.paths["experiments_root"])
-        use_tb = bool(opt.section("logger").get("use_tb_logger", False)) and "debug" not in opt.name
+        use_tb = bool(opt["logger"]["use_tb_logger"]) and "debug" not in opt.name
         self.tb_dir = self.root_path / "tb_logger" / opt.name if use_tb else None
         if self.info.is_main:
             try:
@@ -233,7 +233,7 @@ class Trainer:
         logger.info(
             "Training statistics: %d images, enlarge ratio %s, batch %d per process x %d process(es), "
             "%d iterations per epoch, %d iterations (%d epochs), device %s",
-            len(self.data.dataset), datasets["train"].get("dataset_enlarge_ratio", 1), self.data.batch_size,
+            len(self.data.dataset), datasets["train"]["dataset_enlarge_ratio"], self.data.batch_size,
             self.info.world_size, self.data.batches_per_epoch, self.total_iter, total_epochs, self.info.device,
         )
 
