@@ -1,7 +1,7 @@
 """Build a network from validated options and load its weights: the one way every entry point does it.
 
 Training (fine-tuning), ``lkdn/test.py``, :class:`lkdn.Upscaler`, ONNX export,
-re-parameterization, conversion, ``scripts/inference.py`` and the benchmarks all call
+re-parameterization, conversion, ``lkdn-infer`` and the benchmarks all call
 :func:`load_network_from_options`, so each key means one thing everywhere:
 
 * ``path.pretrain_network_g``: the weights (``.pth``/``.pt`` or ``.safetensors``; a ``weights``
@@ -129,7 +129,7 @@ def options_hint(net: nn.Module) -> str:
     entry = contract_of(net)
     options = ", ".join(entry.parameters())
     return (f"check network_g ({entry.name}: {options}) against the checkpoint; a training-form checkpoint needs "
-            "the training-form options, a deploy-form one the options scripts/reparameterize.py wrote")
+            "the training-form options, a deploy-form one the options lkdn-reparam wrote")
 
 
 def does_not_fit(path: str | os.PathLike[str], net: nn.Module, report: str) -> CheckpointError:

@@ -241,7 +241,7 @@ class Upscaler:
         """Rebuild the network from a self-describing ``.safetensors`` file (no YAML needed).
 
         The file's metadata must hold ``lkdn_format``, ``network_g`` (the options as JSON) and
-        ``scale``, as written by ``scripts/reparameterize.py``, ``scripts/convert_checkpoint.py``
+        ``scale``, as written by ``lkdn-reparam``, ``lkdn-convert``
         and training; it is checked against the tensors before anything is built. Other keyword
         arguments are those of :class:`Upscaler`.
         """
@@ -249,7 +249,7 @@ class Upscaler:
         if "network_g" not in metadata:
             raise CheckpointError(
                 f"{path}: no lkdn metadata (lkdn_format, network_g, scale): only .safetensors files written by "
-                "scripts/convert_checkpoint.py, scripts/reparameterize.py or training describe their network; "
+                "lkdn-convert, lkdn-reparam or training describe their network; "
                 "for other checkpoints use Upscaler.from_config(<yml>, weights=...)"
             )
         net = network_from_file(path)

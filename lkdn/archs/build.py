@@ -6,7 +6,7 @@ keyword arguments, as in BasicSR, plus one key of this framework:
 * ``reparameterized: true``: the deploy form of an architecture without explicit deploy
   options: the network is built as configured and every module with ``fuse()`` is folded
   (:func:`lkdn.archs.contract.fold_modules`), so the deploy checkpoint that
-  ``scripts/reparameterize.py`` wrote loads into it strictly.
+  ``lkdn-reparam`` wrote loads into it strictly.
 
 Options are data (a YAML, a checkpoint's metadata, shapes read from a state dict), so every build
 is first run on the ``meta`` device (shapes only, nothing allocated) and stopped as soon as it

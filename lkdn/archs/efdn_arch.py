@@ -15,7 +15,7 @@ an :class:`EDBB`, the edge-enhanced diverse branch block: a 3x3 conv, a 1x1 conv
 followed by fixed Sobel-x, Sobel-y and Laplacian filters with learned per-channel scales (plus,
 with ``with_13``, a 1x1 -> 3x3 expand-squeeze branch), summed, then PReLU. :meth:`EDBB.fuse`
 folds the branches exactly into the deploy form :class:`FoldedEDBB`; ``deploy: true`` (what
-``scripts/reparameterize.py`` writes) loads the published checkpoint strictly. The branch
+``lkdn-reparam`` writes) loads the published checkpoint strictly. The branch
 parameters have the official training-form keys (``conv1x1_sbx.k0``, ``.b0``, ``.scale``,
 ``.bias``, ``.mask``, ...).
 

@@ -10,7 +10,7 @@ Every 3x3 conv is a :class:`Conv3XC`: in the training form a 1x1 skip ``sk`` plu
 ``1x1 -> 3x3 -> 1x1`` chain applied to the zero-padded input, which composes exactly into one
 3x3 conv; :meth:`Conv3XC.fuse` returns it (:class:`FoldedConv3XC`, key ``eval_conv``). The
 official code re-folds in every eval-mode forward; here the training form always computes its
-branches, and the deploy form (``deploy: true``, what ``scripts/reparameterize.py`` writes) is
+branches, and the deploy form (``deploy: true``, what ``lkdn-reparam`` writes) is
 folded once. The training form also carries the folded kernel as ``eval_conv`` buffers, refreshed
 whenever its state dict is taken, so training-form checkpoints have the official keys (and load
 into the official code and spandrel) without the kernel being a trained parameter.

@@ -1,7 +1,7 @@
 """OpenVINO (CPU plugin) on our ONNX export: float32, bfloat16, or int8 from NNCF post-training quantization.
 
 * The model is read from :func:`lkdn.export.onnx_graph` (OpenVINO's own ONNX front end) or from
-  an IR written by ``scripts/export_openvino.py`` (``.xml`` + ``.bin``).
+  an IR written by ``lkdn-export-openvino`` (``.xml`` + ``.bin``).
 * ``fp32`` / ``bf16`` are OpenVINO's *inference precision hint* (``INFERENCE_PRECISION_HINT``
   ``f32`` / ``bf16``); the weights stay float32 in the model and the IR. On CPUs with bfloat16
   support (AVX512-BF16, AMX) OpenVINO's own default is ``bf16``, which changes the output, so

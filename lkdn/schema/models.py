@@ -252,7 +252,7 @@ class Val(Section):
                                      "of `val.metrics.<name>`", shown="")
     self_ensemble: bool = opt(False, "x8 geometric self-ensemble", "test: x8 geometric self-ensemble")
     optimize: bool = opt(True, "test: lkdn.Upscaler's exact speed rewrites (default true)",
-                         "test and `scripts/inference.py`: run through `lkdn.Upscaler(optimize=True)` "
+                         "test and `lkdn-infer`: run through `lkdn.Upscaler(optimize=True)` "
                          "(re-parameterization, channels_last; output within about 1e-4)")
     tile: Tile | None = opt(None, "tiled inference", "test: tiled inference", shown="`~` (whole images)")
 
