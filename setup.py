@@ -38,7 +38,7 @@ setup(
     entry_points={"console_scripts": COMMANDS},
     install_requires=requirements(),
     extras_require={
-        "dev": ["pytest>=7", "hypothesis>=6", "ruff>=0.5"],
+        "dev": ["pytest>=7", "hypothesis>=6", "ruff>=0.5", "jsonschema>=4"],
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
         "profile": ["fvcore>=0.1.5"],
         "spandrel": ["spandrel>=0.4"],
