@@ -101,3 +101,31 @@ def test_a_terminal_gets_a_progress_bar_and_unchanged_log_lines(tmp_path: Path, 
     assert [int(LINE.search(line).group(1)) for line in logged] == [1, 2, 5, 10, 20, 30]
     for line in logged:
         assert line.strip() in screen_lines, line
+
+
+def _log_one_line() -> None:
+    from lkdn.utils.logger import setup_logging
+
+    setup_logging().warning("a line from a forked process")
+
+
+def test_a_forked_process_logs_while_tqdm_s_lock_is_held_elsewhere() -> None:
+    """tqdm's write lock is shared with forked processes: a log line must not wait for it (a forked
+    trainer or data worker would hang for ever, and its parent with it)."""
+    import multiprocessing
+
+    from tqdm import tqdm
+
+    lock = tqdm.get_lock()
+    lock.acquire()  # as a bar-refreshing thread of this process holds it at the moment of a fork
+    try:
+        child = multiprocessing.get_context("fork").Process(target=_log_one_line)
+        child.start()
+        child.join(60)  # a hang detector, not a timing: the line takes milliseconds
+        hung = child.is_alive()
+        if hung:
+            child.kill()
+            child.join()
+    finally:
+        lock.release()
+    assert not hung and child.exitcode == 0

@@ -31,7 +31,10 @@ class StderrHandler(logging.StreamHandler):
             return
         from tqdm import tqdm  # already imported (checked above)
 
-        with tqdm.external_write_mode(file=self.stream):  # a progress bar on the terminal: cleared, then redrawn
+        # A progress bar on the terminal is cleared, then redrawn. Without tqdm's lock: it is shared with
+        # forked processes (data workers, a forked trainer), and a fork taken while a thread of this
+        # process held it would leave both processes waiting for each other at their next log line.
+        with tqdm.external_write_mode(file=self.stream, nolock=True):
             super().emit(record)
 
 
