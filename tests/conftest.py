@@ -81,7 +81,7 @@ def shared_file(kind: str, *parts: str) -> Path:
     path = find_reference(kind, *parts)
     if path is None:
         where = "/".join(parts)
-        how = ("python scripts/download.py --names " + Path(parts[-1]).stem if kind == "pretrained"
+        how = ("lkdn-download --names " + Path(parts[-1]).stem if kind == "pretrained"
                else "the sources and layout in datasets/README.md")
         pytest.skip(f"needs the reference file {kind}/{where}, not found in $LKDN_SHARED, experiments/pretrained_models/, "
                     f"datasets/ or ../shared; get it with {how} (README 'Data and weights')")
