@@ -116,7 +116,7 @@ def max_difference_on_set5(ours: torch.nn.Module, official: torch.nn.Module) -> 
 def set5_numbers(tmp_path: Path, yml: Path, weights: Path, *, scale: int = 4) -> tuple[float, float]:
     """(PSNR, SSIM) of Set5 x``scale`` through ``lkdn/test.py`` with the option file ``yml`` and the checkpoint ``weights``."""
     set5 = shared_file("benchmarks", "Set5", f"x{scale}")
-    results = test_entry.main(["-opt", str(yml), "--root", str(tmp_path), "--force_yml", "num_gpu=0",
+    results = test_entry.score(["-opt", str(yml), "--root", str(tmp_path), "--force_yml", "num_gpu=0",
                                "val:save_img=false", f"datasets:test_1:dataroot_gt={set5 / 'HR'}",
                                f"datasets:test_1:dataroot_lq={set5 / 'LR'}", f"path:pretrain_network_g={weights}"])
     return results["Set5"]["psnr"], results["Set5"]["ssim"]

@@ -160,7 +160,7 @@ def test_lkdn_test_with_backend_openvino_reproduces_set5(tmp_path: Path) -> None
     opt["datasets"] = {"test_1": opt["datasets"]["test_1"]}
     yml = tmp_path / "lkdn_s.yml"
     yml.write_text(yaml.safe_dump(opt))
-    results = test_entry.main([
+    results = test_entry.score([
         "-opt", str(yml), "--root", str(tmp_path), "--backend", "openvino", "--force_yml", "val:save_img=false",
         f"datasets:test_1:dataroot_gt={set5 / 'HR'}", f"datasets:test_1:dataroot_lq={set5 / 'LR'}",
         f"path:pretrain_network_g={weights}",

@@ -108,7 +108,7 @@ def test_psnr_and_ssim_are_those_of_lkdn_test(board: dict, restore_logging: None
         opt["val"] = {"metrics": protocol_metrics(4)}
         yml = board["tmp"] / f"direct_{name}.yml"
         yml.write_text(yaml.safe_dump(opt, sort_keys=False))
-        direct = lkdn_test.main(["-opt", str(yml), "--root", str(board["tmp"] / "direct"), "--device", "cpu"])["Set5"]
+        direct = lkdn_test.score(["-opt", str(yml), "--root", str(board["tmp"] / "direct"), "--device", "cpu"])["Set5"]
         row = next(r for r in board["report"]["rows"] if r["label"] == name)
         assert row["metrics"] == {"Set5": {"psnr": direct["psnr"], "ssim": direct["ssim"], "images": 2}}
 

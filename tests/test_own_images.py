@@ -127,7 +127,7 @@ def test_the_x2_template_folds_and_tests_with_the_run_s_own_options(x2_run, tmp_
     assert f"options: {run / 'LKDN-S_x2_own_images_options.yml'} (the training run's saved options)" in out
     written = yaml.safe_load(deploy_yml.read_text())
     assert written["datasets"]["test_1"]["dataroot_gt"] == str(folder)  # the run's folder, not datasets/my_images
-    results = test_entry.main(["-opt", str(deploy_yml), "--root", str(tmp_path)])
+    results = test_entry.score(["-opt", str(deploy_yml), "--root", str(tmp_path)])
     (record,) = read_jsonl(run / "metrics.jsonl")  # the run's validation of the same EMA weights at iteration 4
     assert results["my_images_holdout"]["num_images"] == 2
     assert results["my_images_holdout"]["psnr"] == pytest.approx(record["psnr"], abs=1e-4)

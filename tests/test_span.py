@@ -41,7 +41,7 @@ def test_set5_reproduces_the_official_numbers(tmp_path: Path) -> None:
     set5 = shared_file("benchmarks", "Set5", "x4")
     weights = shared_file("pretrained", "SPAN", "SPAN_NTIRE_ESR_c28_x4.pth")
     yml = ROOT / "options" / "test" / "SPAN" / "test_SPAN_NTIRE_ESR_c28_x4.yml"
-    results = test_entry.main(["-opt", str(yml), "--root", str(tmp_path), "--force_yml", "num_gpu=0", "val:save_img=false",
+    results = test_entry.score(["-opt", str(yml), "--root", str(tmp_path), "--force_yml", "num_gpu=0", "val:save_img=false",
                                f"datasets:test_1:dataroot_gt={set5 / 'HR'}", f"datasets:test_1:dataroot_lq={set5 / 'LR'}",
                                f"path:pretrain_network_g={weights}"])
     assert abs(results["Set5"]["psnr"] - 31.75) <= 0.01

@@ -52,7 +52,7 @@ def run_set5(tmp_path: Path, checkpoint: str, *extra: str) -> dict[str, Any]:
     overrides = set5_overrides(checkpoint)  # first: skips cleanly when the reference files are absent
     tmp_path.mkdir(parents=True, exist_ok=True)
     argv = ["-opt", str(set5_yaml(tmp_path, checkpoint)), "--root", str(tmp_path), "--force_yml"]
-    return test_entry.main([*argv, *overrides, *extra])
+    return test_entry.score([*argv, *overrides, *extra])
 
 
 @pytest.mark.parametrize("path", OPTIONS, ids=[str(p.relative_to(ROOT / "options" / "test")) for p in OPTIONS])
@@ -119,7 +119,7 @@ def test_missing_folder_is_an_error_naming_it(tmp_path: Path) -> None:
     argv = ["-opt", str(set5_yaml(tmp_path, "LKDN_x4")), "--root", str(tmp_path), "--force_yml", "num_gpu=0",
             f"datasets:test_1:dataroot_gt={missing}", "path:pretrain_network_g=/nonexistent.pth"]
     with pytest.raises(test_entry.DatasetMissingError) as info:
-        test_entry.main(argv)  # fails on the folder, before loading weights
+        test_entry.score(argv)  # fails on the folder, before loading weights
     assert str(missing) in str(info.value)
     assert "datasets.test_1.dataroot_gt" in str(info.value)
 
@@ -128,7 +128,7 @@ def test_invalid_options_are_reported_before_work(tmp_path: Path) -> None:
     argv = ["-opt", str(set5_yaml(tmp_path, "LKDN_x4")), "--root", str(tmp_path), "--force_yml", "num_gpu=0",
             "val:tile={size: 64, padding: 8}"]
     with pytest.raises(SchemaError, match="val.tile.padding"):
-        test_entry.main(argv)
+        test_entry.score(argv)
 
 
 def test_script_skips_optional_sets_and_saves_images(tmp_path: Path) -> None:

@@ -137,7 +137,7 @@ def test_malicious_weights_are_refused_by_fine_tuning_and_testing(tmp_path: Path
                                         "dataroot_lq": str(data[1])}},
                 "path": {"pretrain_network_g": str(evil)}}
     with pytest.raises(CheckpointError, match="evil.pth: refused to load"):
-        test_entry.main(["-opt", str(write_yaml(tmp_path, test_opt)), "--root", str(tmp_path)])
+        test_entry.score(["-opt", str(write_yaml(tmp_path, test_opt)), "--root", str(tmp_path)])
     assert not marker.exists()
 
 
@@ -157,7 +157,7 @@ def test_safetensors_weights_are_accepted_by_test_train_and_reparameterize(tmp_p
                                        "dataroot_lq": str(data[1])}},
                "path": {"pretrain_network_g": str(tmp_path / f"w.{suffix}")},
                "val": {"metrics": {"psnr": {"type": "calculate_psnr", "crop_border": 2, "test_y_channel": True}}}}
-        results[suffix] = test_entry.main(["-opt", str(write_yaml(tmp_path, opt)), "--root", str(tmp_path)])
+        results[suffix] = test_entry.score(["-opt", str(write_yaml(tmp_path, opt)), "--root", str(tmp_path)])
     assert results["safetensors"]["x"]["psnr"] == results["pth"]["x"]["psnr"]
 
     for suffix in ("pth", "safetensors"):  # fine-tuning from either file gives the same run

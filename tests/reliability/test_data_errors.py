@@ -134,7 +134,7 @@ def test_the_test_pipeline_names_the_bad_file(tmp_path: Path, fault: str) -> Non
     path, expected = FAULTS[fault](hr, lr)
     argv = ["-opt", str(_test_options(tmp_path, hr, lr, _tiny_weights(tmp_path / "w.pth"))), "--root", str(tmp_path)]
     with pytest.raises(DataError) as err:
-        test_entry.main(argv)
+        test_entry.score(argv)
     message = str(err.value)
     assert expected in message and str(path) in message, message
     assert "datasets.test_1" in message
@@ -147,7 +147,7 @@ def test_lr_too_small_for_its_hr_in_a_test_set_is_caught(tmp_path: Path) -> None
     cv2.imwrite(str(hr / "a.png"), big)
     argv = ["-opt", str(_test_options(tmp_path, hr, lr, _tiny_weights(tmp_path / "w.pth"))), "--root", str(tmp_path)]
     with pytest.raises(DataError, match=r"a.png.*LR/HR sizes do not fit scale 2: HR 64x64, LR 16x16 \(expected LR 32x32\)"):
-        test_entry.main(argv)
+        test_entry.score(argv)
 
 
 @pytest.mark.parametrize("pipeline", ["train", "test"])
@@ -164,7 +164,7 @@ def test_lmdb_without_meta_info_is_named_with_the_fix(tmp_path: Path, pipeline: 
         argv = ["-opt", str(_test_options(tmp_path, tmp_path / "hr.lmdb", tmp_path / "lr.lmdb",
                                           _tiny_weights(tmp_path / "w.pth"), backend="lmdb")), "--root", str(tmp_path)]
         with pytest.raises(DataError) as err:
-            test_entry.main(argv)
+            test_entry.score(argv)
     assert f"LMDB {tmp_path / 'lr.lmdb'} has no meta_info.txt; re-create it with scripts/data_preparation/create_lmdb.py" \
         in str(err.value)
 

@@ -151,7 +151,7 @@ def test_weights_that_overflow_give_no_psnr_and_no_image(tmp_path: Path, data, s
     yml = options_file(tmp_path, data, huge)
     with pytest.raises(NonFiniteOutputError, match=r"LKDN gave \d+ of \d+ output values as NaN or infinity "
                                                    r"\(on a 1x3x32x32 output\)"):
-        test_entry.main(["-opt", str(yml), "--root", str(tmp_path)])
+        test_entry.score(["-opt", str(yml), "--root", str(tmp_path)])
     results = tmp_path / "results" / "hostile"
     assert not (results / "metrics.json").exists()
     assert not list(results.rglob("*.png"))
@@ -228,11 +228,11 @@ def test_network_options_that_cannot_fit_are_refused_naming_the_key(tmp_path: Pa
     yml = options_file(tmp_path, data, weights, network={**TINY_NET, "num_feat": 10_000_000})
     with pytest.raises(NetworkTooLargeError, match=r"hostile\.yml: network_g \(LKDN\): the options need more than [\d.]+ GiB of "
                                                    r"parameters \(this machine's memory\); check num_feat=10000000"):
-        test_entry.main(["-opt", str(yml), "--root", str(tmp_path)])
+        test_entry.score(["-opt", str(yml), "--root", str(tmp_path)])
     yml = options_file(tmp_path, data, weights, network={**TINY_NET, "num_feat": -42})
     with pytest.raises(SchemaError, match=r"hostile\.yml:\d+: network_g\.num_feat: must be positive \(a count of "
                                           r"channels or blocks\), got -42"):
-        test_entry.main(["-opt", str(yml), "--root", str(tmp_path)])
+        test_entry.score(["-opt", str(yml), "--root", str(tmp_path)])
 
 
 def test_export_and_profile_sizes_that_cannot_fit_are_refused(tmp_path: Path, data, weights, capsys) -> None:

@@ -92,13 +92,13 @@ def test_a_test_set_or_run_name_cannot_write_outside_results(tmp_path: Path, dat
     opt = yaml.safe_load(options_file(tmp_path, data, weights).read_text())
     opt["datasets"]["test_1"]["name"] = name
     with pytest.raises(SchemaError, match=r"datasets\.test_1\.name: .*single folder name"):
-        test_entry.main(["-opt", str(write_yaml(tmp_path, opt)), "--root", str(tmp_path / "root")])
+        test_entry.score(["-opt", str(write_yaml(tmp_path, opt)), "--root", str(tmp_path / "root")])
     opt["datasets"]["test_1"]["name"] = "set"
     opt["name"] = name
     yml = tmp_path / "named.yml"
     yml.write_text(yaml.safe_dump(opt))
     with pytest.raises(SchemaError, match=r"\bname: .*single folder name"):
-        test_entry.main(["-opt", str(yml), "--root", str(tmp_path / "r")])
+        test_entry.score(["-opt", str(yml), "--root", str(tmp_path / "r")])
     assert not (tmp_path / "root").exists() and not (tmp_path / "r").exists()
 
 
@@ -163,7 +163,7 @@ def test_weights_with_non_finite_values_are_refused_naming_the_tensors(tmp_path:
     poisoned = save_file({"params": params}, tmp_path / "poisoned.pth")
     expected = rf"poisoned\.pth: refused: 1 tensor\(s\) hold NaN or infinity \({key}\)"
     with pytest.raises(CheckpointError, match=expected):
-        test_entry.main(["-opt", str(options_file(tmp_path, data, poisoned)), "--root", str(tmp_path)])
+        test_entry.score(["-opt", str(options_file(tmp_path, data, poisoned)), "--root", str(tmp_path)])
     with pytest.raises(CheckpointError, match=expected):
         Upscaler.from_config(options_file(tmp_path, data, poisoned), device="cpu")
 
@@ -199,7 +199,7 @@ def test_device_arguments_are_checked(tmp_path: Path, data, weights, capsys) -> 
         if expected is None:
             continue
         with pytest.raises(ValueError, match=expected):
-            test_entry.main(["-opt", str(yml), "--root", str(tmp_path), "--device", device])
+            test_entry.score(["-opt", str(yml), "--root", str(tmp_path), "--device", device])
         images = tmp_path / "in"
         images.mkdir(exist_ok=True)
         (images / "a.png").write_bytes((data[1] / "a.png").read_bytes())
@@ -255,7 +255,7 @@ def test_read_only_experiments_results_and_output_folders(tmp_path: Path, data, 
                                          r"denied; make .*experiments writable or give another --root-path"):
         train(write_yaml(tmp_path, options(*data, name="ro")), locked)
     with pytest.raises(OSError, match=r"cannot create the results folder .*locked.*Permission denied.*--root"):
-        test_entry.main(["-opt", str(options_file(tmp_path, data, weights)), "--root", str(locked)])
+        test_entry.score(["-opt", str(options_file(tmp_path, data, weights)), "--root", str(locked)])
     images = tmp_path / "in"
     images.mkdir()
     (images / "a.png").write_bytes((data[1] / "a.png").read_bytes())
@@ -412,7 +412,7 @@ def test_a_crop_border_that_leaves_nothing_is_refused_before_metrics_json(tmp_pa
     opt = yaml.safe_load(options_file(tmp_path, data, weights).read_text())
     opt["val"]["metrics"]["psnr"]["crop_border"] = 10000
     with pytest.raises(ValueError, match=r"val\.metrics\.psnr\.crop_border: 10000 leaves nothing of the 32x32 image a"):
-        test_entry.main(["-opt", str(write_yaml(tmp_path, opt)), "--root", str(tmp_path)])
+        test_entry.score(["-opt", str(write_yaml(tmp_path, opt)), "--root", str(tmp_path)])
     assert not list(tmp_path.rglob("metrics.json"))
 
 
@@ -420,7 +420,7 @@ def test_metrics_json_is_strict_json_when_a_metric_is_infinite(tmp_path: Path, d
     import lkdn.evaluate
 
     monkeypatch.setattr(lkdn.evaluate, "calculate_metric", lambda data, opt: math.inf)
-    test_entry.main(["-opt", str(options_file(tmp_path, data, weights)), "--root", str(tmp_path)])
+    test_entry.score(["-opt", str(options_file(tmp_path, data, weights)), "--root", str(tmp_path)])
     text = next(tmp_path.rglob("metrics.json")).read_text()
     json.loads(text, parse_constant=lambda name: pytest.fail(f"metrics.json holds {name}"))
     assert "null" in text

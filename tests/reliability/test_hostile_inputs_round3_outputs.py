@@ -99,13 +99,13 @@ def test_inference_refuses_two_inputs_of_one_stem(tmp_path: Path, data, weights,
 def test_a_suffix_is_one_safe_name(tmp_path: Path, data, weights, suffix: str) -> None:
     yml = run_options(tmp_path, data, weights, val={"suffix": suffix})
     with pytest.raises(SchemaError, match=rf"val\.suffix: '{suffix}' is not a valid name: use a single folder name"):
-        test_entry.main(["-opt", str(yml), "--root", str(tmp_path / "root")])
+        test_entry.score(["-opt", str(yml), "--root", str(tmp_path / "root")])
     assert not (tmp_path / "root").exists() and not Path("/tmp/lkdn_abs_suffix").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs.yml"]
 
 
 def test_a_safe_suffix_names_every_image(tmp_path: Path, data, weights) -> None:
-    test_entry.main(["-opt", str(run_options(tmp_path, data, weights, val={"suffix": "x2_sr"})), "--root", str(tmp_path)])
+    test_entry.score(["-opt", str(run_options(tmp_path, data, weights, val={"suffix": "x2_sr"})), "--root", str(tmp_path)])
     written = tmp_path / "results" / "outputs" / "visualization" / "set"
     assert sorted(p.name for p in written.iterdir()) == [f"{n}_x2_sr.png" for n in "abcd"]
 

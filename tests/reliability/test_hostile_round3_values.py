@@ -111,7 +111,7 @@ def test_option_values_basicsr_trips_on_are_refused_by_the_schema(tmp_path: Path
             else:
                 opt[section][key] = value
     with pytest.raises(SchemaError, match=expected):
-        test_entry.main(["-opt", str(write_yaml(tmp_path, opt)), "--root", str(tmp_path)])
+        test_entry.score(["-opt", str(write_yaml(tmp_path, opt)), "--root", str(tmp_path)])
     assert not (tmp_path / "results").exists()
 
 
@@ -211,7 +211,7 @@ def test_missing_data_and_missing_weights_are_said_together_before_anything_is_w
     yml = options_file(tmp_path, data, weights, path={"pretrain_network_g": str(published)})
     argv = ["-opt", str(yml), "--root", str(tmp_path), "--force_yml", f"datasets:test_1:dataroot_gt={tmp_path / 'Set5'}"]
     with pytest.raises(test_entry.DatasetMissingError) as err:
-        test_entry.main(argv)
+        test_entry.score(argv)
     message = str(err.value)
     assert f"datasets.test_1.dataroot_gt: folder not found: {tmp_path / 'Set5'}" in message
     assert f"path.pretrain_network_g: {published} is missing; get it with lkdn-download --names LKDN_x4" \
@@ -226,7 +226,7 @@ def test_missing_weights_are_found_before_the_results_folder_is_made(tmp_path: P
 
     yml = options_file(tmp_path, data, weights, path={"pretrain_network_g": str(tmp_path / "mine.pth")})
     with pytest.raises(CheckpointError, match=rf"path\.pretrain_network_g: checkpoint not found: {tmp_path}/mine\.pth"):
-        test_entry.main(["-opt", str(yml), "--root", str(tmp_path)])
+        test_entry.score(["-opt", str(yml), "--root", str(tmp_path)])
     assert not (tmp_path / "results").exists()
 
 
@@ -236,7 +236,7 @@ def test_an_empty_test_folder_creates_no_results_folder(tmp_path: Path, data, we
     (tmp_path / "empty").mkdir()
     yml = options_file(tmp_path, data, weights)
     with pytest.raises(DataError, match="no images found"):
-        test_entry.main(["-opt", str(yml), "--root", str(tmp_path), "--force_yml",
+        test_entry.score(["-opt", str(yml), "--root", str(tmp_path), "--force_yml",
                          f"datasets:test_1:dataroot_gt={tmp_path / 'empty'}", f"datasets:test_1:dataroot_lq={tmp_path / 'empty'}"])
     assert not (tmp_path / "results").exists()
 

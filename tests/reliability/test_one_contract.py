@@ -68,7 +68,7 @@ def entry_points(setup: dict) -> dict[str, Callable[[Path], None]]:
 
     return {
         "train": lambda yml: train_pipeline(argv=["-opt", str(yml), "--root_path", str(tmp / "train_root")]),
-        "test": lambda yml: test_entry.main(["-opt", str(yml), "--root", str(tmp / "test_root")]),
+        "test": lambda yml: test_entry.score(["-opt", str(yml), "--root", str(tmp / "test_root")]),
         "Upscaler.from_config": lambda yml: Upscaler.from_config(yml, device="cpu"),
         "export_onnx": cli("export_onnx", "--output", str(tmp / "x.onnx")),
         "reparameterize": cli("reparameterize", "--input", str(setup["weights"]), "--output", str(tmp / "d.pth")),

@@ -102,7 +102,7 @@ def test_the_test_pipeline_validates_through_parse_options_only(tmp_path: Path, 
                                    "dataroot_lq": str(lr)}},
            "path": {"pretrain_network_g": "missing.pth"}, "val": {"save_img": False, "metrcs": {}}}
     with pytest.raises(SchemaError, match="val.metrcs: unknown key; did you mean 'metrics'"):
-        test_entry.main(["-opt", str(write_yaml(tmp_path, opt)), "--root", str(tmp_path)])
+        test_entry.score(["-opt", str(write_yaml(tmp_path, opt)), "--root", str(tmp_path)])
     assert not (tmp_path / "results").exists()
 
 

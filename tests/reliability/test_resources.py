@@ -129,7 +129,7 @@ def test_the_test_pipeline_survives_an_image_too_large_for_memory(tmp_path: Path
            "path": {"pretrain_network_g": str(tmp_path / "w.pth")},
            "val": {"metrics": {"psnr": {"type": "calculate_psnr", "crop_border": 2, "test_y_channel": True}}}}
     argv = ["-opt", str(write_yaml(tmp_path, opt)), "--root", str(tmp_path)]
-    plain = test_entry.main(argv)
+    plain = test_entry.score(argv)
     forward = Upscaler._forward
 
     def limited(self: Upscaler, x: torch.Tensor) -> torch.Tensor:
@@ -138,7 +138,7 @@ def test_the_test_pipeline_survives_an_image_too_large_for_memory(tmp_path: Path
         return forward(self, x)
 
     monkeypatch.setattr(Upscaler, "_forward", limited)
-    assert test_entry.main(argv) == plain  # LR images are 64x64: each one falls back to tiles, exactly
+    assert test_entry.score(argv) == plain  # LR images are 64x64: each one falls back to tiles, exactly
     assert warnings.messages == ["out of memory on a 64x64 input (OutOfMemoryError: CUDA out of memory. Tried to allocate "
                         "2.00 GiB); retrying with 32x32 tiles and 15 pixels of context"] * 4
 
