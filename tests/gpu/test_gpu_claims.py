@@ -111,7 +111,7 @@ def _set5(work: Path) -> tuple[Path, Path, bool]:
 @pytest.mark.parametrize("model", MODEL_PARAMS)
 def test_published_numbers_on_cuda(model: tuple[Any, ...], device: torch.device, record_property: Any) -> None:
     """``lkdn/test.py`` on Set5 x4 on CUDA: the published PSNR / SSIM, and the CPU's, within 0.01 dB / 0.0005."""
-    from lkdn.test import main as test_main
+    from lkdn.test import score as test_main
 
     label, _, options, checkpoint, published, _ = model
     hr, lr, is_set5 = _set5(gc.work_dir())
