@@ -142,9 +142,9 @@ def calibration_folder(folder: Path, scale: int) -> Path:
 def load_network(yml: str) -> tuple[torch.nn.Module, int, str]:
     """The network of a test YAML with its official weights, else random weights (for timing only)."""
     from lkdn import build_network
+    from lkdn.checkpoint import CheckpointError
     from lkdn.loading import load_network_from_options
     from lkdn.options import load_options
-    from lkdn.utils.checkpoint import CheckpointError
 
     opt = load_options(ROOT / yml)
     try:

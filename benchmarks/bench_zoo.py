@@ -135,10 +135,10 @@ def _output_file(spec: Mapping[str, Any]) -> Path:
 
 def build(spec: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
     """A worker's candidate: ``ours`` (the Upscaler) or ``official``; saves its output on the check input."""
+    from lkdn.checkpoint import load_state_dict
     from lkdn.loading import load_network_from_options
     from lkdn.options import load_options
     from lkdn.upscaler import Upscaler
-    from lkdn.utils.checkpoint import load_state_dict
 
     opt = load_options(ROOT / spec["yml"])
     info: dict[str, Any] = {}

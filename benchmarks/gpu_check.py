@@ -37,7 +37,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from lkdn.utils.files import write_atomic, write_text_atomic  # noqa: E402
+from lkdn.utils import write_atomic, write_text_atomic  # noqa: E402
 
 DRY_ENV, DEADLINE_ENV, WORK_ENV = "LKDN_GPU_CHECK_DRY", "LKDN_GPU_CHECK_DEADLINE", "LKDN_GPU_CHECK_WORK"
 LIMIT_S = 450.0

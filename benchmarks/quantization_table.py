@@ -198,7 +198,7 @@ def verification_table(threads: int) -> str:
 
 
 def write_between_markers(path: Path, marker: str, text: str) -> None:
-    from lkdn.utils.files import replace_between_markers
+    from lkdn.utils import replace_between_markers
 
     try:
         replace_between_markers(path, marker, text)

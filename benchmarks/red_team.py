@@ -833,9 +833,9 @@ def api_cases() -> list[Case]:
                                       "overrides=['network_g:num_feat=abc'])", ("num_feat", "abc"), False),
         ("load_yaml evil", "from lkdn.options import load_yaml\nload_yaml(F + '/broken/evil.yml')", ("evil.yml",),
          False),
-        ("load_file evil", "from lkdn.utils.checkpoint import load_file\nload_file(F + '/broken/evil_raw.pth')",
+        ("load_file evil", "from lkdn.checkpoint import load_file\nload_file(F + '/broken/evil_raw.pth')",
          ("evil_raw.pth",), False),
-        ("load_file evil torch", "from lkdn.utils.checkpoint import load_file\nload_file(F + '/broken/evil_torch.pth')",
+        ("load_file evil torch", "from lkdn.checkpoint import load_file\nload_file(F + '/broken/evil_torch.pth')",
          ("evil_torch.pth",), False),
         ("network_from_file pth", "from lkdn.loading import network_from_file\n"
                                   "network_from_file(F + '/net.pth')", ("net.pth",), False),

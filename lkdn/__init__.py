@@ -1,7 +1,7 @@
 """lkdn: a BasicSR-style framework for efficient single-image super-resolution (LKDN and kin).
 
 ``import lkdn`` is cheap: it imports no torch. It installs the torchvision alias that basicsr 1.4.2
-needs (:mod:`lkdn.compat`, found on first use), so every later ``import basicsr`` works. The API is
+needs (:mod:`lkdn.utils`, found on first use), so every later ``import basicsr`` works. The API is
 imported on first use (PEP 562): ``lkdn.Upscaler`` (:mod:`lkdn.upscaler`), ``lkdn.build_network``
 (:mod:`lkdn.archs`) and ``lkdn.load_network_from_options`` (:mod:`lkdn.loading`). Our architectures,
 datasets and training models register themselves when their packages are imported (:mod:`lkdn.archs`,
@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from lkdn.compat import install_torchvision_alias
+from lkdn.utils import install_torchvision_alias
 
 install_torchvision_alias()
 

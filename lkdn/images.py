@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from lkdn.errors import LkdnError
-from lkdn.utils.files import write_atomic
+from lkdn.utils import write_atomic
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 FLOAT_TYPES = (np.float16, np.float32, np.float64)

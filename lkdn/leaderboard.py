@@ -48,7 +48,7 @@ from lkdn.options import load_options, parse_options
 from lkdn.profiling import measure_runtime, ntire_counts, peak_memory
 from lkdn.reparam import reparameterize_model
 from lkdn.upscaler import Upscaler
-from lkdn.utils.files import write_json_atomic
+from lkdn.utils import write_json_atomic
 from lkdn.zoo import ROOT, find_benchmark, sha256_of
 
 #: The benchmark sets, in the order of the tables; Set5 is required, the others are used where present.

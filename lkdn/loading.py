@@ -8,11 +8,11 @@ re-parameterization, conversion, ``lkdn-infer`` and the benchmarks all call
   argument replaces it); a published checkpoint that is not at that path is taken from the
   reference lookup order, or downloaded on first use (:func:`lkdn.zoo.resolve_weights`);
 * ``path.param_key_g``: the entry of a BasicSR checkpoint to load: the named key, else
-  ``params_ema``, then ``params`` (:func:`lkdn.utils.checkpoint.extract_state_dict`);
+  ``params_ema``, then ``params`` (:func:`lkdn.checkpoint.extract_state_dict`);
 * ``path.strict_load_g``: strict (every key and shape must match) unless it is ``false``;
   ``~`` and absent mean strict.
 
-It also holds what joins checkpoint files (:mod:`lkdn.utils.checkpoint`) to architectures
+It also holds what joins checkpoint files (:mod:`lkdn.checkpoint`) to architectures
 (:mod:`lkdn.archs`):
 
 * :func:`load_network` loads a file into a built network and, on a mismatch, lists missing and
@@ -45,8 +45,7 @@ from torch import nn
 from lkdn.archs import build_network
 from lkdn.archs.build import short_number
 from lkdn.archs.contract import contract_of, deploy_options
-from lkdn.reparam import foldable_modules, reparameterize_model
-from lkdn.utils.checkpoint import (
+from lkdn.checkpoint import (
     SAFETENSORS_SUFFIX,
     CheckpointError,
     check_dtypes,
@@ -55,6 +54,7 @@ from lkdn.utils.checkpoint import (
     mismatch_report,
     save_file,
 )
+from lkdn.reparam import foldable_modules, reparameterize_model
 from lkdn.zoo import DownloadError, resolve_weights
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def weights_file(opt: Mapping[str, Any], weights: str | os.PathLike[str] | None 
     """``weights``, else ``path.pretrain_network_g``, resolved by :func:`lkdn.zoo.resolve_weights`.
 
     A ValueError says how to give weights when none are named; a
-    :class:`lkdn.utils.checkpoint.CheckpointError` says what to download when a published
+    :class:`lkdn.checkpoint.CheckpointError` says what to download when a published
     checkpoint is missing and cannot be fetched.
     """
     source = weights if weights is not None else (opt.get("path") or {}).get("pretrain_network_g")
@@ -91,7 +91,7 @@ def load_network_from_options(
     """Build ``opt['network_g']``, load its weights (see the module docstring) and return it in eval mode on ``device``.
 
     A missing file, a file that could run code, or weights that do not fit are a
-    :class:`lkdn.utils.checkpoint.CheckpointError` naming the file and what differs.
+    :class:`lkdn.checkpoint.CheckpointError` naming the file and what differs.
     """
     if "network_g" not in opt:
         raise ValueError("options: missing key 'network_g'")

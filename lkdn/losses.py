@@ -3,7 +3,7 @@
 ``train.pixel_opt`` / ``train.perceptual_opt`` name a loss ``type``. Accepted are basicsr's
 losses that read no file (:data:`FILE_FREE_LOSSES`) and ``PerceptualLoss``, which here is
 :class:`PerceptualLoss`: basicsr's loss (same ``forward``, same arguments) with VGG weights
-read by :func:`lkdn.utils.checkpoint.load_file` from a file the options name, never fetched by
+read by :func:`lkdn.checkpoint.load_file` from a file the options name, never fetched by
 ``torch.hub`` (which unpickles without ``weights_only``) and never ``torch.load``-ed from a
 fixed path in the working directory, as basicsr's ``VGGFeatureExtractor`` does. Every other
 entry of basicsr's ``LOSS_REGISTRY`` (GAN losses, which :class:`lkdn.models.SRModel` has no
@@ -25,9 +25,8 @@ from basicsr.losses.basic_loss import PerceptualLoss as BasicsrPerceptualLoss
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
-from lkdn.utils.checkpoint import CheckpointError, extract_state_dict, load_file
-from lkdn.utils.frozen import thaw
-from lkdn.utils.names import did_you_mean, unknown_name
+from lkdn.checkpoint import CheckpointError, extract_state_dict, load_file
+from lkdn.utils import did_you_mean, thaw, unknown_name
 
 FILE_FREE_LOSSES = ("L1Loss", "MSELoss", "CharbonnierLoss", "WeightedTVLoss")
 

@@ -27,7 +27,7 @@ from lkdn.errors import LkdnError
 from lkdn.losses import loss_class
 from lkdn.schema import SchemaError, fill_defaults, long_integer_errors, validate_options, without_filled
 from lkdn.training.optim import get_optimizer_class, get_scheduler_class
-from lkdn.utils.frozen import FrozenDict, freeze, thaw
+from lkdn.utils import FrozenDict, freeze, thaw
 
 
 class OptionsError(LkdnError, ValueError):
@@ -156,7 +156,7 @@ class Options(FrozenDict):
     """Validated, read-only options of one YAML file (a mapping, plus typed accessors).
 
     Built only by :func:`load_options` and :func:`parse_options`, after validation; every value
-    below is frozen (:mod:`lkdn.utils.frozen`), so no consumer can change what another reads.
+    below is frozen (:mod:`lkdn.utils`), so no consumer can change what another reads.
     Code that needs a mutable copy (basicsr's dataset constructors) takes ``thaw(opt[...])``.
     """
 

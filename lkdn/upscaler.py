@@ -40,13 +40,13 @@ from torch import nn
 
 from lkdn.backends import BACKEND_PRECISIONS, BACKENDS, BackendError, MissingExtraError, check_backend, convert
 from lkdn.backends.auto import AutoBackend
+from lkdn.checkpoint import CheckpointError
 from lkdn.export.graphs import onnx_graph
 from lkdn.images import upscale_image
 from lkdn.loading import load_network_from_options, network_from_file, read_metadata
 from lkdn.options import device_of, load_options
 from lkdn.speedups import compile_network, keep_float32_stages, optimize_network, tune_cpu_allocator
 from lkdn.tiling import check_finite_output, is_out_of_memory, run_network, tile_context
-from lkdn.utils.checkpoint import CheckpointError
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from conftest import ROOT, load_script, shared_file
 from lkdn import build_network
 from lkdn import test as test_entry
 from lkdn.archs import our_architectures
+from lkdn.checkpoint import load_file, save_file
 from lkdn.loading import deploy_form, load_network
 from lkdn.profiling import count_parameters, ntire_counts
-from lkdn.utils.checkpoint import load_file, save_file
 
 
 @dataclass(frozen=True)

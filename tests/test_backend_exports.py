@@ -19,7 +19,7 @@ from conftest import ROOT, load_script, shared_file
 
 from lkdn import Upscaler
 from lkdn.backends import TOLERANCES, Tolerance, installed
-from lkdn.utils.files import partial_writes
+from lkdn.utils import partial_writes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,8 +12,8 @@ import torch
 
 import lkdn  # noqa: F401
 from lkdn import build_network
+from lkdn.checkpoint import CheckpointError, load_state_dict, save_file
 from lkdn.loading import load_network
-from lkdn.utils.checkpoint import CheckpointError, load_state_dict, save_file
 
 TINY = {"type": "LKDN_S", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscale": 2}
 

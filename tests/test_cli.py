@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from lkdn import commands
+from lkdn import commands, utils
 from lkdn.errors import LkdnError
-from lkdn.utils import command_line
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,39 +70,39 @@ def _raise(error: BaseException) -> object:
 def test_a_clear_error_is_one_line_and_status_1(capsys: pytest.CaptureFixture[str],
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LKDN_TRACEBACK", raising=False)
-    assert commands.run(_raise(_ClearError("x.yml: bad key"))) == 1
+    assert utils.run(_raise(_ClearError("x.yml: bad key"))) == 1
     assert capsys.readouterr().err == "error: x.yml: bad key\n"
     logged = _ClearError("written to the log already")
     logged.lkdn_logged = True
-    assert commands.run(_raise(logged)) == 1
+    assert utils.run(_raise(logged)) == 1
     assert capsys.readouterr().err == ""
-    assert commands.run(_raise(OSError("disk full")), clear=(OSError,)) == 1
+    assert utils.run(_raise(OSError("disk full")), clear=(OSError,)) == 1
     assert capsys.readouterr().err == "error: disk full\n"
     with pytest.raises(KeyError):  # anything else is a bug: its traceback
-        commands.run(_raise(KeyError("x")))
+        utils.run(_raise(KeyError("x")))
 
 
 def test_lkdn_traceback_shows_the_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LKDN_TRACEBACK", "1")
     with pytest.raises(_ClearError):
-        commands.run(_raise(_ClearError("x")))
+        utils.run(_raise(_ClearError("x")))
     with pytest.raises(KeyboardInterrupt):
-        commands.run(_raise(KeyboardInterrupt()))
+        utils.run(_raise(KeyboardInterrupt()))
 
 
 def test_ctrl_c_is_one_line_and_status_130(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LKDN_TRACEBACK", raising=False)
-    assert commands.run(_raise(KeyboardInterrupt()), interrupted="stopped") == 130
+    assert utils.run(_raise(KeyboardInterrupt()), interrupted="stopped") == 130
     assert capsys.readouterr().err == "stopped\n"
 
 
 def test_the_status_is_mains_and_argparse_keeps_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert commands.run(lambda argv: 3) == 3
-    assert commands.run(lambda argv: {"Set5": {}}) == 0  # a result that is not a status: success
-    assert commands.run(lambda argv: None) == 0
+    assert utils.run(lambda argv: 3) == 3
+    assert utils.run(lambda argv: {"Set5": {}}) == 0  # a result that is not a status: success
+    assert utils.run(lambda argv: None) == 0
     parser = argparse.ArgumentParser()
     with pytest.raises(SystemExit) as stopped:
-        commands.run(lambda argv: parser.parse_args(["--nothing"]))
+        utils.run(lambda argv: parser.parse_args(["--nothing"]))
     assert stopped.value.code == 2
 
 
@@ -168,7 +167,7 @@ def _capture(parser: argparse.ArgumentParser, argv: object = None, aliases: obje
 def command_parsers(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[argparse.ArgumentParser, dict[str, str]]]:
     """command -> (its parser, its aliases), taken where the command reads its command line."""
     parsers = {}
-    monkeypatch.setattr(command_line, "parse_command_line", _capture)  # lkdn-train's, read in lkdn.utils.command_line
+    monkeypatch.setattr(utils, "parse_command_line", _capture)  # lkdn-train's, read in lkdn.utils
     for command, name in commands.COMMANDS.items():
         module = importlib.import_module(f"lkdn.commands.{name}")
         if hasattr(module, "parse_command_line"):
@@ -238,10 +237,10 @@ def test_every_old_spelling_is_accepted_and_means_the_same(parsers: dict) -> Non
                     olds.append("--" + option[2:].replace("-", "_"))
                 for old in olds:
                     base, value = _required(parser, action), _value(action)
-                    new_args = command_line.parse_command_line(parser, [*base, option, *value], aliases)
-                    assert command_line.parse_command_line(parser, [*base, old, *value], aliases) == new_args, (command, old)
+                    new_args = utils.parse_command_line(parser, [*base, option, *value], aliases)
+                    assert utils.parse_command_line(parser, [*base, old, *value], aliases) == new_args, (command, old)
                     if value:  # --old=value too (torch.distributed.launch passes --local_rank=N)
-                        assert command_line.parse_command_line(parser, [*base, f"{old}={value[0]}", *value[1:]],
+                        assert utils.parse_command_line(parser, [*base, f"{old}={value[0]}", *value[1:]],
                                                       aliases) == new_args, (command, old)
                     checked.add(old)
     assert {"--auto_resume", "--force_yml", "--root_path", "--local_rank", "--root", "--tile_pad", "--self_ensemble",
@@ -277,7 +276,7 @@ def test_old_spellings_leave_values_and_positional_arguments_alone() -> None:
     parser.add_argument("--force-yml", nargs="+")
     parser.add_argument("rest", nargs="*")
     argv = ["--force_yml", "path:x=--a_b", "--", "--force_yml"]
-    assert command_line.old_spellings(parser, argv) == ["--force-yml", "path:x=--a_b", "--", "--force_yml"]
+    assert utils.old_spellings(parser, argv) == ["--force-yml", "path:x=--a_b", "--", "--force_yml"]
 
 
 def test_every_script_runs_a_command_or_is_a_developer_tool() -> None:

@@ -170,7 +170,7 @@ def test_spandrel_reads_the_official_checkpoint_as_span_c26() -> None:
 @pytest.mark.parametrize("ranks", [(2, 8), (3, 0), (0, 5)])
 def test_spandrel_reads_training_forms_as_dsclora_with_their_ranks(ranks: tuple[int, int], tmp_path: Path) -> None:
     pytest.importorskip("spandrel")
-    from lkdn.utils.checkpoint import save_file
+    from lkdn.checkpoint import save_file
 
     options = {"type": "DSCLoRA", "num_in_ch": 3, "num_out_ch": 3, "feature_channels": 6, "upscale": 4,
                "lora_rank": ranks[0], "tail_lora_rank": ranks[1]}

@@ -194,7 +194,7 @@ def test_the_package_has_no_import_cycle(edges: list[Edge]) -> None:
 
 def test_the_readme_table_has_six_layers(layers: Layers) -> None:
     assert sorted(layers.names) == [0, 1, 2, 3, 4, 5]
-    assert layers.layer_of("lkdn.utils.checkpoint") == 0
+    assert layers.layer_of("lkdn.checkpoint") == 0
     assert layers.layer_of("lkdn.commands.inference") == 5
     assert layers.layer_of("lkdn.training.optim") == 1 and layers.layer_of("lkdn.training.pipeline") == 4  # the most specific entry wins
     assert layers.layer_of("lkdn") == 5 and layers.layer_of("lkdn.nothing") is None
@@ -215,7 +215,7 @@ def test_inference_modules_do_not_reach_the_training_data_module(edges: list[Edg
     graph: dict[str, set[str]] = {}
     for edge in edges:
         graph.setdefault(edge.source, set()).add(edge.target)
-    for start in ("lkdn.images", "lkdn.upscaler", "lkdn.reparam", "lkdn.utils.checkpoint"):
+    for start in ("lkdn.images", "lkdn.upscaler", "lkdn.reparam", "lkdn.checkpoint"):
         seen, todo = set(), [start]
         while todo:
             node = todo.pop()
@@ -225,7 +225,7 @@ def test_inference_modules_do_not_reach_the_training_data_module(edges: list[Edg
         assert not {m for m in seen if m.startswith(("lkdn.data", "lkdn.training."))} - {
             "lkdn.training.optim"}, start
     assert {e.target for e in edges if e.source == "lkdn.reparam"} == {"lkdn.archs.contract"}
-    assert {e.target for e in edges if e.source == "lkdn.utils.checkpoint"} == {"lkdn.utils.files", "lkdn.errors"}
+    assert {e.target for e in edges if e.source == "lkdn.checkpoint"} == {"lkdn.utils", "lkdn.errors"}
 
 
 # --------------------------------------------------------------------------------------- the checker

@@ -20,10 +20,10 @@ from conftest import load_script
 
 import lkdn.leaderboard as leaderboard
 from lkdn import build_network
+from lkdn.checkpoint import save_file
 from lkdn.evaluate import protocol_metrics
 from lkdn.profiling import measure_runtime, ntire_counts
 from lkdn.reparam import reparameterize_model
-from lkdn.utils.checkpoint import save_file
 
 NETWORKS = {
     "base": {"type": "SPAN", "feature_channels": 4, "deploy": True, "upscale": 4},

@@ -134,7 +134,7 @@ def test_refusal_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_script_refuses_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from lkdn.utils.checkpoint import save_file
+    from lkdn.checkpoint import save_file
 
     weights = save_file({"params": build_network(TINY).state_dict()}, tmp_path / "tiny.pth")
     yml = tmp_path / "tiny.yml"

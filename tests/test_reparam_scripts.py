@@ -18,11 +18,11 @@ from safetensors import safe_open
 import lkdn  # noqa: F401 (registers)
 from lkdn import build_network
 from lkdn.archs.bsconv import RBSB
+from lkdn.checkpoint import load_file, save_file
 from lkdn.evaluate import evaluate_folder
 from lkdn.loading import load_network
 from lkdn.profiling import count_parameters
 from lkdn.reparam import reparameterize_model
-from lkdn.utils.checkpoint import load_file, save_file
 
 TINY_TRAIN = {
     "type": "LKDN_S", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscale": 2, "num_in": 4,

@@ -11,8 +11,8 @@ import torch
 from conftest import OFFICIAL_LKDN, load_script, shared_file
 
 from lkdn import build_network
+from lkdn.checkpoint import CheckpointError, load_file, load_state_dict, save_file
 from lkdn.loading import LKDN_FORMAT, load_network, network_from_file, read_metadata, save_network_file
-from lkdn.utils.checkpoint import CheckpointError, load_file, load_state_dict, save_file
 
 TINY_REP = {"type": "LKDN_S", "num_feat": 8, "num_atten": 8, "num_block": 2, "upscale": 3, "conv": "BSConvU_rep",
             "upsampler": "pixelshuffle_rep"}

@@ -20,10 +20,10 @@ from ntire_checks import randomize, reference
 from lkdn import Upscaler, build_network
 from lkdn import test as test_entry
 from lkdn.archs.span_arch import Conv3XC, FoldedConv3XC
+from lkdn.checkpoint import save_file
 from lkdn.loading import deploy_form, load_network
 from lkdn.ntire import challenge_pairs, challenge_score, psnr_rgb
 from lkdn.profiling import count_parameters, ntire_counts
-from lkdn.utils.checkpoint import save_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

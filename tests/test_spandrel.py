@@ -22,8 +22,8 @@ from lkdn import build_network  # noqa: E402
 from lkdn.archs import our_architectures  # noqa: E402
 from lkdn.archs.lkdn_arch import lkdn_options_from_state  # noqa: E402
 from lkdn.archs.rfdn_arch import rfdn_options_from_state  # noqa: E402
+from lkdn.checkpoint import CheckpointError, save_file  # noqa: E402
 from lkdn.loading import load_network  # noqa: E402
-from lkdn.utils.checkpoint import CheckpointError, save_file  # noqa: E402
 
 OFFICIAL_RFDN = ({"type": "RFDN", "num_feat": 50, "num_block": 4, "attention": "esa", "img_range": 255}, 4)
 LKDN_ID, RFDN_ID = "lkdn:LKDN", "lkdn:RFDN"

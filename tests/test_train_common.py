@@ -15,9 +15,9 @@ import torch
 import yaml
 
 import lkdn  # noqa: F401 (registers)
+from lkdn.checkpoint import load_file
 from lkdn.training.data import PositionSeededDataset, ResumableSampler, sample_seed
 from lkdn.training.pipeline import train_pipeline
-from lkdn.utils.checkpoint import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 SKIMAGE_IMAGES = ("astronaut", "coffee", "rocket", "immunohistochemistry", "chelsea", "hubble_deep_field")

@@ -11,9 +11,9 @@ from conftest import shared_file
 from test_train_common import make_pairs, read_jsonl, run_training  # noqa: F401 (fixture)
 
 from lkdn import build_network
+from lkdn.checkpoint import load_file
 from lkdn.options import parse_options
 from lkdn.training.optim import build_optimizer, build_scheduler
-from lkdn.utils.checkpoint import load_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -15,8 +15,8 @@ from test_train_common import (  # noqa: F401 (fixtures)
     write_options,
 )
 
+from lkdn.checkpoint import load_file
 from lkdn.models.sr_model import SRModel
-from lkdn.utils.checkpoint import load_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

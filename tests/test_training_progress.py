@@ -104,7 +104,7 @@ def test_a_terminal_gets_a_progress_bar_and_unchanged_log_lines(tmp_path: Path, 
 
 
 def _log_one_line() -> None:
-    from lkdn.utils.logger import setup_logging
+    from lkdn.utils import setup_logging
 
     setup_logging().warning("a line from a forked process")
 

@@ -17,11 +17,11 @@ from conftest import ROOT, shared_file
 import lkdn
 from lkdn import Upscaler, build_network, speedups
 from lkdn.archs import our_architectures
+from lkdn.checkpoint import CheckpointError, save_file
 from lkdn.loading import load_network_from_options, save_network_file
 from lkdn.options import load_options
 from lkdn.speedups import optimize_network
 from lkdn.tiling import run_network
-from lkdn.utils.checkpoint import CheckpointError, save_file
 
 TOLERANCE = 1e-4
 EXTRA_VARIANTS = [

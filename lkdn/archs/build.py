@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn.modules import module as torch_module
 
 from lkdn.archs.contract import ArchContract, contract, fold_modules
-from lkdn.utils.names import did_you_mean
+from lkdn.utils import did_you_mean
 
 logger = logging.getLogger(__name__)
 

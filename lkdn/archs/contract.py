@@ -42,7 +42,7 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from lkdn.utils.names import unknown_name
+from lkdn.utils import unknown_name
 
 StateDict = Mapping[str, torch.Tensor]
 Factory = TypeVar("Factory", bound=Callable[..., nn.Module])

@@ -4,7 +4,7 @@ Every export takes ``-opt`` (``network_g`` and ``path.pretrain_network_g``), ``-
 ``--output``, ``--check-image`` and ``--threads``; loads and folds the network; compares the
 exported file with PyTorch on a random batch and on a check image (Set5's ``baby`` at the
 options' scale when Set5 is found, README "Data and weights"); and reports one ``error: ...``
-line with exit status 1 for any clear error, having written nothing (:func:`lkdn.commands.run`).
+line with exit status 1 for any clear error, having written nothing (:func:`lkdn.utils.run`).
 Building the parser imports no torch; the rest imports it when it runs.
 """
 
@@ -16,10 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lkdn.commands import CommandError
-from lkdn.utils.command_line import command_parser
-from lkdn.utils.files import refuse_overwriting_inputs
-from lkdn.utils.logger import setup_logging
+from lkdn.errors import CommandError
+from lkdn.utils import command_parser, refuse_overwriting_inputs, setup_logging
 from lkdn.zoo import find_benchmark
 
 if TYPE_CHECKING:
@@ -41,7 +39,7 @@ def default_check_image(scale: int) -> Path | None:
 
 
 def export_parser(command: str, doc: str, output_help: str, examples: Sequence[str]) -> argparse.ArgumentParser:
-    """The parser of ``command`` (:func:`lkdn.utils.command_line.command_parser`) with the arguments every export takes; the
+    """The parser of ``command`` (:func:`lkdn.utils.command_parser`) with the arguments every export takes; the
     command adds its own."""
     parser = command_parser(command, doc, examples)
     parser.add_argument("-opt", required=True, type=Path, help="YAML options with network_g (and path.pretrain_network_g)")
@@ -73,7 +71,7 @@ class ExportJob:
 
 
 def refuse_overwriting(args: argparse.Namespace, also_writes: Sequence[str] = (), weights: Path | None = None) -> None:
-    """An :class:`~lkdn.utils.files.OutputIsInputError` when ``--output`` (or its companion files of the
+    """An :class:`~lkdn.utils.OutputIsInputError` when ``--output`` (or its companion files of the
     suffixes ``also_writes``: the ``.bin`` beside an IR) is ``-opt``, the weights or ``--check-image``."""
     outputs = [("--output", args.output), *((f"the {s} file of --output", args.output.with_suffix(s)) for s in also_writes)]
     inputs = [("-opt", args.opt), ("--weights", args.weights), ("--check-image", args.check_image)]

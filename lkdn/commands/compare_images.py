@@ -22,9 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lkdn.commands import command
-from lkdn.utils.command_line import command_parser, parse_command_line
-from lkdn.utils.files import refuse_overwriting_inputs
+from lkdn.utils import command, command_parser, parse_command_line, refuse_overwriting_inputs
 
 if TYPE_CHECKING:
     import numpy as np

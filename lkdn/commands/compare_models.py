@@ -30,9 +30,7 @@ from typing import Any
 
 import yaml
 
-from lkdn.commands import command
-from lkdn.utils.command_line import command_parser, parse_command_line
-from lkdn.utils.files import replace_between_markers, write_text_atomic
+from lkdn.utils import command, command_parser, parse_command_line, replace_between_markers, write_text_atomic
 from lkdn.zoo import find_benchmark
 
 WEIGHTS_PREFIX = "experiments/pretrained_models"

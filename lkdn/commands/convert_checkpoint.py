@@ -20,9 +20,8 @@ import argparse
 import json
 from pathlib import Path
 
-from lkdn.commands import CommandError, command
-from lkdn.utils.command_line import command_parser, parse_command_line
-from lkdn.utils.files import refuse_overwriting_inputs
+from lkdn.errors import CommandError
+from lkdn.utils import command, command_parser, parse_command_line, refuse_overwriting_inputs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,8 +67,8 @@ def convert(args: argparse.Namespace) -> int:
     """Convert, verify, and return the number of tensors written."""
     import torch
 
+    from lkdn.checkpoint import CheckpointError, extract_state_dict, is_state_dict, load_file, load_state_dict
     from lkdn.loading import fitting_skeleton, save_network_file
-    from lkdn.utils.checkpoint import CheckpointError, extract_state_dict, is_state_dict, load_file, load_state_dict
 
     network_g, scale = network_options(args)
     ckpt = load_file(args.input)

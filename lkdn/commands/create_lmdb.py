@@ -20,8 +20,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lkdn.commands import command
-from lkdn.utils.command_line import command_parser, parse_command_line
+from lkdn.utils import command, command_parser, parse_command_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -38,7 +37,7 @@ def prepare_keys(folder: Path) -> tuple[list[str], list[str]]:
 def create_lmdb(input_folder: str | Path, lmdb_path: str | Path, *, n_thread: int = 8, batch: int = 5000,
                 compress_level: int = 1) -> int:
     """Write every image of ``input_folder`` into ``lmdb_path`` (must end in ``.lmdb``, must not exist)."""
-    from basicsr.utils.lmdb_util import make_lmdb_from_imgs  # lkdn.compat answers its torchvision import
+    from basicsr.utils.lmdb_util import make_lmdb_from_imgs  # lkdn.utils answers its torchvision import
 
     input_folder, lmdb_path = Path(input_folder), Path(lmdb_path)
     if not input_folder.is_dir():

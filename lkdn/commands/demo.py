@@ -39,9 +39,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from lkdn.commands import COMMANDS, CommandError, command
-from lkdn.utils.command_line import command_parser, parse_command_line
-from lkdn.utils.files import write_json_atomic
+from lkdn.commands import COMMANDS
+from lkdn.errors import CommandError
+from lkdn.utils import command, command_parser, parse_command_line, write_json_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 """The clone: the demo's option files and its data maker are read from it."""
@@ -203,7 +203,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def results_folder(workdir: Path, given: Path) -> Path:
-    """``<workdir>/results/demo``, created; a :class:`~lkdn.commands.CommandError` naming ``--workdir`` when it cannot be."""
+    """``<workdir>/results/demo``, created; a :class:`~lkdn.errors.CommandError` naming ``--workdir`` when it cannot be."""
     missing = [path for path in (TRAIN_OPT, TEST_OPT, MAKE_DATA) if not (REPO / path).is_file()]
     if missing:
         raise CommandError(f"the demo runs from a clone of lkdn: {', '.join(missing)} not found under {REPO}")

@@ -31,8 +31,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lkdn.commands import command
-from lkdn.utils.command_line import command_parser, parse_command_line
+from lkdn.utils import command, command_parser, parse_command_line
 from lkdn.zoo import (
     CACHE,
     CHECKPOINTS,

@@ -26,9 +26,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lkdn.commands import CommandError, command
 from lkdn.commands._export import EXPORT_ERRORS, ExportJob, export_parser, run_export
-from lkdn.utils.command_line import parse_command_line
+from lkdn.errors import CommandError
+from lkdn.utils import command, parse_command_line
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -25,8 +25,7 @@ import sys
 from multiprocessing import Pool
 from pathlib import Path
 
-from lkdn.commands import command
-from lkdn.utils.command_line import command_parser, parse_command_line
+from lkdn.utils import command, command_parser, parse_command_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 HR_CROP, HR_STEP = 480, 240

@@ -27,11 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lkdn.commands import BACKENDS, EXPORTED_SUFFIXES, CommandError, command
-from lkdn.errors import LkdnError
-from lkdn.utils.command_line import command_parser, parse_command_line
-from lkdn.utils.files import refuse_overwriting_inputs
-from lkdn.utils.logger import setup_logging
+from lkdn.commands import BACKENDS, EXPORTED_SUFFIXES
+from lkdn.errors import CommandError, LkdnError
+from lkdn.utils import command, command_parser, parse_command_line, refuse_overwriting_inputs, setup_logging
 
 if TYPE_CHECKING:
     from lkdn.backends.files import ExportedModel

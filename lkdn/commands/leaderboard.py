@@ -29,9 +29,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lkdn.commands import NTIRE_YEARS, command
-from lkdn.utils.command_line import command_parser, parse_command_line
-from lkdn.utils.files import replace_between_markers, write_json_atomic, write_text_atomic
+from lkdn.commands import NTIRE_YEARS
+from lkdn.utils import (
+    command,
+    command_parser,
+    parse_command_line,
+    replace_between_markers,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 if TYPE_CHECKING:
     from lkdn.leaderboard import Entry

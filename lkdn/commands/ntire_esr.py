@@ -27,10 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lkdn.commands import NTIRE_YEARS, command
+from lkdn.commands import NTIRE_YEARS
 from lkdn.errors import LkdnError
-from lkdn.utils.command_line import command_parser, parse_command_line
-from lkdn.utils.files import write_json_atomic, write_text_atomic
+from lkdn.utils import command, command_parser, parse_command_line, write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:
     import torch

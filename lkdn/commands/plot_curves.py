@@ -17,9 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lkdn.commands import command
-from lkdn.utils.command_line import command_parser, parse_command_line
-from lkdn.utils.files import refuse_overwriting_inputs
+from lkdn.utils import command, command_parser, parse_command_line, refuse_overwriting_inputs
 
 NON_LOSS_KEYS = {"iter", "epoch", "lr", "time", "data_time", "eta"}
 

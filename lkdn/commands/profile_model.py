@@ -24,8 +24,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from lkdn.commands import command
-from lkdn.utils.command_line import command_parser, parse_command_line
+from lkdn.utils import command, command_parser, parse_command_line
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

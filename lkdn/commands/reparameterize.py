@@ -39,11 +39,16 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from lkdn.commands import command
 from lkdn.errors import LkdnError
-from lkdn.utils.command_line import command_parser, parse_command_line
-from lkdn.utils.files import file_in_the_way, refuse_overwriting_inputs, write_text_atomic
-from lkdn.utils.frozen import thaw
+from lkdn.utils import (
+    command,
+    command_parser,
+    file_in_the_way,
+    parse_command_line,
+    refuse_overwriting_inputs,
+    thaw,
+    write_text_atomic,
+)
 from lkdn.zoo import resolve_weights
 
 if TYPE_CHECKING:
@@ -85,7 +90,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def chosen_key(ckpt: Any, param_key: str | None) -> str:
     """Which entry of ``ckpt`` :func:`extract_state_dict` takes (for the report)."""
-    from lkdn.utils.checkpoint import PREFERRED_KEYS
+    from lkdn.checkpoint import PREFERRED_KEYS
 
     if isinstance(ckpt, Mapping) and ckpt and all(hasattr(v, "shape") for v in ckpt.values()):
         return "bare state dict"
@@ -227,9 +232,9 @@ def summary(counts: Mapping[str, int]) -> str:
 def load_input(args: argparse.Namespace) -> tuple[Options, Any, str]:
     """The validated options, the network with the input weights, and the checkpoint key they came from."""
     from lkdn.archs import build_network
+    from lkdn.checkpoint import load_file
     from lkdn.loading import load_weights_from_options
     from lkdn.options import load_options, load_yaml
-    from lkdn.utils.checkpoint import load_file
 
     args.input = pick_checkpoint(args.input)
     run = run_folder(args.input)

@@ -18,9 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lkdn.commands import command
-from lkdn.utils.command_line import command_parser, parse_command_line
-from lkdn.utils.files import OutputIsInputError, refuse_overwriting_inputs
+from lkdn.utils import OutputIsInputError, command, command_parser, parse_command_line, refuse_overwriting_inputs
 
 CHOICES = ("params_ema", "params", "both")
 
@@ -48,7 +46,7 @@ def is_state_dict(obj: Any) -> bool:
 
 def strip(ckpt: Any, *, param_key: str, source: str = "checkpoint") -> dict[str, Any]:
     """The part of ``ckpt`` to keep: ``{key: state_dict}`` for the chosen keys, or the bare state dict."""
-    from lkdn.utils.checkpoint import PREFERRED_KEYS, CheckpointError, extract_state_dict
+    from lkdn.checkpoint import PREFERRED_KEYS, CheckpointError, extract_state_dict
 
     if is_state_dict(ckpt):
         return extract_state_dict(ckpt, source=source)
@@ -86,7 +84,7 @@ def describe(obj: Mapping[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """``lkdn-strip-checkpoint``: 0, or 2 after one ``error: ...`` line (a bad checkpoint, --output is --input)."""
     args = parse_args(argv)  # parsed before torch is imported, so --help is fast
-    from lkdn.utils.checkpoint import SAFETENSORS_SUFFIX, CheckpointError, load_file, save_file
+    from lkdn.checkpoint import SAFETENSORS_SUFFIX, CheckpointError, load_file, save_file
 
     try:
         if not args.in_place:

@@ -25,9 +25,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lkdn.commands import BACKENDS, command
+from lkdn.commands import BACKENDS
 from lkdn.errors import LkdnError
-from lkdn.utils.command_line import command_parser, parse_command_line
+from lkdn.utils import command, command_parser, parse_command_line
 from lkdn.zoo import checkpoint_for_path, find_checkpoint
 
 if TYPE_CHECKING:
@@ -101,8 +101,8 @@ def check_dataset_folders(key: str, dataset_opt: Mapping[str, Any]) -> str | Non
 
 def _weights_problem(opt: Mapping[str, Any], *, fetch: bool) -> str | None:
     """What is wrong with the weights of ``opt`` (None: they are here, or were just fetched when ``fetch``)."""
+    from lkdn.checkpoint import CheckpointError
     from lkdn.loading import weights_file
-    from lkdn.utils.checkpoint import CheckpointError
 
     source = (opt.get("path") or {}).get("pretrain_network_g")
     if not source:
@@ -135,7 +135,7 @@ def check_inputs(opt: Options) -> None:
         DatasetMissingError: a required folder is missing (the message adds any weights problem).
         CheckpointError: the data is here and the weights are not (and could not be downloaded).
     """
-    from lkdn.utils.checkpoint import CheckpointError
+    from lkdn.checkpoint import CheckpointError
 
     problems = []
     for key, dataset_opt in sorted(opt.section("datasets").items()):
@@ -164,7 +164,7 @@ def build_test_loader(key: str, dataset_opt: Mapping[str, Any]) -> torch.utils.d
     import torch
 
     from lkdn.data.safe_dataset import build_checked_dataset
-    from lkdn.utils.frozen import thaw
+    from lkdn.utils import thaw
 
     options = {"io_backend": {"type": "disk"}, **thaw(dataset_opt)}
     dataset = build_checked_dataset(options, where=f"datasets.{key}")
@@ -200,7 +200,7 @@ def test_pipeline(opt: Options, *, device: torch.device, backend: str = "torch")
     from lkdn.images import write_image
     from lkdn.options import OptionsError
     from lkdn.upscaler import Upscaler
-    from lkdn.utils.files import write_json_atomic
+    from lkdn.utils import write_json_atomic
 
     datasets = opt.section("datasets")
     if not datasets:
@@ -253,8 +253,7 @@ def score(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     from lkdn.options import OptionsError, device_of, parse_options
     from lkdn.upscaler import resolve_device
-    from lkdn.utils.frozen import thaw
-    from lkdn.utils.logger import setup_logging
+    from lkdn.utils import setup_logging, thaw
 
     opt = parse_options(args.opt, is_train=False, overrides=args.force_yml, root_path=args.root_path)  # validates
     if args.device is not None:

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lkdn.commands import command
-from lkdn.utils.command_line import parse_train_args
+from lkdn.utils import command, parse_train_args
 
 INTERRUPTED = ("interrupted: nothing more was saved; every state written so far is complete (resume with "
                "--auto-resume)")

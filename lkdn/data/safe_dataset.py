@@ -37,7 +37,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils.data import Dataset
 
 from lkdn.images import READ_FIX, DataError, check_image_bytes, decode_image
-from lkdn.utils.frozen import thaw
+from lkdn.utils import thaw
 
 logger = logging.getLogger(__name__)
 

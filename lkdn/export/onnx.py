@@ -34,7 +34,7 @@ from lkdn.export.graphs import (
     input_channels,
     onnx_graph,
 )
-from lkdn.utils.files import write_atomic
+from lkdn.utils import write_atomic
 
 logger = logging.getLogger(__name__)
 

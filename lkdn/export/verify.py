@@ -7,7 +7,7 @@ the float32 PyTorch network on a random batch at odd sizes and on the check imag
 :data:`lkdn.backends.base.TOLERANCES`). When Set5 is found at the network's scale
 (:func:`lkdn.zoo.find_benchmark`), the precision loss is also measured as Set5 PSNR/SSIM (Y channel,
 crop = scale) through the runtime against PyTorch. Only when every check passes are the files
-written, each atomically (:func:`lkdn.utils.files.write_atomic`), weights first, so a graph file
+written, each atomically (:func:`lkdn.utils.write_atomic`), weights first, so a graph file
 never points at missing weights; otherwise :class:`lkdn.backends.base.BackendError` and nothing is
 written. Both formats keep their weights in ``<name>.bin``, so an export whose ``.bin`` belongs to
 the other format's graph beside it (``x.xml`` and ``x.param``) is refused.
@@ -28,7 +28,7 @@ from torch import nn
 from lkdn.backends.base import TOLERANCES, BackendError, Check, Runtime, Tolerance, verify
 from lkdn.evaluate import evaluate_folder
 from lkdn.export.graphs import image_tensor
-from lkdn.utils.files import write_atomic
+from lkdn.utils import write_atomic
 from lkdn.zoo import find_benchmark
 
 logger = logging.getLogger(__name__)

@@ -9,9 +9,9 @@
 
     model = lkdn_spandrel.load_model("LKDN_x4.pth")       # the same, read by lkdn's safe loader
 
-:func:`load_model` reads the file with :func:`lkdn.utils.checkpoint.load_file` (``weights_only``
+:func:`load_model` reads the file with :func:`lkdn.checkpoint.load_file` (``weights_only``
 or safetensors; never TorchScript, which spandrel tries for ``.pt``) and raises one-line
-:class:`lkdn.utils.checkpoint.CheckpointError` for a file that is unreadable, would run code, or
+:class:`lkdn.checkpoint.CheckpointError` for a file that is unreadable, would run code, or
 holds no architecture spandrel knows.
 
 :func:`install` adds one spandrel architecture per architecture of ours whose contract declares
@@ -53,7 +53,7 @@ except ImportError as _err:  # pragma: no cover - exercised by a test that hides
 
 from lkdn.archs import build_network, our_architectures
 from lkdn.archs.contract import ArchContract
-from lkdn.utils.checkpoint import CheckpointError, extract_state_dict, load_file
+from lkdn.checkpoint import CheckpointError, extract_state_dict, load_file
 
 logger = logging.getLogger(__name__)
 

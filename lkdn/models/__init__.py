@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lkdn.models.registry import MODEL_REGISTRY
-from lkdn.utils.names import unknown_name
+from lkdn.utils import unknown_name
 
 for _file in sorted(Path(__file__).parent.glob("*_model.py")):
     importlib.import_module(f"lkdn.models.{_file.stem}")

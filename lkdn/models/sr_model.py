@@ -33,6 +33,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
 from lkdn.archs import build_network
+from lkdn.checkpoint import SAFETENSORS_SUFFIX, extract_state_dict, mismatch_report, save_file
 from lkdn.evaluate import evaluate
 from lkdn.images import write_image
 from lkdn.loading import load_network, load_weights_from_options, save_network_file
@@ -42,8 +43,7 @@ from lkdn.tiling import check_finite_output
 from lkdn.training.dist import DistInfo, any_process
 from lkdn.training.ema import WeightEMA
 from lkdn.training.optim import build_optimizer, build_scheduler, warmup_factor
-from lkdn.utils.checkpoint import SAFETENSORS_SUFFIX, extract_state_dict, mismatch_report, save_file
-from lkdn.utils.frozen import thaw
+from lkdn.utils import thaw
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError, core_schema
 
 from lkdn.errors import LkdnError
-from lkdn.utils.names import did_you_mean, unknown_keywords
+from lkdn.utils import did_you_mean, unknown_keywords
 
 SAVE_FORMATS = ("pth", "safetensors")
 # scheduler arguments that are lists of iteration counts (basicsr's MultiStepRestartLR, CosineAnnealingRestartLR)

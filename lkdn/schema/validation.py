@@ -18,7 +18,7 @@ from pydantic.fields import FieldInfo
 
 from lkdn.schema.checks import Loc, SchemaError, key_lines, number_hint
 from lkdn.schema.models import Dataset, OptionFile, Section, members, section_of
-from lkdn.utils.names import did_you_mean
+from lkdn.utils import did_you_mean
 
 # --------------------------------------------------------------------------------------------- messages
 

@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 from lkdn.data.safe_dataset import DataError, build_checked_dataset
 from lkdn.training.dist import DistInfo
 from lkdn.training.state import get_rng_state, set_rng_state
-from lkdn.utils.frozen import thaw
+from lkdn.utils import thaw
 
 logger = logging.getLogger(__name__)
 

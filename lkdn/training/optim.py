@@ -28,7 +28,7 @@ import torch
 from basicsr.models import lr_scheduler as basicsr_schedulers
 from torch.optim import lr_scheduler as torch_schedulers
 
-from lkdn.utils.names import unknown_keywords, unknown_name
+from lkdn.utils import unknown_keywords, unknown_name
 
 _EXTRA: dict[str, Callable[[], type[torch.optim.Optimizer]]] = {}
 

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import yaml
 
+from lkdn.checkpoint import CheckpointError, save_file
 from lkdn.data.safe_dataset import skipped_in_batch
 from lkdn.errors import LkdnError
 from lkdn.models import build_model
@@ -56,10 +57,8 @@ from lkdn.training.state import (
     set_rng_state,
     time_str,
 )
-from lkdn.utils.checkpoint import CheckpointError, save_file
-from lkdn.utils.command_line import parse_train_args as parse_args
-from lkdn.utils.files import write_text_atomic
-from lkdn.utils.logger import setup_logging
+from lkdn.utils import parse_train_args as parse_args
+from lkdn.utils import setup_logging, write_text_atomic
 
 logger = logging.getLogger("lkdn.train")
 
@@ -500,7 +499,7 @@ def train_pipeline(root_path: str | os.PathLike[str] | None = None, argv: Sequen
     try:
         trainer = Trainer(args, argv, root)
         return trainer.run()
-    except (LkdnError, ValueError) as err:  # what lkdn-train reports as one line (lkdn.commands.run)
+    except (LkdnError, ValueError) as err:  # what lkdn-train reports as one line (lkdn.utils.run)
         if trainer is not None:  # logging is set up: the reason goes to the log file too
             logger.error("%s", err)
             err.lkdn_logged = True  # type: ignore[attr-defined]

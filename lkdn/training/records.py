@@ -33,8 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lkdn.utils.files import write_text_atomic
-from lkdn.utils.frozen import thaw
+from lkdn.utils import thaw, write_text_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lkdn.checkpoint import CheckpointError, load_file, partial_saves
 from lkdn.errors import LkdnError
-from lkdn.utils.checkpoint import CheckpointError, load_file, partial_saves
 
 logger = logging.getLogger(__name__)
 

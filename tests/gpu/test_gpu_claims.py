@@ -75,7 +75,7 @@ def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def test_environment(device: torch.device, record_property: Any) -> None:
     """The torch gate passes and every run-time import of lkdn works on the GPU machine's Python."""
-    from lkdn.utils.checkpoint import require_safe_torch
+    from lkdn.checkpoint import require_safe_torch
 
     require_safe_torch()
     failed = {}
@@ -311,8 +311,8 @@ def train_log(name: str) -> list[dict[str, Any]]:
 def test_exact_resume_under_cudnn(record_property: Any) -> None:
     """Deterministic mode (``train.deterministic``): 6 + 6 iterations resumed from the state equal 12 in one go,
     ``params`` and ``params_ema`` within 1e-6 (bit-identical expected), the logged losses equal."""
+    from lkdn.checkpoint import load_file
     from lkdn.training.pipeline import train_pipeline
-    from lkdn.utils.checkpoint import load_file
 
     work, total = gc.work_dir(), 10 if DRY else 12
     for name in ("resume_full", "resume_part"):

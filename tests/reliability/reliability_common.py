@@ -21,8 +21,8 @@ from test_train_common import apply_changes  # noqa: E402 (tests/ is on the path
 
 import lkdn  # noqa: F401 (registers)
 from lkdn import build_network
+from lkdn.checkpoint import load_file, save_file
 from lkdn.training.pipeline import train_pipeline
-from lkdn.utils.checkpoint import load_file, save_file
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = ROOT / "lkdn" / "train.py"

@@ -30,9 +30,7 @@ from reliability_common import (
 
 from lkdn import build_network
 from lkdn import test as test_entry
-from lkdn.loading import read_metadata, save_network_file
-from lkdn.training.state import remove_partial_saves
-from lkdn.utils.checkpoint import (
+from lkdn.checkpoint import (
     CheckpointError,
     load_file,
     load_state_dict,
@@ -40,6 +38,8 @@ from lkdn.utils.checkpoint import (
     require_safe_torch,
     save_file,
 )
+from lkdn.loading import read_metadata, save_network_file
+from lkdn.training.state import remove_partial_saves
 
 TINY_NET = {"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscale": 2, "num_in": 1}
 
@@ -96,7 +96,7 @@ def test_every_checkpoint_read_goes_through_the_safe_loader() -> None:
                                                    for f in ("load", "loads")}, f"{path}:{node.lineno}"
             allow = keywords.get("allow_pickle")
             assert not (isinstance(allow, ast.Constant) and allow.value is True), f"{path}:{node.lineno}"
-    assert calls == [("lkdn/utils/checkpoint.py", True)]
+    assert calls == [("lkdn/checkpoint.py", True)]
 
 
 class _RunsCode:

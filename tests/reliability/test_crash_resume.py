@@ -33,10 +33,10 @@ from reliability_common import (
 )
 from safetensors.torch import load_file as load_safetensors
 
+from lkdn.checkpoint import load_file
 from lkdn.loading import network_from_file, read_metadata
 from lkdn.models.sr_model import SRModel
 from lkdn.training.pipeline import DivergenceError
-from lkdn.utils.checkpoint import load_file
 
 TOTAL, SAVE_EVERY = 24, 3
 KILLS = 6

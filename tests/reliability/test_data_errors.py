@@ -26,8 +26,8 @@ from reliability_common import (
 
 from lkdn import build_network
 from lkdn import test as test_entry
+from lkdn.checkpoint import load_file, save_file
 from lkdn.data.safe_dataset import SKIPPED_KEY, DataError, build_checked_dataset
-from lkdn.utils.checkpoint import load_file, save_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

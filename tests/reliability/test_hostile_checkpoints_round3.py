@@ -22,11 +22,11 @@ from safetensors.torch import save_file as save_safetensors
 from lkdn import Upscaler, build_network, tiling
 from lkdn import test as test_entry
 from lkdn.archs.build import MAX_TENSORS, NetworkTooLargeError
+from lkdn.checkpoint import CheckpointError, load_state_dict, save_file
 from lkdn.loading import load_network, network_from_file, save_network_file
 from lkdn.options import OptionsError, load_options
 from lkdn.schema import SchemaError
 from lkdn.tiling import NonFiniteOutputError, efficient_tile, tile_overhead
-from lkdn.utils.checkpoint import CheckpointError, load_state_dict, save_file
 
 TINY_TENSORS = 40  # parameter tensors of TINY_NET
 

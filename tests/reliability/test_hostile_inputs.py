@@ -45,13 +45,13 @@ from reliability_common import (
 
 from lkdn import Upscaler, build_network
 from lkdn import test as test_entry
+from lkdn.checkpoint import CheckpointError, extract_state_dict, save_file
 from lkdn.loading import network_from_file, save_network_file
 from lkdn.options import OptionsError, load_options
 from lkdn.schema import SchemaError
 from lkdn.training.dist import LaunchError
 from lkdn.training.pipeline import DivergenceError
 from lkdn.training.state import RunInUseError, RunLock
-from lkdn.utils.checkpoint import CheckpointError, extract_state_dict, save_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

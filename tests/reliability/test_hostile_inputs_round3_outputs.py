@@ -16,7 +16,7 @@ from reliability_common import make_images, one_line, script, test_set_options, 
 
 from lkdn import test as test_entry
 from lkdn.schema import SchemaError
-from lkdn.utils.files import OutputIsInputError, refuse_overwriting_inputs
+from lkdn.utils import OutputIsInputError, refuse_overwriting_inputs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -222,7 +222,7 @@ def test_missing_data_and_missing_weights_are_said_together_before_anything_is_w
 
 def test_missing_weights_are_found_before_the_results_folder_is_made(tmp_path: Path, data, weights) -> None:
     from lkdn import test as test_entry
-    from lkdn.utils.checkpoint import CheckpointError
+    from lkdn.checkpoint import CheckpointError
 
     yml = options_file(tmp_path, data, weights, path={"pretrain_network_g": str(tmp_path / "mine.pth")})
     with pytest.raises(CheckpointError, match=rf"path\.pretrain_network_g: checkpoint not found: {tmp_path}/mine\.pth"):

@@ -20,8 +20,8 @@ from reliability_common import METRICS, TINY, VAL, make_images
 
 from lkdn import Upscaler, build_network
 from lkdn import test as test_entry
+from lkdn.checkpoint import save_file
 from lkdn.training.pipeline import train_pipeline
-from lkdn.utils.checkpoint import save_file
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -29,9 +29,9 @@ from reliability_common import (
 )
 
 from lkdn import build_network
+from lkdn.checkpoint import load_file, save_file
 from lkdn.options import load_options, parse_options
 from lkdn.schema import SchemaError
-from lkdn.utils.checkpoint import load_file, save_file
 
 
 def png_claiming(width: int, height: int) -> bytes:

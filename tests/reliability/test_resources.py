@@ -15,9 +15,9 @@ from torch import nn
 
 from lkdn import build_network
 from lkdn import test as test_entry
+from lkdn.checkpoint import save_file
 from lkdn.tiling import APPROXIMATE_TILE_PAD, InferenceMemoryError, run_network, tile_context
 from lkdn.upscaler import Upscaler
-from lkdn.utils.checkpoint import save_file
 
 TINY_NET = {"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscale": 2, "num_in": 1}
 

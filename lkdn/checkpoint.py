@@ -11,7 +11,7 @@
 * :func:`check_dtypes` refuses tensors whose dtype cannot hold a network's parameter values
   (complex, integer or bool for a float parameter) instead of letting torch cast them, and
   :func:`mismatch_report` lists missing and unexpected keys and differing shapes.
-* :func:`save_file` writes atomically (:func:`lkdn.utils.files.write_atomic`); an interrupted
+* :func:`save_file` writes atomically (:func:`lkdn.utils.write_atomic`); an interrupted
   save (SIGKILL, power loss) leaves the previous file intact, and a failed one (disk full) is a
   :class:`CheckpointError` that says so.
 * Importing this module requires ``torch>=2.10``: ``weights_only`` loading could be bypassed
@@ -42,7 +42,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from lkdn.errors import LkdnError
-from lkdn.utils.files import partial_writes, write_atomic
+from lkdn.utils import partial_writes, write_atomic
 
 logger = logging.getLogger(__name__)
 

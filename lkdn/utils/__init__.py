@@ -1,1 +1,0 @@
-"""Utilities: checkpoint I/O (:mod:`lkdn.utils.checkpoint`)."""
