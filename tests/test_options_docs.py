@@ -1,4 +1,4 @@
-"""The option declarations (lkdn/schema/models.py) are the one source of docs/options.md's key tables,
+"""The option declarations (lkdn/schema.py) are the one source of docs/options.md's key tables,
 docs/options.schema.json and the defaults the loaded options carry."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+import lkdn.schema as schema
 from lkdn.options import parse_options
 from lkdn.schema import MAX_SCALE, SchemaError, fill_defaults, validate_options
-from lkdn.schema import docs as schema
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "options").rglob("*.yml"))
