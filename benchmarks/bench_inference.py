@@ -6,9 +6,9 @@ when present). The baseline is what the original code does: the network as confi
 eager, with the reference operations (out-of-place element-wise ops, the trunk's full
 concatenation: what our networks run with autograd on, here with no parameter or input needing
 a gradient). The next row is the network's own inference path (in place, no concatenation, under
-``torch.no_grad``); the following rows add the steps of :func:`lkdn.speedups.optimize_network`
+``torch.no_grad``); the following rows add the steps of :func:`lkdn.upscaler.optimize_network`
 (all rows of a table are timed interleaved, order rotated each round). The allocator tuning of
-:func:`lkdn.speedups.tune_cpu_allocator` changes the whole process and cannot be undone, so the
+:func:`lkdn.upscaler.tune_cpu_allocator` changes the whole process and cannot be undone, so the
 same steps are timed again in a second group after it; the headline speed-up is the original
 code (first group, untouched allocator) against the ``Upscaler`` as constructed by default
 (second group). ``torch.compile`` (``Upscaler(compile=True)``) is timed on LKDN x4 with its compile time.
@@ -28,7 +28,7 @@ import lkdn  # noqa: F401 (registers the architectures)
 from lkdn import Upscaler, build_network
 from lkdn.loading import load_network_from_options
 from lkdn.profiling import peak_memory, time_interleaved
-from lkdn.speedups import optimize_network, tune_cpu_allocator
+from lkdn.upscaler import optimize_network, tune_cpu_allocator
 from lkdn.zoo import find_checkpoint
 
 LR_SIZE = (180, 320)  # height, width

@@ -44,7 +44,7 @@ from torch import nn
 
 from lkdn.archs import build_network
 from lkdn.archs.build import short_number
-from lkdn.archs.contract import contract_of, deploy_options
+from lkdn.archs.contract import contract_of, deploy_options, foldable_modules
 from lkdn.checkpoint import (
     SAFETENSORS_SUFFIX,
     CheckpointError,
@@ -54,7 +54,7 @@ from lkdn.checkpoint import (
     mismatch_report,
     save_file,
 )
-from lkdn.reparam import foldable_modules, reparameterize_model
+from lkdn.reparam import reparameterize_model
 from lkdn.zoo import DownloadError, resolve_weights
 
 logger = logging.getLogger(__name__)

@@ -24,23 +24,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lkdn.archs.contract import fold_modules, is_foldable
+from lkdn.archs.contract import fold_modules, foldable_modules
 
 logger = logging.getLogger(__name__)
-
-
-def foldable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The outermost foldable modules of ``model`` as ``(qualified name, module)``, in order.
-
-    A foldable module's own children are not listed: its ``fuse`` folds them. ``model`` itself
-    is listed with the name ``""`` when it is foldable.
-    """
-    if is_foldable(model):
-        return [("", model)]
-    found = []
-    for name, child in model.named_children():
-        found += [(f"{name}.{sub}" if sub else name, mod) for sub, mod in foldable_modules(child)]
-    return found
 
 
 def fold_summary(model: nn.Module) -> dict[str, int]:

@@ -28,9 +28,9 @@ from lkdn.backends import (
     installed,
 )
 from lkdn.export import onnx_graph
+from lkdn.images import run_network
 from lkdn.loading import load_network_from_options
 from lkdn.options import load_options
-from lkdn.tiling import run_network
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

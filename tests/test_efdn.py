@@ -20,9 +20,9 @@ from ntire_checks import (
 )
 
 from lkdn import build_network
+from lkdn.archs.contract import foldable_modules, is_foldable
 from lkdn.archs.efdn_arch import EDBB, Cell, FoldedEDBB, efdn_options_from_state
 from lkdn.loading import deploy_form
-from lkdn.reparam import foldable_modules, is_foldable
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,4 +1,4 @@
-"""The option declarations (lkdn/schema.py) are the one source of docs/options.md's key tables,
+"""The option declarations (lkdn/options.py) are the one source of docs/options.md's key tables,
 docs/options.schema.json and the defaults the loaded options carry."""
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import lkdn.schema as schema
-from lkdn.options import parse_options
-from lkdn.schema import MAX_SCALE, SchemaError, fill_defaults, validate_options
+import lkdn.options as schema
+from lkdn.options import MAX_SCALE, SchemaError, fill_defaults, parse_options, validate_options
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "options").rglob("*.yml"))
@@ -21,7 +20,7 @@ SHIPPED = sorted((ROOT / "options").rglob("*.yml"))
 
 def test_generated_docs_are_up_to_date() -> None:
     stale = schema.outdated(ROOT / "docs")
-    assert not stale, f"{', '.join(map(str, stale))} out of date: run python -m lkdn.schema --write"
+    assert not stale, f"{', '.join(map(str, stale))} out of date: run python -m lkdn.options --write"
 
 
 def test_out_of_date_docs_are_found_and_rewritten(tmp_path: Path) -> None:
@@ -34,7 +33,7 @@ def test_out_of_date_docs_are_found_and_rewritten(tmp_path: Path) -> None:
 
 
 def test_the_check_command_names_the_command_that_fixes_it() -> None:
-    result = subprocess.run([sys.executable, "-m", "lkdn.schema", "--check"], capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run([sys.executable, "-m", "lkdn.options", "--check"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -13,7 +13,7 @@ from basicsr.utils.matlab_functions import imresize
 from test_train_common import ROOT, SKIMAGE_IMAGES, natural_image, read_jsonl, run_training
 
 from lkdn.data.multiscale_dataset import MultiScaleImageDataset, split_holdout
-from lkdn.schema import SchemaError
+from lkdn.options import SchemaError
 
 TEMPLATE = ROOT / "options" / "train" / "own_images" / "train_LKDN-S_x4_own_images.yml"
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -190,6 +190,6 @@ def test_loader_workers_default_to_what_the_machine_has(monkeypatch) -> None:
         opt = data._loader_options({"num_worker_per_gpu": "auto"}, torch.device("cpu"))
         assert opt["num_worker_per_gpu"] == expected
     with pytest.raises(SchemaError, match=r"datasets\.train\.num_worker_per_gpu: expected auto or a count from 0 to 64, got 'many'"):
-        from lkdn.schema import validate_options
+        from lkdn.options import validate_options
 
         validate_options({"datasets": {"train": {"name": "t", "num_worker_per_gpu": "many"}}})

@@ -14,11 +14,11 @@ from torch import nn
 import lkdn  # noqa: F401 (registers)
 from lkdn import build_network
 from lkdn.archs.bsconv import RBSB, BSConvU
-from lkdn.archs.contract import deploy_options
+from lkdn.archs.contract import deploy_options, foldable_modules
 from lkdn.archs.upsamplers import PixelShuffleDirect, PixelShuffleRep
 from lkdn.checkpoint import load_state_dict
 from lkdn.profiling import count_parameters
-from lkdn.reparam import fold_summary, foldable_modules, reparameterize_model, verify_reparameterization
+from lkdn.reparam import fold_summary, reparameterize_model, verify_reparameterization
 
 TRAIN_FORM = {"conv": "BSConvU_rep", "upsampler": "pixelshuffle_rep"}
 LKDN_S_TRAIN = {"type": "LKDN_S", **TRAIN_FORM}

@@ -15,9 +15,8 @@ from conftest import OFFICIAL_LKDN, ROOT, shared_file
 
 from lkdn import build_network
 from lkdn import test as test_entry
-from lkdn.options import parse_options
-from lkdn.schema import SchemaError, validate_options
-from lkdn.tiling import tile_context
+from lkdn.images import tile_context
+from lkdn.options import SchemaError, parse_options, validate_options
 
 OPTIONS = sorted((ROOT / "options" / "test").rglob("*.yml"))
 LKDN_OPTIONS = sorted((ROOT / "options" / "test" / "LKDN").glob("*.yml"))

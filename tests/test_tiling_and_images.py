@@ -1,4 +1,4 @@
-"""lkdn.tiling (tiles, self-ensemble), lkdn.images (numpy images) and scripts/inference.py on users' images."""
+"""lkdn.images (tiles, self-ensemble), lkdn.images (numpy images) and scripts/inference.py on users' images."""
 
 from __future__ import annotations
 
@@ -12,11 +12,9 @@ from conftest import ROOT, load_script, shared_file
 
 from lkdn import build_network
 from lkdn.evaluate import super_resolve
-from lkdn.images import upscale_image, write_image
+from lkdn.images import minimum_tile, run_network, tile_context, tiled_forward, upscale_image, write_image
 from lkdn.loading import load_network_from_options
-from lkdn.options import load_options
-from lkdn.schema import SchemaError
-from lkdn.tiling import minimum_tile, run_network, tile_context, tiled_forward
+from lkdn.options import SchemaError, load_options
 
 TINY = {"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscale": 2}
 
@@ -95,7 +93,7 @@ def test_tiny_tiles_are_raised_to_the_minimum(caplog: pytest.LogCaptureFixture) 
     """--tile 1 on an LKDN would run thousands of 199x199 tiles: it is raised, with a warning."""
     net = tiny_net()
     x = torch.rand(1, 3, 45, 64)
-    with caplog.at_level("WARNING", logger="lkdn.tiling"):
+    with caplog.at_level("WARNING", logger="lkdn.images"):
         out = run_network(net, x, tile=1)
     assert minimum_tile(15) == 16 and "tile 1 is below the minimum 16 for 15 pixels of context; using 16" in caplog.text
     torch.testing.assert_close(out, run_network(net, x), atol=1e-5, rtol=0)

@@ -1,4 +1,4 @@
-"""lkdn.Upscaler, lkdn.speedups and the networks' own inference paths: the optimized output equals
+"""lkdn.Upscaler, lkdn.upscaler and the networks' own inference paths: the optimized output equals
 the reference forward (autograd on: out-of-place ops, concatenated trunk; what the official code
 runs) within 1e-4 for every registered architecture of ours, official checkpoints through
 from_config, self-describing safetensors through from_checkpoint, tiling / self-ensemble
@@ -15,13 +15,13 @@ import torch
 from conftest import ROOT, shared_file
 
 import lkdn
-from lkdn import Upscaler, build_network, speedups
+from lkdn import Upscaler, build_network, upscaler
 from lkdn.archs import our_architectures
 from lkdn.checkpoint import CheckpointError, save_file
+from lkdn.images import run_network
 from lkdn.loading import load_network_from_options, save_network_file
 from lkdn.options import load_options
-from lkdn.speedups import optimize_network
-from lkdn.tiling import run_network
+from lkdn.upscaler import optimize_network
 
 TOLERANCE = 1e-4
 EXTRA_VARIANTS = [
@@ -151,11 +151,11 @@ def test_a_fold_that_changes_the_output_is_dropped(monkeypatch: pytest.MonkeyPat
             wrong.c2.dw.bias.add_(1.0)
         return wrong
 
-    monkeypatch.setattr(speedups, "reparameterize_model", broken)
+    monkeypatch.setattr(upscaler, "reparameterize_model", broken)
     net = randomize(build_network({"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1,
                                    "conv": "BSConvU_rep"}))
     applied: list[str] = []
-    with caplog.at_level(logging.WARNING, logger="lkdn.speedups"):
+    with caplog.at_level(logging.WARNING, logger="lkdn.upscaler"):
         fast = optimize_network(net, applied=applied)
     assert "re-parameterization" not in applied and "re-parameterization dropped" in caplog.text
     x = torch.rand(1, 3, 9, 10)
@@ -181,7 +181,7 @@ def test_pixel_norm_keeps_the_memory_format_and_trains() -> None:
 
 def test_allocator_tuning_is_the_cpu_default_and_can_be_declined() -> None:
     net = build_network({"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1})
-    available = speedups.tune_cpu_allocator()  # True with glibc; False where mallopt is missing
+    available = upscaler.tune_cpu_allocator()  # True with glibc; False where mallopt is missing
     assert ("tuned CPU allocator" in Upscaler(net, device="cpu").optimizations) == available
     assert "tuned CPU allocator" not in Upscaler(net, device="cpu", tune_allocator=False).optimizations
     assert "tuned CPU allocator" not in Upscaler(net, device="cpu", optimize=False).optimizations

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from test_train_common import read_jsonl, run_training, tiny_data_fixture, write_options  # noqa: F401
 
-from lkdn.schema import SchemaError
+from lkdn.options import SchemaError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

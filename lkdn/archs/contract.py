@@ -216,6 +216,20 @@ def is_foldable(module: nn.Module) -> bool:
     return callable(getattr(type(module), "fuse", None))
 
 
+def foldable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The outermost foldable modules of ``model`` as ``(qualified name, module)``, in order.
+
+    A foldable module's own children are not listed: its ``fuse`` folds them. ``model`` itself
+    is listed with the name ``""`` when it is foldable.
+    """
+    if is_foldable(model):
+        return [("", model)]
+    found = []
+    for name, child in model.named_children():
+        found += [(f"{name}.{sub}" if sub else name, mod) for sub, mod in foldable_modules(child)]
+    return found
+
+
 def fused(module: nn.Module) -> nn.Module:
     """``module.fuse()`` (under ``torch.no_grad``), in ``module``'s train/eval mode; a TypeError unless a module."""
     with torch.no_grad():

@@ -8,7 +8,7 @@ small input and checked against the one the file records (``scale`` in the ONNX
 for; any disagreement is a :class:`BackendError` naming the file and both values. ncnn files
 record no scale: the measured one counts. The tile context is the architecture's receptive
 radius when the file records its ``network_g`` (exact tiles, as with the checkpoint), else
-:data:`lkdn.tiling.APPROXIMATE_TILE_PAD`. Files exported for one fixed input size
+:data:`lkdn.images.APPROXIMATE_TILE_PAD`. Files exported for one fixed input size
 (``--static``) are refused: they cannot run other image sizes.
 """
 
@@ -25,8 +25,7 @@ import torch
 
 from lkdn.archs.build import build_network
 from lkdn.backends.base import BackendError, Runtime, require
-from lkdn.images import upscale_image
-from lkdn.tiling import APPROXIMATE_TILE_PAD, run_network, tile_context
+from lkdn.images import APPROXIMATE_TILE_PAD, run_network, tile_context, upscale_image
 
 logger = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def export(job: ExportJob):
         from lkdn.export import export_metadata, export_onnx
-        from lkdn.tiling import check_input_size
+        from lkdn.images import check_input_size
 
         if args.size:
             size = tuple(args.size)

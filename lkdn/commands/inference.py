@@ -143,8 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm import tqdm
 
     from lkdn.backends import BackendError
-    from lkdn.images import read_image_unchanged, write_image
-    from lkdn.tiling import InferenceMemoryError
+    from lkdn.images import InferenceMemoryError, read_image_unchanged, write_image
 
     setup_logging()  # the backends' verification and auto's choice, with its measured times
     try:

@@ -6,7 +6,7 @@
 
 Rows: the network as the YAML configures it, its deploy form (re-parameterized, input
 replication folded) and, for runtime and memory only, the deploy form after
-``lkdn.speedups.optimize_network`` (what ``lkdn.Upscaler`` runs). Weights do not change any
+``lkdn.upscaler.optimize_network`` (what ``lkdn.Upscaler`` runs). Weights do not change any
 of these numbers, so none are loaded. Multi-Adds count convolutions only (the papers'
 convention); activations are the elements of all conv outputs and FLOPs come from fvcore on a
 3x256x256 LR input (both NTIRE efficient-SR conventions). ``--ntire`` times as the NTIRE harness
@@ -54,12 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from lkdn.archs import build_network
+    from lkdn.images import check_input_size
     from lkdn.options import OptionsError, load_options
     from lkdn.profiling import lr_size_for_output, markdown_table, ntire_counts, parse_size, profile_network
     from lkdn.reparam import reparameterize_model
-    from lkdn.speedups import optimize_network
-    from lkdn.tiling import check_input_size
-    from lkdn.upscaler import resolve_device
+    from lkdn.upscaler import optimize_network, resolve_device
 
     try:
         opt = load_options(args.opt)

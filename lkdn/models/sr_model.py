@@ -35,11 +35,10 @@ from torch.nn.parallel import DistributedDataParallel
 from lkdn.archs import build_network
 from lkdn.checkpoint import SAFETENSORS_SUFFIX, extract_state_dict, mismatch_report, save_file
 from lkdn.evaluate import evaluate
-from lkdn.images import write_image
+from lkdn.images import check_finite_output, write_image
 from lkdn.loading import load_network, load_weights_from_options, save_network_file
 from lkdn.losses import build_loss
 from lkdn.models.registry import MODEL_REGISTRY
-from lkdn.tiling import check_finite_output
 from lkdn.training.dist import DistInfo, any_process
 from lkdn.training.ema import WeightEMA
 from lkdn.training.optim import build_optimizer, build_scheduler, warmup_factor
@@ -306,7 +305,7 @@ class SRModel:
     def test(self, lq: torch.Tensor) -> torch.Tensor:
         """Super-resolve a batch with :meth:`eval_network` in evaluation mode.
 
-        An output holding NaN or infinity is a :class:`lkdn.tiling.NonFiniteOutputError`: no metric
+        An output holding NaN or infinity is a :class:`lkdn.images.NonFiniteOutputError`: no metric
         is computed from it.
         """
         net = self.eval_network()

@@ -405,7 +405,7 @@ def test_training_through_the_lmdb_loader(record_property: Any) -> None:
 @pytest.mark.gpu(limit_s=90)
 def test_out_of_memory_falls_back_to_tiles(device: torch.device, record_property: Any, request: Any) -> None:
     """LKDN x4 through the ``Upscaler`` on an image needing about 3x the memory the process may use (8 GiB, or the
-    GPU): ``lkdn.tiling.run_network`` retries in tiles; full-size finite output, within 1e-5 of the same tiles asked
+    GPU): ``lkdn.images.run_network`` retries in tiles; full-size finite output, within 1e-5 of the same tiles asked
     for explicitly (dry run: the forward raises ``torch.OutOfMemoryError`` above a pixel count)."""
     from lkdn import profiling
     from lkdn.upscaler import Upscaler
@@ -435,11 +435,11 @@ def test_out_of_memory_falls_back_to_tiles(device: torch.device, record_property
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = lambda record: records.append(record) if "retrying with" in record.getMessage() else None
-    logging.getLogger("lkdn.tiling").addHandler(handler)
+    logging.getLogger("lkdn.images").addHandler(handler)
     try:
         out = up(lr).cpu()
     finally:
-        logging.getLogger("lkdn.tiling").removeHandler(handler)
+        logging.getLogger("lkdn.images").removeHandler(handler)
     record_property("input", side)
     record_property("retries", len(records))
     assert records, "no out-of-memory retry was logged"

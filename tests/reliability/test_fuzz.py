@@ -16,8 +16,7 @@ from reliability_common import TINY, make_images
 
 from lkdn.data.safe_dataset import DataError, build_checked_dataset, decode_image
 from lkdn.images import read_image
-from lkdn.options import OptionsError, parse_options
-from lkdn.schema import TOP, SchemaError
+from lkdn.options import TOP, OptionsError, SchemaError, parse_options
 
 FUZZ = settings(max_examples=150)  # no deadline, derandomized: the suite-wide profile (conftest.py)
 

@@ -26,8 +26,7 @@ from hypothesis import strategies as st
 from lkdn import Upscaler, build_network
 from lkdn.checkpoint import CheckpointError
 from lkdn.loading import load_network, load_network_from_options, network_from_file
-from lkdn.options import OptionsError, load_options
-from lkdn.schema import SchemaError
+from lkdn.options import OptionsError, SchemaError, load_options
 
 FUZZ = settings(max_examples=60)  # no deadline, derandomized, short reprs: the suite-wide profile (conftest.py)
 TINY_NET = {"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscale": 2, "num_in": 1}

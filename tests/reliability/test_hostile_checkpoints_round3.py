@@ -19,14 +19,13 @@ import torch
 from reliability_common import TINY_NET, make_images, one_line, script, test_set_options
 from safetensors.torch import save_file as save_safetensors
 
-from lkdn import Upscaler, build_network, tiling
+from lkdn import Upscaler, build_network, images
 from lkdn import test as test_entry
 from lkdn.archs.build import MAX_TENSORS, NetworkTooLargeError
 from lkdn.checkpoint import CheckpointError, load_state_dict, save_file
+from lkdn.images import NonFiniteOutputError, efficient_tile, tile_overhead
 from lkdn.loading import load_network, network_from_file, save_network_file
-from lkdn.options import OptionsError, load_options
-from lkdn.schema import SchemaError
-from lkdn.tiling import NonFiniteOutputError, efficient_tile, tile_overhead
+from lkdn.options import OptionsError, SchemaError, load_options
 
 TINY_TENSORS = 40  # parameter tensors of TINY_NET
 
@@ -90,11 +89,11 @@ def test_tile_overhead_counts_the_context_each_tile_computes() -> None:
 
 
 def test_small_tiles_warn_once_naming_an_efficient_size(caplog, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tiling, "_overhead_warned", set())
+    monkeypatch.setattr(images, "_overhead_warned", set())
     net = build_network({**TINY_NET, "num_block": 5}).eval()  # receptive radius 3 + 12 * 5 = 63, as LKDN-S
     up = Upscaler(net, device="cpu", optimize=False, tile=32)
     lr = torch.rand(1, 3, 128, 128)
-    with caplog.at_level(logging.WARNING, logger="lkdn.tiling"):
+    with caplog.at_level(logging.WARNING, logger="lkdn.images"):
         up(lr)
         up(lr)
         up(lr[..., :64, :64], tile=64)  # one tile: nothing to warn about
@@ -103,7 +102,7 @@ def test_small_tiles_warn_once_naming_an_efficient_size(caplog, monkeypatch: pyt
                         "input (slow); tiles of 305 or more compute at most 2x, and no tiling computes 1x, where "
                         "memory allows"]
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="lkdn.tiling"):
+    with caplog.at_level(logging.WARNING, logger="lkdn.images"):
         up(torch.rand(1, 3, 320, 320), tile=305)  # 305-pixel tiles: 1.5x, no warning
     assert not [r for r in caplog.records if "pixels of context: the network computes" in r.getMessage()]
 

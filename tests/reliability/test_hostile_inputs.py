@@ -47,8 +47,7 @@ from lkdn import Upscaler, build_network
 from lkdn import test as test_entry
 from lkdn.checkpoint import CheckpointError, extract_state_dict, save_file
 from lkdn.loading import network_from_file, save_network_file
-from lkdn.options import OptionsError, load_options
-from lkdn.schema import SchemaError
+from lkdn.options import OptionsError, SchemaError, load_options
 from lkdn.training.dist import LaunchError
 from lkdn.training.pipeline import DivergenceError
 from lkdn.training.state import RunInUseError, RunLock
@@ -447,9 +446,9 @@ def test_a_billion_laughs_yaml_is_refused_at_once(tmp_path: Path) -> None:
 
 def test_divergence_from_a_huge_learning_rate_says_the_weights_blew_up(tmp_path: Path, data,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    # The schema refuses a learning rate above lkdn.schema.MAX_LR; lifted here to make weights blow up for certain,
+    # The schema refuses a learning rate above lkdn.options.MAX_LR; lifted here to make weights blow up for certain,
     # as data or a schedule can at run time.
-    monkeypatch.setattr("lkdn.schema.MAX_LR", math.inf)
+    monkeypatch.setattr("lkdn.options.MAX_LR", math.inf)
     opt = options(*data, name="huge", train__optim_g__lr=1e30, train__total_iter=50, train__max_bad_steps=2,
                   logger__save_checkpoint_freq=1000)
     with pytest.raises(DivergenceError) as err:

@@ -15,7 +15,7 @@ import yaml
 from reliability_common import make_images, one_line, script, test_set_options, tiny_weights, write_yaml
 
 from lkdn import test as test_entry
-from lkdn.schema import SchemaError
+from lkdn.options import SchemaError
 from lkdn.utils import OutputIsInputError, refuse_overwriting_inputs
 
 pytestmark = pytest.mark.usefixtures("one_thread")

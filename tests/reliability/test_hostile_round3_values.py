@@ -101,7 +101,7 @@ def test_a_0_255_float_tiff_is_read_as_0_255_for_training(tmp_path: Path) -> Non
 def test_option_values_basicsr_trips_on_are_refused_by_the_schema(tmp_path: Path, data, weights, change: dict,
                                                                   expected: str) -> None:
     from lkdn import test as test_entry
-    from lkdn.schema import SchemaError
+    from lkdn.options import SchemaError
 
     opt = yaml.safe_load(options_file(tmp_path, data, weights).read_text())
     for section, values in change.items():
@@ -117,7 +117,7 @@ def test_option_values_basicsr_trips_on_are_refused_by_the_schema(tmp_path: Path
 
 @pytest.mark.parametrize("template", ["{}", "{}x2", "{0}_x2", "{:s}"])
 def test_templates_of_one_field_are_accepted(template: str) -> None:
-    from lkdn.schema import validate_options
+    from lkdn.options import validate_options
 
     validate_options({"name": "t", "scale": 2, "datasets": {"test_1": {"name": "s", "filename_tmpl": template}},
                       "val": {"metrics": {"psnr": {"type": "calculate_psnr", "crop_border": 0}}}})

@@ -9,8 +9,7 @@ import yaml
 from reliability_common import ROOT, make_images, options, train, write_yaml
 
 from lkdn import test as test_entry
-from lkdn.options import default_lookups, parse_options
-from lkdn.schema import SchemaError
+from lkdn.options import SchemaError, default_lookups, parse_options
 
 ALL_OPTIONS = sorted((ROOT / "options").rglob("*.yml"))
 

@@ -30,8 +30,7 @@ from reliability_common import (
 
 from lkdn import build_network
 from lkdn.checkpoint import load_file, save_file
-from lkdn.options import load_options, parse_options
-from lkdn.schema import SchemaError
+from lkdn.options import SchemaError, load_options, parse_options
 
 
 def png_claiming(width: int, height: int) -> bytes:

@@ -16,7 +16,7 @@ from torch import nn
 from lkdn import build_network
 from lkdn import test as test_entry
 from lkdn.checkpoint import save_file
-from lkdn.tiling import APPROXIMATE_TILE_PAD, InferenceMemoryError, run_network, tile_context
+from lkdn.images import APPROXIMATE_TILE_PAD, InferenceMemoryError, run_network, tile_context
 from lkdn.upscaler import Upscaler
 
 TINY_NET = {"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscale": 2, "num_in": 1}
@@ -58,9 +58,9 @@ class _Messages(logging.Handler):
 
 @pytest.fixture
 def warnings() -> Iterator[_Messages]:
-    """Warnings of lkdn.tiling, caught by a handler of its own (entry points stop lkdn's propagation)."""
+    """Warnings of lkdn.images, caught by a handler of its own (entry points stop lkdn's propagation)."""
     handler = _Messages()
-    log = logging.getLogger("lkdn.tiling")
+    log = logging.getLogger("lkdn.images")
     log.addHandler(handler)
     yield handler
     log.removeHandler(handler)

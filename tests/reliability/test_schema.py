@@ -7,7 +7,7 @@ import yaml
 from basicsr.utils.registry import ARCH_REGISTRY
 
 import lkdn  # noqa: F401
-from lkdn.schema import SchemaError, key_lines, validate_options
+from lkdn.options import SchemaError, key_lines, validate_options
 
 GOOD = """\
 name: ok
