@@ -60,8 +60,7 @@ from pydantic_core import PydanticCustomError, core_schema
 
 from lkdn.archs.contract import contract
 from lkdn.errors import LkdnError
-from lkdn.losses import loss_class
-from lkdn.training.optim import get_optimizer_class, get_scheduler_class
+from lkdn.training.optim import get_optimizer_class, get_scheduler_class, loss_class
 from lkdn.utils import FrozenDict, did_you_mean, freeze, thaw, unknown_keywords
 
 
@@ -180,7 +179,7 @@ def default_lookups(*, is_train: bool) -> dict[str, Callable[[str], Any]]:
 
     ``network`` (this project's architectures, :func:`lkdn.archs.contract.contract`) always; for training also ``optim``
     (:func:`lkdn.training.optim.get_optimizer_class`), ``scheduler``
-    (:func:`lkdn.training.optim.get_scheduler_class`) and ``loss`` (:func:`lkdn.losses.loss_class`).
+    (:func:`lkdn.training.optim.get_scheduler_class`) and ``loss`` (:func:`lkdn.training.optim.loss_class`).
     """
     lookups: dict[str, Callable[[str], Any]] = {"network": lambda name: contract(name).factory}
     if is_train:

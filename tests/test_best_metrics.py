@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lkdn.training.records import BestMetrics
+from lkdn.training.pipeline import BestMetrics
 
 METRICS = {"psnr": {"type": "calculate_psnr"}, "lpips": {"type": "lpips", "better": "lower"}}
 

@@ -17,8 +17,8 @@ from basicsr.utils.registry import LOSS_REGISTRY
 
 import lkdn  # noqa: F401
 from lkdn.checkpoint import CheckpointError, save_file
-from lkdn.losses import FILE_FREE_LOSSES, PerceptualLoss, build_loss, loss_class
 from lkdn.options import SchemaError, parse_options
+from lkdn.training.optim import FILE_FREE_LOSSES, PerceptualLoss, build_loss, loss_class
 
 FILE_WORDS = ("path", "file", "pretrain", "url", "weights", "load")
 

@@ -13,7 +13,6 @@ from torch import nn
 import lkdn  # noqa: F401 (registers)
 from lkdn.archs.contract import register_architecture
 from lkdn.models.sr_model import SRModel, set_train_mode
-from lkdn.training.dist import DistInfo
 from lkdn.training.ema import WeightEMA
 from lkdn.training.optim import (
     build_optimizer,
@@ -22,6 +21,7 @@ from lkdn.training.optim import (
     get_scheduler_class,
     optimizer_names,
 )
+from lkdn.training.state import DistInfo
 
 BETAS = (0.98, 0.92, 0.99)  # as written in the official configs
 

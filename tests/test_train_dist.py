@@ -13,7 +13,7 @@ import pytest
 import torch
 from test_train_common import checkpoint, run_training, tiny_data_fixture, write_options  # noqa: F401 (fixtures)
 
-from lkdn.training.dist import cleanup, init_distributed
+from lkdn.training.state import cleanup, init_distributed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

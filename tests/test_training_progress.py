@@ -19,7 +19,7 @@ import pytest
 from conftest import ROOT
 from test_train_common import read_jsonl, run_training, tiny_data_fixture, write_options  # noqa: F401 (fixture)
 
-from lkdn.training.records import FIRST_LINES
+from lkdn.training.pipeline import FIRST_LINES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

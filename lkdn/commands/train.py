@@ -6,7 +6,7 @@ Thin entry point (HAT's pattern): :func:`lkdn.training.pipeline.train_pipeline` 
 ``torchrun --nproc_per_node=N lkdn/train.py -opt ... --launcher pytorch``.
 Errors in the options, the data, a checkpoint, or a diverged run are one ``error: ...`` line
 (exit status 1; ``LKDN_TRACEBACK=1`` shows the traceback). SIGINT / SIGTERM in training save a
-state and stop (:mod:`lkdn.training.dist`); a Ctrl-C during the set-up, or a second one while
+state and stop (:mod:`lkdn.training.state`); a Ctrl-C during the set-up, or a second one while
 saving, stops at once with one line and exit status 130.
 """
 

@@ -1,7 +1,7 @@
 """``SRModel``: single-image super-resolution training with BasicSR's semantics, on CPU or CUDA.
 
 What it keeps from basicsr's ``SRModel``: ``net_g`` and ``net_g_ema`` (``train.ema_decay``),
-``pixel_opt`` / ``perceptual_opt`` losses (basicsr's, through :mod:`lkdn.losses`), one optimizer
+``pixel_opt`` / ``perceptual_opt`` losses (basicsr's, through :mod:`lkdn.training.optim`), one optimizer
 (``optim_g``) and one scheduler stepped per iteration, fine-tuning from
 ``path.pretrain_network_g`` (``param_key_g``, ``strict_load_g``), checkpoints
 ``{'params', 'params_ema'}``. What it owns instead: device handling without unconditional CUDA
@@ -37,11 +37,10 @@ from lkdn.checkpoint import SAFETENSORS_SUFFIX, extract_state_dict, mismatch_rep
 from lkdn.evaluate import evaluate
 from lkdn.images import check_finite_output, write_image
 from lkdn.loading import load_network, load_weights_from_options, save_network_file
-from lkdn.losses import build_loss
 from lkdn.models.registry import MODEL_REGISTRY
-from lkdn.training.dist import DistInfo, any_process
 from lkdn.training.ema import WeightEMA
-from lkdn.training.optim import build_optimizer, build_scheduler, warmup_factor
+from lkdn.training.optim import build_loss, build_optimizer, build_scheduler, warmup_factor
+from lkdn.training.state import DistInfo, any_process
 from lkdn.utils import thaw
 
 logger = logging.getLogger(__name__)
@@ -78,7 +77,7 @@ class SRModel:
 
     Args:
         opt: the parsed options (``lkdn.options.parse_options(..., is_train=True)``).
-        dist_info: processes and device (``lkdn.training.dist.init_distributed``).
+        dist_info: processes and device (``lkdn.training.state.init_distributed``).
     """
 
     def __init__(self, opt: dict[str, Any], *, dist_info: DistInfo) -> None:

@@ -36,8 +36,7 @@ from basicsr.data.prefetch_dataloader import CPUPrefetcher, CUDAPrefetcher
 from torch.utils.data import Dataset
 
 from lkdn.data.safe_dataset import DataError, build_checked_dataset
-from lkdn.training.dist import DistInfo
-from lkdn.training.state import get_rng_state, set_rng_state
+from lkdn.training.state import DistInfo, get_rng_state, set_rng_state
 from lkdn.utils import thaw
 
 logger = logging.getLogger(__name__)
@@ -112,7 +111,7 @@ class _SignalProofWorker:
 
     ``timeout``, Slurm and Ctrl-C in a terminal signal the whole process group: without this the
     workers die first and the trainer fails with "DataLoader worker killed by signal" before it can
-    save the state it promises. The main process handles the signal (lkdn.training.dist) and
+    save the state it promises. The main process handles the signal (lkdn.training.state) and
     shuts its workers down itself.
     """
 

@@ -189,7 +189,7 @@ def measure_training(device: torch.device, amp: str | None, channels_last: bool,
     from lkdn.archs import our_architectures
     from lkdn.models.sr_model import SRModel
     from lkdn.options import load_yaml
-    from lkdn.training.dist import DistInfo
+    from lkdn.training.state import DistInfo
 
     spec = importlib.util.spec_from_file_location("bench_train", ROOT / "benchmarks" / "bench_train.py")
     bench = importlib.util.module_from_spec(spec)

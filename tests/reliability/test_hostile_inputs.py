@@ -48,9 +48,8 @@ from lkdn import test as test_entry
 from lkdn.checkpoint import CheckpointError, extract_state_dict, save_file
 from lkdn.loading import network_from_file, save_network_file
 from lkdn.options import OptionsError, SchemaError, load_options
-from lkdn.training.dist import LaunchError
 from lkdn.training.pipeline import DivergenceError
-from lkdn.training.state import RunInUseError, RunLock
+from lkdn.training.state import LaunchError, RunInUseError, RunLock
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
