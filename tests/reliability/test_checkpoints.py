@@ -69,7 +69,7 @@ def test_older_torch_is_refused_with_the_reason(version: str) -> None:
 def test_the_loader_module_refuses_to_import_under_an_old_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch, "__version__", "2.9.1")
     with pytest.raises(ImportError, match="pip install -U 'torch>=2.10'"):
-        runpy.run_path(str(ROOT / "lkdn" / "utils" / "checkpoint.py"))  # a fresh copy; sys.modules untouched
+        runpy.run_path(str(ROOT / "lkdn" / "checkpoint.py"))  # a fresh copy; sys.modules untouched
 
 
 # ------------------------------------------------------------------------------------------ one loader
