@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from lkdn.commands import BACKENDS
 from lkdn.errors import LkdnError
-from lkdn.utils import command, command_parser, parse_command_line
+from lkdn.utils import command, command_parser, parse_command_line, setup_logging, thaw, write_json_atomic
 from lkdn.zoo import checkpoint_for_path, find_checkpoint
 
 if TYPE_CHECKING:
@@ -164,7 +164,6 @@ def build_test_loader(key: str, dataset_opt: Mapping[str, Any]) -> torch.utils.d
     import torch
 
     from lkdn.data.safe_dataset import build_checked_dataset
-    from lkdn.utils import thaw
 
     options = {"io_backend": {"type": "disk"}, **thaw(dataset_opt)}
     dataset = build_checked_dataset(options, where=f"datasets.{key}")
@@ -200,7 +199,6 @@ def test_pipeline(opt: Options, *, device: torch.device, backend: str = "torch")
     from lkdn.images import write_image
     from lkdn.options import OptionsError
     from lkdn.upscaler import Upscaler
-    from lkdn.utils import write_json_atomic
 
     datasets = opt.section("datasets")
     if not datasets:
@@ -253,7 +251,6 @@ def score(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     from lkdn.options import OptionsError, device_of, parse_options
     from lkdn.upscaler import resolve_device
-    from lkdn.utils import setup_logging, thaw
 
     opt = parse_options(args.opt, is_train=False, overrides=args.force_yml, root_path=args.root_path)  # validates
     if args.device is not None:

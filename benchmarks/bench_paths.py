@@ -1,7 +1,8 @@
 """How deep the two main paths run: the lkdn files whose functions one job calls, and how often it opens its YAML.
 
-    python benchmarks/code_paths.py            # both paths, a Markdown table
-    python benchmarks/code_paths.py --list     # and the files of each path
+    python benchmarks/bench_paths.py            # both paths, a Markdown table
+    python benchmarks/bench_paths.py --list     # and the files of each path
+    python benchmarks/run.py --only paths       # the section of docs/benchmarks.md
 
 * **inference**: one 48x48 image through ``lkdn-infer -opt <test YAML>`` (a small LKDN x2 with its
   weights), as a user runs it.
@@ -172,6 +173,43 @@ def measure(job: str, inputs: dict[str, Path]) -> dict[str, object]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+#: the most lkdn files outside lkdn/archs/ each path may call (the layering goal of the README)
+GOALS = {"inference": 8, "train": 14}
+
+
+def measure_both() -> dict[str, dict[str, object]]:
+    """Both paths, each in a fresh interpreter, on inputs made in a temporary folder."""
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = make_inputs(Path(tmp))
+        return {job: measure(job, inputs) for job in ("inference", "train")}
+
+
+def table(results: dict[str, dict[str, object]], *, files: bool) -> str:
+    """The Markdown table of ``results`` (and, with ``files``, the files of each path)."""
+    lines = ["| path | lkdn files called (outside `lkdn/archs/`) | goal | `lkdn/archs/` files | YAML opened |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for job, result in results.items():
+        lines.append(f"| {job} | {len(result['files'])} | {GOALS[job]} | {len(result['archs'])} | "
+                     f"{result['yaml_opens']} |")
+    if files:
+        lines += [""] + [f"* {job}: " + ", ".join(f"`{f}`" for f in result["files"]) for job, result in results.items()]
+    return "\n".join(lines)
+
+
+def run(ctx: dict) -> str:  # noqa: ARG001 (benchmarks/run.py's signature; the counts need no threads)
+    """The section of docs/benchmarks.md."""
+    return "\n".join([
+        "## Code paths: the lkdn files one image and one training start run through",
+        "",
+        "One 48x48 image through `lkdn-infer -opt <test YAML>`, and a training YAML through `lkdn/train.py` up to "
+        "its first optimizer step, each in a fresh interpreter under `sys.setprofile`: a file counts when one of "
+        "its functions is called (module bodies run by an import do not). The networks (`lkdn/archs/`) are "
+        "counted apart. Not a timing: the counts are the same on every machine.",
+        "",
+        table(measure_both(), files=True),
+    ])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--list", action="store_true", help="list the files of each path")
@@ -180,16 +218,7 @@ def main() -> int:
     if args.trace:
         print(json.dumps(trace(args.trace[0], json.loads(args.trace[1]))))  # noqa: T201 (read by the parent)
         return 0
-    with tempfile.TemporaryDirectory() as tmp:
-        inputs = make_inputs(Path(tmp))
-        results = {job: measure(job, inputs) for job in ("inference", "train")}
-    print("| path | lkdn files called (outside `lkdn/archs/`) | `lkdn/archs/` files | YAML opened |")  # noqa: T201
-    print("| --- | ---: | ---: | ---: |")  # noqa: T201
-    for job, result in results.items():
-        print(f"| {job} | {len(result['files'])} | {len(result['archs'])} | {result['yaml_opens']} |")  # noqa: T201
-    if args.list:
-        for job, result in results.items():
-            print(f"\n{job}: " + ", ".join(result["files"]))  # noqa: T201
+    print(table(measure_both(), files=args.list))  # noqa: T201
     return 0
 
 
