@@ -38,6 +38,7 @@ from lkdn.evaluate import evaluate
 from lkdn.images import check_finite_output, write_image
 from lkdn.loading import load_network, load_weights_from_options, save_network_file
 from lkdn.models.registry import MODEL_REGISTRY
+from lkdn.options import Options, fill_defaults
 from lkdn.training.ema import WeightEMA
 from lkdn.training.optim import build_loss, build_optimizer, build_scheduler, warmup_factor
 from lkdn.training.state import DistInfo, any_process
@@ -80,7 +81,10 @@ class SRModel:
         dist_info: processes and device (``lkdn.training.state.init_distributed``).
     """
 
-    def __init__(self, opt: dict[str, Any], *, dist_info: DistInfo) -> None:
+    def __init__(self, opt: Mapping[str, Any], *, dist_info: DistInfo) -> None:
+        if not isinstance(opt, Options):  # a plain mapping (the Python API): the declared defaults filled in
+            data = thaw(opt)
+            opt = Options(data, source="options", filled=fill_defaults(data))
         self.opt = opt
         self.dist_info = dist_info
         self.device = dist_info.device
@@ -132,7 +136,7 @@ class SRModel:
         self.optimizers = [self.optimizer_g]
         self.schedulers = [build_scheduler(self.optimizer_g, train_opt["scheduler"])] if train_opt.get("scheduler") else []
         self._base_lrs = [group["lr"] for group in self.optimizer_g.param_groups]
-        self.warmup_iter = train_opt.get("warmup_iter", -1)
+        self.warmup_iter = train_opt["warmup_iter"]
 
     def setup_step_options(self, train_opt: Mapping[str, Any]) -> None:
         """Read ``grad_clip``, ``bn_population_after``, ``amp`` and ``channels_last``."""
@@ -144,7 +148,7 @@ class SRModel:
 
         self.amp_dtype = _amp_dtype(train_opt.get("amp"), self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
-        self.channels_last = bool(train_opt.get("channels_last", False))
+        self.channels_last = train_opt["channels_last"]
         if self.channels_last:
             self.net_g.to(memory_format=torch.channels_last)
 
@@ -155,13 +159,13 @@ class SRModel:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_net = DistributedDataParallel(
                 self.net_g, device_ids=device_ids,
-                find_unused_parameters=bool(self.opt.get("find_unused_parameters", False)),
+                find_unused_parameters=self.opt["find_unused_parameters"],
             )
 
     def setup_ema(self, train_opt: Mapping[str, Any]) -> None:
         """Build the EMA network (``ema_decay`` > 0) from ``net_g`` or the pretrained file's ``params_ema``."""
         self.ema: WeightEMA | None = None
-        decay = float(train_opt.get("ema_decay", 0) or 0)
+        decay = float(train_opt["ema_decay"] or 0)
         if decay > 0:
             logger.info("Exponential moving average of the weights, decay %s", decay)
             self.ema = WeightEMA(build_network(self.opt["network_g"]).to(self.device), decay=decay)
@@ -179,7 +183,7 @@ class SRModel:
     def init_step_state(self) -> None:
         """Start the per-step records: losses, skipped steps, save format and resume flags."""
         self.log_dict: dict[str, torch.Tensor] = {}
-        self.save_format = (self.opt.get("logger") or {}).get("save_format", "pth")
+        self.save_format = self.opt["logger"]["save_format"]
         self.bad_steps = 0  # consecutive steps skipped for a non-finite loss or gradient norm
         self.reschedule = False  # set by load_training_state when the schedule changed
         self.step_skipped = False
@@ -333,7 +337,7 @@ class SRModel:
                 write_image(folder / name / f"{name}_{current_iter}.png", image)
 
         evaluation = evaluate(self.test, loader, metrics=val_opt.get("metrics"), device=self.device, save=save,
-                              pbar=bool(val_opt.get("pbar", False)), desc="validation")
+                              pbar=bool(val_opt.get("pbar")), desc="validation")  # val may be absent (a direct call)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         return evaluation.means()
@@ -399,7 +403,7 @@ class SRModel:
         """What sets the learning rate of an iteration: ``optim_g.lr``, ``scheduler`` and ``warmup_iter``."""
         train_opt = self.opt.get("train") or {}
         return thaw({"lr": (train_opt.get("optim_g") or {}).get("lr"), "scheduler": train_opt.get("scheduler"),
-                     "warmup_iter": train_opt.get("warmup_iter", -1)})
+                     "warmup_iter": train_opt["warmup_iter"]})
 
     def load_training_state(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`training_state` saved.
