@@ -61,7 +61,7 @@ from lkdn.archs.contract import contract_of, foldable_modules
 from lkdn.backends import BACKEND_PRECISIONS, BACKENDS, BackendError, MissingExtraError, check_backend, convert
 from lkdn.backends.auto import AutoBackend
 from lkdn.checkpoint import CheckpointError
-from lkdn.export.graphs import onnx_graph
+from lkdn.deploy import onnx_graph
 from lkdn.images import check_finite_output, is_out_of_memory, run_network, tile_context, upscale_image
 from lkdn.loading import load_network_from_options, network_from_file, read_metadata
 from lkdn.options import device_of, load_options

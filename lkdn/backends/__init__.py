@@ -45,7 +45,7 @@ from lkdn.backends.base import (
     require,
     verify,
 )
-from lkdn.export.graphs import deploy_network, image_tensor, input_channels, onnx_graph, torchscript_graph
+from lkdn.deploy import deploy_network, image_tensor, input_channels, onnx_graph, torchscript_graph
 from lkdn.images import IMAGE_SUFFIXES, read_image
 
 __all__ = [

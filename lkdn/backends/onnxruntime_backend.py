@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 
 from lkdn.backends.base import BackendError, Runtime, require
-from lkdn.export.graphs import INPUT_NAME
+from lkdn.deploy import INPUT_NAME
 from lkdn.export.onnx import onnx_session
 
 

@@ -262,7 +262,7 @@ def load_input(args: argparse.Namespace) -> tuple[Options, Any, str]:
 def reparameterize(args: argparse.Namespace) -> int:
     """Fold, verify and write; 0, or 1 when the verification fails (nothing written)."""
     from lkdn.archs import build_network
-    from lkdn.export.graphs import input_channels
+    from lkdn.deploy import input_channels
     from lkdn.loading import deploy_form, save_network_file
     from lkdn.options import OptionsError
     from lkdn.profiling import count_parameters

@@ -3,21 +3,18 @@
 * ONNX (:mod:`lkdn.export.onnx`): :func:`export_onnx`, checked with onnxruntime;
 * OpenVINO IR (:mod:`lkdn.export.openvino`): :func:`export_openvino`, checked with OpenVINO;
 * ncnn (:mod:`lkdn.export.ncnn`): :func:`export_ncnn`, converted by pnnx, checked with ncnn;
-* what they share: the deploy network and its graphs (:mod:`lkdn.export.graphs`: :func:`deploy_network`,
-  :func:`half_network`, :func:`onnx_graph`, :func:`torchscript_graph`, :func:`export_metadata`), and
-  for OpenVINO and ncnn the verification, Set5 score and atomic writes (:mod:`lkdn.export.verify`).
+* what they share: the deploy network and its graphs (:mod:`lkdn.deploy`, which the runtimes of
+  :mod:`lkdn.backends` use too: :func:`deploy_network`, :func:`half_network`, :func:`onnx_graph`,
+  :func:`torchscript_graph`, :func:`export_metadata`), and for OpenVINO and ncnn the verification,
+  Set5 score and atomic writes (:mod:`lkdn.export.verify`).
 
-Every public name is importable from ``lkdn.export``. The OpenVINO and ncnn names are loaded on
-first use: their modules import :mod:`lkdn.backends`, which itself imports
-:mod:`lkdn.export.graphs`, so this package cannot import them while it is being imported.
+Every public name is importable from ``lkdn.export``; the runtimes themselves (onnxruntime, OpenVINO,
+pnnx and ncnn) are optional extras, imported when an export runs.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
-from lkdn.export.graphs import (
+from lkdn.deploy import (
     DEFAULT_OPSET,
     EXPORTER,
     INPUT_NAME,
@@ -31,6 +28,7 @@ from lkdn.export.graphs import (
     onnx_graph,
     torchscript_graph,
 )
+from lkdn.export.ncnn import export_ncnn
 from lkdn.export.onnx import (
     FP16_TOLERANCE,
     FP32_TOLERANCE,
@@ -42,31 +40,8 @@ from lkdn.export.onnx import (
     onnx_metadata,
     onnx_session,
 )
-
-if TYPE_CHECKING:  # for type checkers; at run time __getattr__ loads them
-    from lkdn.export.ncnn import export_ncnn
-    from lkdn.export.openvino import export_openvino
-    from lkdn.export.verify import FileExportReport, Set5Score
-
-_ON_FIRST_USE = {
-    "export_openvino": "lkdn.export.openvino",
-    "export_ncnn": "lkdn.export.ncnn",
-    "FileExportReport": "lkdn.export.verify",
-    "Set5Score": "lkdn.export.verify",
-}
-
-
-def __getattr__(name: str) -> Any:
-    """The OpenVINO and ncnn names, imported on first use (see the module docstring)."""
-    if name in _ON_FIRST_USE:
-        return getattr(importlib.import_module(_ON_FIRST_USE[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    """Every public name, the ones loaded on first use included."""
-    return sorted(__all__)
-
+from lkdn.export.openvino import export_openvino
+from lkdn.export.verify import FileExportReport, Set5Score
 
 __all__ = [
     "DEFAULT_OPSET", "EXPORTER", "FP16_TOLERANCE", "FP32_TOLERANCE", "INPUT_NAME", "NOISE_TOLERANCE", "OUTPUT_NAME",

@@ -11,7 +11,7 @@ import numpy as np
 from torch import nn
 
 from lkdn.backends.base import check_inputs, require
-from lkdn.export.graphs import input_channels, torchscript_graph
+from lkdn.deploy import input_channels, torchscript_graph
 from lkdn.export.verify import FileExportReport, finish, float32_reference, image_inputs, refuse_shared_weights
 
 

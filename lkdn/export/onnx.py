@@ -1,11 +1,11 @@
 """ONNX export, verified with onnxruntime against PyTorch before anything is written.
 
-:func:`export_onnx` exports the deploy form (:func:`lkdn.export.graphs.onnx_graph`), runs the
+:func:`export_onnx` exports the deploy form (:func:`lkdn.deploy.onnx_graph`), runs the
 exported bytes through onnxruntime (CPU provider) on a random batch and on the given images, and
 compares with the *original* PyTorch network in float32. Only when every check is within
 tolerance is the file written, atomically (temporary file in the same folder, fsync,
 ``os.replace``). ``fp16=True`` exports the mixed-precision graph of
-:func:`lkdn.export.graphs.half_network`, compared with the float32 PyTorch network within
+:func:`lkdn.deploy.half_network`, compared with the float32 PyTorch network within
 :data:`FP16_TOLERANCE`.
 
 onnxruntime and onnx are optional dependencies (``pip install -e ".[onnx]"`` in the clone)
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lkdn.export.graphs import (
+from lkdn.deploy import (
     DEFAULT_OPSET,
     EXPORTER,
     INPUT_NAME,

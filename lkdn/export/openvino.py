@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from lkdn.backends import calibration_images, verification_inputs
-from lkdn.export.graphs import deploy_network, input_channels, onnx_graph
+from lkdn.deploy import deploy_network, input_channels, onnx_graph
 from lkdn.export.verify import FileExportReport, finish, float32_reference, image_inputs, refuse_shared_weights
 
 

@@ -1,7 +1,7 @@
 """What the OpenVINO and ncnn exports share: verify the runtime's own files, score Set5, then write.
 
-Both exports start from our export of the deploy network (OpenVINO: :func:`lkdn.export.graphs.onnx_graph`;
-ncnn: :func:`lkdn.export.graphs.torchscript_graph`, converted by pnnx), write the runtime's files
+Both exports start from our export of the deploy network (OpenVINO: :func:`lkdn.deploy.onnx_graph`;
+ncnn: :func:`lkdn.deploy.torchscript_graph`, converted by pnnx), write the runtime's files
 into a temporary folder, **load those files with the runtime itself**, and compare its output with
 the float32 PyTorch network on a random batch at odd sizes and on the check images (tolerances:
 :data:`lkdn.backends.base.TOLERANCES`). When Set5 is found at the network's scale
@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from lkdn.backends.base import TOLERANCES, BackendError, Check, Runtime, Tolerance, verify
+from lkdn.deploy import image_tensor
 from lkdn.evaluate import evaluate_folder
-from lkdn.export.graphs import image_tensor
 from lkdn.utils import write_atomic
 from lkdn.zoo import find_benchmark
 
