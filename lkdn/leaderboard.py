@@ -40,6 +40,7 @@ from typing import Any
 import torch
 import yaml
 
+from lkdn.commands.test import test_pipeline  # the same scoring as lkdn-test (python lkdn/test.py)
 from lkdn.errors import LkdnError
 from lkdn.evaluate import protocol_metrics
 from lkdn.loading import load_network_from_options, weights_file
@@ -165,8 +166,6 @@ def runtime_summary(times_ms: Sequence[float], device: torch.device) -> dict[str
 def measure(source: Path, weights: Path, *, settings: Settings, workdir: Path, name: str,
             sets: dict[str, tuple[Path, Path]]) -> dict[str, Any]:
     """Counts, runtime, peak memory and PSNR/SSIM on ``sets`` of one option file (see the module docstring)."""
-    from lkdn.test import test_pipeline  # lkdn/test.py: the same scoring as `python lkdn/test.py`
-
     device = torch.device(settings.device)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # how busy the machine was
     opt = load_options(source)

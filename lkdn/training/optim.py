@@ -8,7 +8,7 @@ losses that read no file (:data:`FILE_FREE_LOSSES`) and ``PerceptualLoss``, whic
 read by :func:`lkdn.checkpoint.load_file` from a file the options name, never fetched by
 ``torch.hub`` (which unpickles without ``weights_only``) and never ``torch.load``-ed from a
 fixed path in the working directory, as basicsr's ``VGGFeatureExtractor`` does. Every other
-entry of basicsr's ``LOSS_REGISTRY`` (GAN losses, which :class:`lkdn.models.SRModel` has no
+entry of basicsr's ``LOSS_REGISTRY`` (GAN losses, which :class:`lkdn.models.sr_model.SRModel` has no
 discriminator for) is refused by name.
 
 **Optimizer registry: every ``torch.optim`` optimizer by its class name, plus ``Adan``.**
