@@ -1251,6 +1251,17 @@ def fill_defaults(opt: dict[str, Any], model: type[Section] = OptionFile,
     return filled
 
 
+def with_defaults(section: Mapping[str, Any] | None, model: type[Section]) -> dict[str, Any]:
+    """A plain copy of ``section`` (absent: empty) with the declared defaults of ``model`` filled in.
+
+    For a section validation did not fill: absent from the file (``val`` is optional), or from a
+    plain mapping passed to the Python API.
+    """
+    data = _plain(section or {})
+    fill_defaults(data, model)
+    return data
+
+
 def without_filled(opt: Mapping[str, Any], filled: list[tuple[Any, ...]]) -> dict[str, Any]:
     """A copy of ``opt`` without the ``filled`` defaults (:func:`fill_defaults`): what a file gave, to write back.
 

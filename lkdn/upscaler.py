@@ -64,7 +64,7 @@ from lkdn.checkpoint import CheckpointError
 from lkdn.deploy import onnx_graph
 from lkdn.images import check_finite_output, is_out_of_memory, run_network, tile_context, upscale_image
 from lkdn.loading import load_network_from_options, network_from_file, read_metadata
-from lkdn.options import device_of, load_options
+from lkdn.options import Val, device_of, load_options, with_defaults
 from lkdn.reparam import reparameterize_model
 
 logger = logging.getLogger(__name__)
@@ -228,7 +228,7 @@ class Upscaler:
         (``size``, ``pad``) and ``val.self_ensemble`` (default false). An argument other than ``None``
         replaces its option; the other keyword arguments are those of :class:`Upscaler`.
         """
-        val = opt.get("val") or {}
+        val = with_defaults(opt.get("val"), Val)
         tile_options = val.get("tile") or {}
         for name, value in (("tile", tile), ("tile_pad", tile_pad)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
@@ -239,10 +239,10 @@ class Upscaler:
         net = load_network_from_options(opt, weights=weights, device=device)
         return cls(
             net, scale=opt["scale"], device=device, backend=backend,
-            optimize=bool(val.get("optimize", True)) if optimize is None else optimize,
+            optimize=bool(val["optimize"]) if optimize is None else optimize,
             tile=tile_options.get("size") if tile is None else tile,
             tile_pad=tile_options.get("pad") if tile_pad is None else tile_pad,
-            self_ensemble=bool(val.get("self_ensemble", False)) if self_ensemble is None else self_ensemble,
+            self_ensemble=bool(val["self_ensemble"]) if self_ensemble is None else self_ensemble,
             **kwargs,
         )
 

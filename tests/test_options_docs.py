@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import lkdn.options as schema
-from lkdn.options import MAX_SCALE, SchemaError, fill_defaults, parse_options, validate_options
+from lkdn.options import MAX_SCALE, SchemaError, Val, fill_defaults, parse_options, validate_options, with_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "options").rglob("*.yml"))
@@ -81,6 +81,16 @@ def test_defaults_are_filled_and_absent_keys_without_one_stay_absent() -> None:
     for absent in ("holdout", "subset", "prefetch_mode", "use_hflip"):
         assert absent not in opt["datasets"]["train"]
     assert "tile" not in opt["val"] and "scheduler" not in opt["train"] and "manual_seed" not in opt
+
+
+def test_an_absent_or_unfilled_section_reads_the_declared_defaults() -> None:
+    """``val`` absent from a file, or a plain mapping: the readers get the declared defaults, and
+    the mapping given is left as it was."""
+    assert with_defaults(None, Val) == {"save_img": False, "pbar": False, "self_ensemble": False, "optimize": True}
+    given = {"optimize": False, "metrics": {"psnr": {"type": "calculate_psnr", "crop_border": 4}}}
+    filled = with_defaults(given, Val)
+    assert filled["optimize"] is False and filled["self_ensemble"] is False
+    assert filled["metrics"]["psnr"]["better"] == "higher" and "better" not in given["metrics"]["psnr"]
 
 
 @pytest.mark.parametrize("path", [ROOT / "options/train/LKDN/train_LKDN_x4.yml", ROOT / "options/test/LKDN/test_LKDN_x4.yml"])

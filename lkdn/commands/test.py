@@ -197,7 +197,7 @@ def test_pipeline(opt: Options, *, device: torch.device, backend: str = "torch")
     """Run every test dataset of ``opt`` with ``backend`` (:class:`lkdn.Upscaler`); write ``metrics.json``; return its content."""
     from lkdn.evaluate import evaluate
     from lkdn.images import write_image
-    from lkdn.options import OptionsError
+    from lkdn.options import OptionsError, Val, with_defaults
     from lkdn.upscaler import Upscaler
 
     datasets = opt.section("datasets")
@@ -213,7 +213,7 @@ def test_pipeline(opt: Options, *, device: torch.device, backend: str = "torch")
             skipped.append(name)
         else:
             to_run.append((key, name, dataset_opt))
-    val = opt.section("val")
+    val = with_defaults(opt.section("val"), Val)
     # the Upscaler's exact rewrites (re-parameterization, channels_last, ...): output within 1e-4
     net = Upscaler.from_options(opt, device=device, backend=backend)
     logger.info("network %s on %s: %s", opt.network_g.get("type"), device, net)
@@ -224,7 +224,7 @@ def test_pipeline(opt: Options, *, device: torch.device, backend: str = "torch")
         logger.info("Testing %s: %d images", name, len(loader.dataset))
         start = time.perf_counter()
         save = None
-        if val.get("save_img", False):
+        if val["save_img"]:
             def save(image_name: str, image: Any, name: str = name) -> None:
                 write_image(save_path(opt, name, image_name), image)
         evaluation = evaluate(net, loader, metrics=metrics, device=device, save=save, desc=f"Test {name}",

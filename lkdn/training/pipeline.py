@@ -58,7 +58,7 @@ from lkdn.checkpoint import CheckpointError, save_file
 from lkdn.data.safe_dataset import skipped_in_batch
 from lkdn.errors import LkdnError
 from lkdn.models import build_model
-from lkdn.options import apply_override, parse_options
+from lkdn.options import Val, apply_override, parse_options, with_defaults
 from lkdn.training.data import TrainData, build_val_loaders
 from lkdn.training.state import (
     DistInfo,
@@ -429,7 +429,7 @@ class Trainer:
         self.skipped_images = 0
         val_opt = self.opt.section("val")
         self.val_freq = _iterations(val_opt, "val_freq", None) if val_opt else None
-        self.save_img = bool(val_opt.get("save_img", False))
+        self.save_img = bool(with_defaults(val_opt, Val)["save_img"])
 
     def load_resume_state_and_seed(self) -> None:
         """Load the state to resume from, then seed every RNG (``manual_seed``, the state's, or a random one)."""
