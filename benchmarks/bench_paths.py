@@ -6,8 +6,8 @@
 
 * **inference**: one 48x48 image through ``lkdn-infer -opt <test YAML>`` (a small LKDN x2 with its
   weights), as a user runs it.
-* **train**: a training YAML through ``python lkdn/train.py -opt`` up to the first optimizer step (a small
-  LKDN x2 on four 64x64 crops, no validation), where it stops.
+* **train**: the shipped LKDN x2 recipe through ``python lkdn/train.py -opt`` up to the first optimizer step,
+  where it stops; shrunk to run anywhere (a small LKDN x2 on four 64x64 pairs from disk, no validation).
 
 Each path runs in a fresh interpreter under ``sys.setprofile``; a file counts when one of its
 functions is called (module and class bodies run by an import do not count). Files under ``lkdn/archs/``
@@ -27,6 +27,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 
 NETWORK = {"type": "LKDN", "num_feat": 8, "num_atten": 8, "num_block": 1, "upscale": 2, "num_in": 1}
@@ -39,46 +41,21 @@ path:
   pretrain_network_g: {weights}
 """
 
-TRAIN_YAML = """name: paths
-model_type: SRModel
-scale: 2
-num_gpu: 0
-manual_seed: 7
-datasets:
-  train:
-    name: paths_train
-    type: PairedImageDataset
-    dataroot_gt: {hr}
-    dataroot_lq: {lr}
-    io_backend:
-      type: disk
-    gt_size: 32
-    use_hflip: true
-    use_rot: true
-    num_worker_per_gpu: 0
-    batch_size_per_gpu: 2
-    dataset_enlarge_ratio: 1
-network_g: {network}
-path:
-  pretrain_network_g: ~
-  resume_state: ~
-train:
-  optim_g:
-    type: Adam
-    lr: !!float 1e-3
-  scheduler:
-    type: MultiStepLR
-    milestones: [1000]
-    gamma: 0.5
-  total_iter: 4
-  pixel_opt:
-    type: L1Loss
-    loss_weight: 1.0
-logger:
-  print_freq: 1
-  save_checkpoint_freq: 1000
-  use_tb_logger: false
-"""
+RECIPE = ROOT / "options" / "train" / "LKDN" / "train_LKDN_x2.yml"
+
+
+def small_recipe(hr: Path, lr: Path) -> dict:
+    """The shipped LKDN x2 recipe, as a user runs it, shrunk: the small network, four 64x64 pairs
+    from disk on the CPU, four iterations, no validation and no TensorBoard."""
+    opt = yaml.safe_load(RECIPE.read_text())
+    train = opt["datasets"]["train"]
+    train.update(dataroot_gt=str(hr), dataroot_lq=str(lr), io_backend={"type": "disk"}, gt_size=32,
+                 num_worker_per_gpu=0, batch_size_per_gpu=2, dataset_enlarge_ratio=1)
+    opt.update(name="paths", num_gpu=0, manual_seed=7, network_g=dict(NETWORK), datasets={"train": train},
+               logger={"print_freq": 1, "save_checkpoint_freq": 1000, "use_tb_logger": False})
+    del opt["val"]
+    opt["train"]["total_iter"] = 4
+    return opt
 
 
 class FirstStep(BaseException):  # noqa: N818 (a stop signal, not an error; BaseException passes every handler)
@@ -107,7 +84,7 @@ def make_inputs(folder: Path) -> dict[str, Path]:
     test_yml = folder / "test.yml"
     test_yml.write_text(TEST_YAML.format(network=network, weights=weights))
     train_yml = folder / "train.yml"
-    train_yml.write_text(TRAIN_YAML.format(network=network, hr=hr_dir, lr=lr_dir))
+    train_yml.write_text(yaml.safe_dump(small_recipe(hr_dir, lr_dir)))
     return {"test_yml": test_yml, "train_yml": train_yml, "image": lr_dir / "0.png", "out": folder / "out"}
 
 
@@ -201,8 +178,8 @@ def run(ctx: dict) -> str:  # noqa: ARG001 (benchmarks/run.py's signature; the c
     return "\n".join([
         "## Code paths: the lkdn files one image and one training start run through",
         "",
-        "One 48x48 image through `lkdn-infer -opt <test YAML>`, and a training YAML through `lkdn/train.py` up to "
-        "its first optimizer step, each in a fresh interpreter under `sys.setprofile`: a file counts when one of "
+        "One 48x48 image through `lkdn-infer -opt <test YAML>`, and the shipped LKDN x2 recipe (shrunk: a small network, "
+        "four 64x64 pairs, no validation) through `lkdn/train.py` up to its first optimizer step, each in a fresh interpreter under `sys.setprofile`: a file counts when one of "
         "its functions is called (module bodies run by an import do not). The networks (`lkdn/archs/`) are "
         "counted apart. Not a timing: the counts are the same on every machine.",
         "",
